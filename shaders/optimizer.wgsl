@@ -1,0 +1,32 @@
+// The optimizer update over every parameter, for the unfused schedule (the fused schedule runs
+// the same `optimizer_update` in the gradient matmul's epilogue). Prepended: step.wgsl.
+
+override OPT: u32 = 1u;
+
+struct Count {
+    n: u32,
+}
+
+@group(0) @binding(0) var<uniform> count: Count;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read> grads: array<f32>;
+@group(0) @binding(3) var<storage, read_write> params: array<f32>;
+@group(0) @binding(4) var<storage, read_write> opt_m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> opt_v: array<f32>;
+
+@compute @workgroup_size(256)
+fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 256u + gid.x;
+    if (i >= count.n) {
+        return;
+    }
+    var m = opt_m[i];
+    var v = opt_v[i];
+    params[i] = optimizer_update(OPT, step, params[i], grads[i], &m, &v);
+    if (OPT == OPT_MOMENTUM || OPT == OPT_ADAM) {
+        opt_m[i] = m;
+    }
+    if (OPT == OPT_ADAM) {
+        opt_v[i] = v;
+    }
+}

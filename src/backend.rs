@@ -1,0 +1,69 @@
+//! The one interface both backends implement; the trainer is written once against it.
+
+use crate::error::Result;
+use crate::model::ModelSpec;
+use crate::optim::StepHyper;
+
+/// Summed loss and correct count over some samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatchStats {
+    /// `Σ_samples J` (not yet divided by `samples`).
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub samples: u64,
+}
+
+impl BatchStats {
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.samples.max(1) as f64
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.samples.max(1) as f64
+    }
+    pub fn add(&mut self, other: &BatchStats) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.samples += other.samples;
+    }
+}
+
+/// Optimizer state per parameter: `m` (momentum's velocity or Adam's first moment) and `v`
+/// (Adam's second moment), each `[P]` or empty when the optimizer has no such slot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// A model placed on a device, ready to train. Every call is checked; nothing panics on user
+/// input. Parameters use the layout of [`ModelSpec::layout`].
+pub trait Backend {
+    /// The device, e.g. `cpu-reference` or `vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
+    fn name(&self) -> String;
+    fn spec(&self) -> &ModelSpec;
+
+    /// params: [P]
+    fn set_params(&mut self, params: &[f32]) -> Result<()>;
+    /// params: [P] (a readback on the GPU).
+    fn params(&mut self) -> Result<Vec<f32>>;
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
+    fn optimizer_state(&mut self) -> Result<OptimizerState>;
+
+    /// Stores the training set on the device once. x: [rows, in]; t: [rows, out] dense targets.
+    fn set_train_data(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<()>;
+    /// Starts an epoch that visits the training rows in `order` ([rows], a permutation).
+    fn begin_epoch(&mut self, order: &[u32]) -> Result<()>;
+    /// One step (forward, loss, backward, update) on rows `order[start..start + len]`, queued
+    /// without any readback.
+    fn step(&mut self, start: usize, len: usize, hyper: &StepHyper) -> Result<()>;
+    /// The loss and correct count of each step since `begin_epoch`, read back once.
+    fn finish_epoch(&mut self) -> Result<Vec<BatchStats>>;
+
+    /// y: [rows, out] = the network's outputs (after the output activation) for x: [rows, in].
+    fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;
+    /// Summed loss and correct count over x: [rows, in] with dense targets t: [rows, out].
+    fn evaluate(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<BatchStats>;
+    /// The gradient `∂E/∂params` ([P], including `λW`) of the last step, for tests and
+    /// verification. The GPU backend must have been built with gradient capture.
+    fn last_gradients(&mut self) -> Result<Vec<f32>>;
+}

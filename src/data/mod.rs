@@ -1,0 +1,185 @@
+//! Datasets: features `[n, in]` f32 and targets as class labels or real-valued vectors.
+
+use crate::error::{Error, Result};
+use crate::model::{Loss, ModelSpec};
+
+/// What a dataset's rows should produce.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets {
+    /// One class index per row, `0..classes`.
+    Classes { labels: Vec<u32>, classes: usize },
+    /// `width` real values per row: values `[n, width]` row-major.
+    Values { values: Vec<f32>, width: usize },
+}
+
+/// Features `[rows, cols]` row-major with their targets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub features: Vec<f32>,
+    pub rows: usize,
+    pub cols: usize,
+    pub targets: Targets,
+}
+
+impl Dataset {
+    /// A dataset with class labels, checked for shape, NaN/Inf and label range.
+    pub fn from_classes(features: Vec<f32>, cols: usize, labels: Vec<u32>, classes: usize) -> Result<Self> {
+        let ds = Dataset {
+            rows: labels.len(),
+            features,
+            cols,
+            targets: Targets::Classes { labels, classes },
+        };
+        ds.validate()?;
+        Ok(ds)
+    }
+
+    /// A dataset with real-valued targets `[rows, width]`, checked.
+    pub fn from_values(features: Vec<f32>, cols: usize, values: Vec<f32>, width: usize) -> Result<Self> {
+        let rows = if width == 0 { 0 } else { values.len() / width };
+        let ds = Dataset {
+            rows,
+            features,
+            cols,
+            targets: Targets::Values { values, width },
+        };
+        ds.validate()?;
+        Ok(ds)
+    }
+
+    /// Checks that the arrays agree and hold only finite numbers and in-range labels.
+    pub fn validate(&self) -> Result<()> {
+        if self.rows == 0 {
+            return Err(Error::InvalidData("the dataset is empty (0 samples)".into()));
+        }
+        if self.cols == 0 {
+            return Err(Error::InvalidData("the dataset has 0 feature columns".into()));
+        }
+        if self.features.len() != self.rows * self.cols {
+            return Err(Error::shape(
+                "features",
+                format!("{} values ({} rows × {} columns)", self.rows * self.cols, self.rows, self.cols),
+                self.features.len(),
+            ));
+        }
+        check_finite("features", &self.features, self.cols)?;
+        match &self.targets {
+            Targets::Classes { labels, classes } => {
+                if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= *classes) {
+                    return Err(Error::LabelOutOfRange { label: l as i64, index: i, classes: *classes });
+                }
+            }
+            Targets::Values { values, width } => {
+                if *width == 0 || values.len() != self.rows * width {
+                    return Err(Error::shape("targets", format!("{} rows × {width}", self.rows), values.len()));
+                }
+                check_finite("targets", values, *width)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The number of classes, or `None` for real-valued targets.
+    pub fn classes(&self) -> Option<usize> {
+        match &self.targets {
+            Targets::Classes { classes, .. } => Some(*classes),
+            Targets::Values { .. } => None,
+        }
+    }
+
+    /// Targets as a dense `[rows, spec.outputs()]` matrix for this model: class labels become
+    /// one-hot rows (or the label itself for a one-output sigmoid/identity net), checked against
+    /// the model's widths.
+    pub fn dense_targets(&self, spec: &ModelSpec) -> Result<Vec<f32>> {
+        if self.cols != spec.inputs() {
+            return Err(Error::shape("input width", spec.inputs(), format!("{} feature columns in the data", self.cols)));
+        }
+        let out = spec.outputs();
+        match &self.targets {
+            Targets::Classes { labels, classes } => {
+                if out == 1 {
+                    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > 1) {
+                        return Err(Error::LabelOutOfRange { label: l as i64, index: i, classes: 2 });
+                    }
+                    return Ok(labels.iter().map(|&l| l as f32).collect());
+                }
+                if *classes > out {
+                    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= out) {
+                        return Err(Error::LabelOutOfRange { label: l as i64, index: i, classes: out });
+                    }
+                }
+                let mut t = vec![0.0f32; self.rows * out];
+                for (r, &l) in labels.iter().enumerate() {
+                    t[r * out + l as usize] = 1.0;
+                }
+                Ok(t)
+            }
+            Targets::Values { values, width } => {
+                if *width != out {
+                    return Err(Error::shape("target width", out, format!("{width} target columns in the data")));
+                }
+                if spec.loss == Loss::CrossEntropy || spec.loss == Loss::BinaryCrossEntropy {
+                    if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                        return Err(Error::InvalidData(format!(
+                            "{} targets must lie in [0, 1], but row {} column {} is {}",
+                            spec.loss, i / width, i % width, values[i]
+                        )));
+                    }
+                }
+                Ok(values.clone())
+            }
+        }
+    }
+
+    /// The rows `idx` as a new dataset (in that order).
+    pub fn select(&self, idx: &[usize]) -> Dataset {
+        let mut features = Vec::with_capacity(idx.len() * self.cols);
+        for &r in idx {
+            features.extend_from_slice(&self.features[r * self.cols..(r + 1) * self.cols]);
+        }
+        let targets = match &self.targets {
+            Targets::Classes { labels, classes } => Targets::Classes {
+                labels: idx.iter().map(|&r| labels[r]).collect(),
+                classes: *classes,
+            },
+            Targets::Values { values, width } => {
+                let mut v = Vec::with_capacity(idx.len() * width);
+                for &r in idx {
+                    v.extend_from_slice(&values[r * width..(r + 1) * width]);
+                }
+                Targets::Values { values: v, width: *width }
+            }
+        };
+        Dataset { features, rows: idx.len(), cols: self.cols, targets }
+    }
+}
+
+/// Errors on the first NaN or Inf, naming its row and column. data: [rows, cols].
+pub fn check_finite(what: &str, data: &[f32], cols: usize) -> Result<()> {
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite { what: what.into(), row: i / cols.max(1), col: i % cols.max(1), value: data[i] });
+    }
+    Ok(())
+}
+
+/// How features are scaled before training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormalizeMethod {
+    /// Features as they are.
+    None,
+    /// Divided by the known range or the training maximum, into [0, 1].
+    Unit,
+    /// Per-feature mean and standard deviation of the training part.
+    Standard,
+}
+
+/// A per-feature affine map `x' = (x − shift[i]) / scale[i]`, fitted on the training part and
+/// saved with the model so that `eval` and `predict` apply it again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalization {
+    pub method: NormalizeMethod,
+    /// [cols]
+    pub shift: Vec<f32>,
+    /// [cols], never 0
+    pub scale: Vec<f32>,
+}

@@ -1,0 +1,246 @@
+//! Adapter discovery and selection, and the device a model is placed on.
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// Which adapter to use: any (the best), or one narrowed by backend and/or name substring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdapterSelector {
+    /// `vulkan`, `metal`, `dx12` or `gl`.
+    pub backend: Option<String>,
+    /// A case-insensitive substring of the adapter's name.
+    pub name: Option<String>,
+}
+
+impl AdapterSelector {
+    /// From `GPUMLP_BACKEND` and `GPUMLP_ADAPTER` (unset or empty: no constraint).
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        AdapterSelector {
+            backend: get("GPUMLP_BACKEND"),
+            name: get("GPUMLP_ADAPTER"),
+        }
+    }
+
+    /// `self`, with unset fields filled from the environment.
+    pub fn or_env(mut self) -> Self {
+        let env = Self::from_env();
+        self.backend = self.backend.or(env.backend);
+        self.name = self.name.or(env.name);
+        self
+    }
+
+    fn backends(&self) -> Result<wgpu::Backends> {
+        Ok(match self.backend.as_deref().map(|b| b.to_ascii_lowercase()) {
+            None => wgpu::Backends::all(),
+            Some(b) => match b.as_str() {
+                "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                "metal" => wgpu::Backends::METAL,
+                "dx12" | "d3d12" => wgpu::Backends::DX12,
+                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                other => {
+                    return Err(Error::InvalidConfig(format!(
+                        "unknown backend '{other}': use vulkan, metal, dx12 or gl"
+                    )))
+                }
+            },
+        })
+    }
+}
+
+/// One adapter as `list_adapters` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterInfo {
+    pub name: String,
+    /// `vulkan`, `metal`, `dx12`, `gl`.
+    pub backend: String,
+    /// `discrete`, `integrated`, `virtual`, `cpu`, `other`.
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub timestamps: bool,
+}
+
+impl fmt::Display for AdapterInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.backend, self.name, self.device_type)
+    }
+}
+
+fn backend_name(b: wgpu::Backend) -> &'static str {
+    match b {
+        wgpu::Backend::Vulkan => "vulkan",
+        wgpu::Backend::Metal => "metal",
+        wgpu::Backend::Dx12 => "dx12",
+        wgpu::Backend::Gl => "gl",
+        wgpu::Backend::BrowserWebGpu => "webgpu",
+        _ => "other",
+    }
+}
+
+fn describe(adapter: &wgpu::Adapter) -> AdapterInfo {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterInfo {
+        name: info.name,
+        backend: backend_name(info.backend).into(),
+        device_type: match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => "discrete",
+            wgpu::DeviceType::IntegratedGpu => "integrated",
+            wgpu::DeviceType::VirtualGpu => "virtual",
+            wgpu::DeviceType::Cpu => "cpu",
+            wgpu::DeviceType::Other => "other",
+        }
+        .into(),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_buffer_size: limits.max_buffer_size,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+        subgroup_min_size: info.subgroup_min_size,
+        subgroup_max_size: info.subgroup_max_size,
+        timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+    }
+}
+
+/// Preference order: discrete, integrated, virtual, CPU; then Vulkan, Metal, DX12, GL.
+fn rank(info: &AdapterInfo) -> (u32, u32) {
+    let t = match info.device_type.as_str() {
+        "discrete" => 0,
+        "integrated" => 1,
+        "virtual" => 2,
+        "cpu" => 3,
+        _ => 4,
+    };
+    let b = match info.backend.as_str() {
+        "vulkan" => 0,
+        "metal" => 1,
+        "dx12" => 2,
+        "gl" => 3,
+        _ => 4,
+    };
+    (t, b)
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Adapters that can run our kernels (compute shaders with enough storage buffers), best first.
+fn usable_adapters(sel: &AdapterSelector) -> Result<Vec<(wgpu::Adapter, AdapterInfo)>> {
+    let inst = instance(sel.backends()?);
+    let mut found: Vec<(wgpu::Adapter, AdapterInfo)> =
+        pollster::block_on(inst.enumerate_adapters(sel.backends()?))
+            .into_iter()
+            .map(|a| {
+                let info = describe(&a);
+                (a, info)
+            })
+            .filter(|(a, info)| {
+                a.get_downlevel_capabilities()
+                    .flags
+                    .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+                    && info.max_storage_buffers_per_shader_stage >= 6
+            })
+            .filter(|(_, info)| match &sel.name {
+                Some(n) => info.name.to_lowercase().contains(&n.to_lowercase()),
+                None => true,
+            })
+            .collect();
+    found.sort_by_key(|(_, info)| rank(info));
+    Ok(found)
+}
+
+/// Every adapter wgpu finds on this machine (usable for compute or not), best first.
+pub fn list_adapters() -> Vec<AdapterInfo> {
+    let inst = instance(wgpu::Backends::all());
+    let mut all: Vec<AdapterInfo> = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(describe)
+        .collect();
+    all.sort_by_key(rank);
+    all
+}
+
+/// A device and its queue, with the limits it was created with.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// Whether timestamp queries were enabled (for `bench --profile`).
+    pub timestamps: bool,
+}
+
+impl GpuContext {
+    /// The best adapter that matches `sel` (see [`AdapterSelector::from_env`]).
+    pub fn new(sel: &AdapterSelector) -> Result<Self> {
+        let mut found = usable_adapters(sel)?;
+        if found.is_empty() {
+            let mut detail = String::new();
+            if let Some(b) = &sel.backend {
+                detail += &format!(" for backend '{b}'");
+            }
+            if let Some(n) = &sel.name {
+                detail += &format!(" with a name containing '{n}'");
+            }
+            return Err(Error::NoAdapter { detail });
+        }
+        let (adapter, info) = found.remove(0);
+        Self::from_adapter(adapter, info)
+    }
+
+    /// One context per usable adapter that matches `sel` (for tests that run on all of them).
+    pub fn all(sel: &AdapterSelector) -> Result<Vec<GpuContext>> {
+        usable_adapters(sel)?
+            .into_iter()
+            .map(|(a, i)| Self::from_adapter(a, i))
+            .collect()
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter, info: AdapterInfo) -> Result<Self> {
+        // Ask for everything the adapter offers: large storage bindings in particular.
+        let limits = adapter.limits();
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("gpumlp"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| Error::Gpu(format!("could not open {info}: {e}")))?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            timestamps,
+        })
+    }
+
+    /// Waits for all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the device failed: {e}")))
+    }
+}

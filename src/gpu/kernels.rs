@@ -1,0 +1,268 @@
+//! Every WGSL source in one place, the uniform structs that mirror them, and pipeline creation.
+
+use bytemuck::{Pod, Zeroable};
+
+/// The kernel families, one `shaders/*.wgsl` file each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Matmul,
+    Loss,
+    Optimizer,
+    Data,
+}
+
+/// Shared WGSL: activation functions.
+pub const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
+/// Shared WGSL: the per-step uniform and the optimizer update.
+pub const STEP_WGSL: &str = include_str!("../../shaders/step.wgsl");
+pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
+pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
+pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
+
+impl Family {
+    pub const ALL: [Family; 4] = [Family::Matmul, Family::Loss, Family::Optimizer, Family::Data];
+
+    /// The full source of a family: its shared preludes, then its own file. WGSL has no
+    /// `#include`, so the preludes are concatenated here (and in the naga validation test).
+    pub fn source(self) -> String {
+        let (preludes, own): (&[&str], &str) = match self {
+            Family::Matmul => (&[ACTIVATION_WGSL, STEP_WGSL], MATMUL_WGSL),
+            Family::Loss => (&[ACTIVATION_WGSL, STEP_WGSL], LOSS_WGSL),
+            Family::Optimizer => (&[STEP_WGSL], OPTIMIZER_WGSL),
+            Family::Data => (&[STEP_WGSL], DATA_WGSL),
+        };
+        let mut s = preludes.join("\n");
+        s.push('\n');
+        s.push_str(own);
+        s
+    }
+
+    /// The file a family lives in, for messages.
+    pub fn file(self) -> &'static str {
+        match self {
+            Family::Matmul => "shaders/matmul.wgsl",
+            Family::Loss => "shaders/loss.wgsl",
+            Family::Optimizer => "shaders/optimizer.wgsl",
+            Family::Data => "shaders/data.wgsl",
+        }
+    }
+}
+
+/// Mirrors `struct Step` in shaders/step.wgsl. Written once per step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct StepUniform {
+    pub batch: u32,
+    pub step_index: u32,
+    pub row_start: u32,
+    pub _pad1: u32,
+    pub lr: f32,
+    pub l2: f32,
+    pub momentum: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+    pub inv_batch: f32,
+    pub _pad2: [f32; 3],
+}
+
+/// Mirrors `struct Dims` in shaders/matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct MatmulDims {
+    pub n: u32,
+    pub k: u32,
+    pub m: u32,
+    pub alpha: f32,
+    pub a_off: u32,
+    pub b_off: u32,
+    pub c_off: u32,
+    pub aux_off: u32,
+}
+
+/// Mirrors `struct LossDims` in shaders/loss.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LossDims {
+    pub out: u32,
+    pub act: u32,
+    pub loss: u32,
+    pub alpha: f32,
+}
+
+/// Mirrors `struct Count` (optimizer.wgsl) and `struct Gather` (data.wgsl): one u32, padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct OneU32 {
+    pub value: u32,
+    pub _pad: [u32; 3],
+}
+
+/// The matmul's three forms (the `MODE` override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulMode {
+    Forward = 0,
+    Delta = 1,
+    Grad = 2,
+}
+
+/// Matmul workgroup tile: 64×64 outputs.
+pub const MATMUL_TILE: u32 = 64;
+/// Invocations per workgroup of the 1-D kernels.
+pub const WORKGROUP_1D: u32 = 256;
+
+/// Binding kinds of a bind group layout.
+#[derive(Clone, Copy)]
+pub enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// The bind group layout of a family (the same for all its entry points).
+pub fn family_slots(f: Family) -> &'static [Slot] {
+    use Slot::*;
+    match f {
+        Family::Matmul => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+        Family::Loss => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+        Family::Optimizer => &[Uniform, Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
+        Family::Data => &[Uniform, Uniform, Read, Read, ReadWrite],
+    }
+}
+
+/// Shader modules and bind group layouts, made once per device.
+pub struct Kernels {
+    modules: Vec<(Family, wgpu::ShaderModule)>,
+    layouts: Vec<(Family, wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        let mut modules = Vec::new();
+        let mut layouts = Vec::new();
+        for f in Family::ALL {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(f.file()),
+                source: wgpu::ShaderSource::Wgsl(f.source().into()),
+            });
+            modules.push((f, module));
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = family_slots(f)
+                .iter()
+                .enumerate()
+                .map(|(i, s)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: match s {
+                        Slot::Uniform => wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Uniform,
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage {
+                                read_only: matches!(s, Slot::Read),
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                    },
+                    count: None,
+                })
+                .collect();
+            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(f.file()),
+                entries: &entries,
+            });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(f.file()),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+            layouts.push((f, bgl, pl));
+        }
+        Kernels { modules, layouts }
+    }
+
+    pub fn bind_group_layout(&self, f: Family) -> &wgpu::BindGroupLayout {
+        &self.layouts.iter().find(|(g, _, _)| *g == f).expect("all families").1
+    }
+
+    /// A compute pipeline for `entry` of family `f` with override constants.
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        f: Family,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let module = &self.modules.iter().find(|(g, _)| *g == f).expect("all families").1;
+        let layout = &self.layouts.iter().find(|(g, _, _)| *g == f).expect("all families").2;
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(layout),
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        })
+    }
+
+    /// The matmul pipeline for a mode, activation (φ for forward, φ' for delta) and optimizer.
+    pub fn matmul(
+        &self,
+        device: &wgpu::Device,
+        mode: MatmulMode,
+        act: u32,
+        opt: u32,
+        keep_grad: bool,
+    ) -> wgpu::ComputePipeline {
+        self.pipeline(
+            device,
+            Family::Matmul,
+            "matmul",
+            &[
+                ("MODE", mode as u32 as f64),
+                ("ACT", act as f64),
+                ("OPT", opt as f64),
+                ("KEEP_GRAD", keep_grad as u32 as f64),
+            ],
+        )
+    }
+
+    /// A bind group of family `f` over whole buffers, in binding order.
+    pub fn bind_group(
+        &self,
+        device: &wgpu::Device,
+        f: Family,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(f.file()),
+            layout: self.bind_group_layout(f),
+            entries: &entries,
+        })
+    }
+}
+
+/// Workgroup counts for `n` invocations of a 1-D kernel, folded into y past the per-dimension
+/// limit (the kernels rebuild the index as `(y · groups_x) · 256 + x`).
+pub fn groups_1d(n: u64, max_per_dim: u32) -> (u32, u32) {
+    let groups = n.div_ceil(WORKGROUP_1D as u64).max(1);
+    let x = groups.min(max_per_dim as u64);
+    let y = groups.div_ceil(x);
+    (x as u32, y as u32)
+}

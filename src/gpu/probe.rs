@@ -1,0 +1,328 @@
+//! Runs one kernel on host arrays and reads every output back: how the tests (and `--verify`)
+//! check each GPU kernel against its CPU reference. Not for training: it creates buffers and a
+//! pipeline per call.
+
+use super::kernels::{
+    family_slots, groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, OneU32,
+    StepUniform, MATMUL_TILE,
+};
+use super::{read_staging, GpuContext};
+use crate::error::{Error, Result};
+use crate::model::{Activation, Loss};
+use crate::optim::{OptimizerKind, StepHyper};
+use wgpu::util::DeviceExt;
+
+/// The per-step uniform for a probe.
+pub fn step_uniform(batch: usize, h: &StepHyper) -> StepUniform {
+    StepUniform {
+        batch: batch as u32,
+        lr: h.lr,
+        l2: h.l2,
+        momentum: h.momentum,
+        beta1: h.beta1,
+        beta2: h.beta2,
+        eps: h.eps,
+        bias_correction1: h.bias_correction1,
+        bias_correction2: h.bias_correction2,
+        inv_batch: 1.0 / batch.max(1) as f32,
+        ..Default::default()
+    }
+}
+
+/// Runs `entry` of `family` once with `dims` as binding 0, `step` as binding 1 and `storage` as
+/// the remaining bindings; returns every storage buffer's contents afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    ctx: &GpuContext,
+    family: Family,
+    entry: &str,
+    constants: &[(&str, f64)],
+    dims: &[u8],
+    step: &StepUniform,
+    storage: &[&[u8]],
+    grid: (u32, u32),
+) -> Result<Vec<Vec<f32>>> {
+    let device = &ctx.device;
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let kernels = Kernels::new(device);
+    let pipeline = kernels.pipeline(device, family, entry, constants);
+    let mk_uniform = |data: &[u8]| {
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("probe uniform"),
+            contents: data,
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    };
+    let dims_buf = mk_uniform(dims);
+    let step_buf = mk_uniform(bytemuck::bytes_of(step));
+    let slots = family_slots(family);
+    if storage.len() + 2 != slots.len() {
+        return Err(Error::Gpu(format!(
+            "{entry} takes {} storage buffers, got {}",
+            slots.len() - 2,
+            storage.len()
+        )));
+    }
+    let bufs: Vec<wgpu::Buffer> = storage
+        .iter()
+        .map(|data| {
+            let mut bytes = data.to_vec();
+            bytes.resize(bytes.len().max(16), 0);
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("probe storage"),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            })
+        })
+        .collect();
+    let mut all: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
+    all.extend(bufs.iter());
+    let bind_group = kernels.bind_group(device, family, &all);
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(grid.0, grid.1, 1);
+    }
+    let staging: Vec<wgpu::Buffer> = bufs
+        .iter()
+        .map(|b| {
+            let s = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("probe readback"),
+                size: b.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(b, 0, &s, 0, b.size());
+            s
+        })
+        .collect();
+    ctx.queue.submit([enc.finish()]);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("{entry}: {e}")));
+    }
+    staging
+        .iter()
+        .zip(storage)
+        .map(|(s, data)| {
+            let mut v = read_staging(ctx, s)?;
+            v.truncate(data.len() / 4);
+            Ok(v)
+        })
+        .collect()
+}
+
+fn f32s(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+/// Forward matmul with its epilogue. x: [b, k]; wb: [(k+1), n] (W then b).
+/// Returns (a, z), each [b, n].
+pub fn forward(
+    ctx: &GpuContext,
+    x: &[f32],
+    wb: &[f32],
+    b: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let dims = MatmulDims {
+        n: n as u32,
+        k: k as u32,
+        alpha: act.alpha(),
+        ..Default::default()
+    };
+    let zeros = vec![0.0f32; b * n];
+    let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
+    let mut out = run(
+        ctx,
+        Family::Matmul,
+        "matmul",
+        &[("MODE", MatmulMode::Forward as u32 as f64), ("ACT", act.code() as f64)],
+        bytemuck::bytes_of(&dims),
+        &step,
+        &[f32s(x), f32s(wb), f32s(&zeros), f32s(&zeros), f32s(&[0.0]), f32s(&[0.0])],
+        (
+            (n as u32).div_ceil(MATMUL_TILE),
+            (b as u32).div_ceil(MATMUL_TILE),
+        ),
+    )?;
+    let z = out.swap_remove(3);
+    let a = out.swap_remove(2);
+    Ok((a, z))
+}
+
+/// Delta matmul with its epilogue: (δ: [b, k] · Wᵀ) ⊙ φ'(a_prev: [b, n]); w: [n, k].
+#[allow(clippy::too_many_arguments)]
+pub fn delta(
+    ctx: &GpuContext,
+    delta: &[f32],
+    w: &[f32],
+    a_prev: &[f32],
+    b: usize,
+    k: usize,
+    n: usize,
+    act_prev: Activation,
+) -> Result<Vec<f32>> {
+    let dims = MatmulDims {
+        n: n as u32,
+        k: k as u32,
+        alpha: act_prev.alpha(),
+        ..Default::default()
+    };
+    let zeros = vec![0.0f32; b * n];
+    let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
+    let out = run(
+        ctx,
+        Family::Matmul,
+        "matmul",
+        &[("MODE", MatmulMode::Delta as u32 as f64), ("ACT", act_prev.code() as f64)],
+        bytemuck::bytes_of(&dims),
+        &step,
+        &[f32s(delta), f32s(w), f32s(&zeros), f32s(a_prev), f32s(&[0.0]), f32s(&[0.0])],
+        (
+            (n as u32).div_ceil(MATMUL_TILE),
+            (b as u32).div_ceil(MATMUL_TILE),
+        ),
+    )?;
+    Ok(out.into_iter().nth(2).unwrap_or_default())
+}
+
+/// Outputs of the gradient matmul: gradient and updated parameters and optimizer state, each
+/// `[(m+1), n]`.
+#[derive(Clone, Debug)]
+pub struct GradOutputs {
+    pub grads: Vec<f32>,
+    pub params: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// Gradient matmul with the (optional) fused optimizer update: g = [z, 1]ᵀ·δ + λ[W; 0] with
+/// z: [b, m], δ: [b, n], params = [W; b]: [(m+1), n].
+#[allow(clippy::too_many_arguments)]
+pub fn grad(
+    ctx: &GpuContext,
+    z: &[f32],
+    delta: &[f32],
+    params: &[f32],
+    opt_m: &[f32],
+    opt_v: &[f32],
+    b: usize,
+    m: usize,
+    n: usize,
+    opt: Option<OptimizerKind>,
+    h: &StepHyper,
+) -> Result<GradOutputs> {
+    let dims = MatmulDims {
+        n: n as u32,
+        m: m as u32,
+        ..Default::default()
+    };
+    let grads = vec![0.0f32; (m + 1) * n];
+    let step = step_uniform(b, h);
+    let mut out = run(
+        ctx,
+        Family::Matmul,
+        "matmul",
+        &[
+            ("MODE", MatmulMode::Grad as u32 as f64),
+            ("OPT", opt.map_or(0, |o| o.code()) as f64),
+            ("KEEP_GRAD", 1.0),
+        ],
+        bytemuck::bytes_of(&dims),
+        &step,
+        &[f32s(z), f32s(delta), f32s(&grads), f32s(params), f32s(opt_m), f32s(opt_v)],
+        (
+            (n as u32).div_ceil(MATMUL_TILE),
+            (m as u32 + 1).div_ceil(MATMUL_TILE),
+        ),
+    )?;
+    Ok(GradOutputs {
+        v: out.pop().unwrap_or_default(),
+        m: out.pop().unwrap_or_default(),
+        params: out.pop().unwrap_or_default(),
+        grads: out.pop().unwrap_or_default(),
+    })
+}
+
+/// Output delta and per-row stats. a, t: [b, out]; returns (δ: [b, out], row stats [b, 2]:
+/// loss and correct, and their sum [2] from the reduction kernel).
+pub fn output_delta(
+    ctx: &GpuContext,
+    a: &[f32],
+    t: &[f32],
+    b: usize,
+    out: usize,
+    act: Activation,
+    loss: Loss,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let dims = LossDims {
+        out: out as u32,
+        act: act.code(),
+        loss: loss.code(),
+        alpha: act.alpha(),
+    };
+    let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
+    let zeros = vec![0.0f32; b * out];
+    let rows = vec![0.0f32; b * 2];
+    let (gx, gy) = groups_1d(b as u64, ctx.limits.max_compute_workgroups_per_dimension);
+    let first = run(
+        ctx,
+        Family::Loss,
+        "output_delta",
+        &[],
+        bytemuck::bytes_of(&dims),
+        &step,
+        &[f32s(a), f32s(t), f32s(&zeros), f32s(&rows), f32s(&[0.0, 0.0])],
+        (gx, gy),
+    )?;
+    let reduced = run(
+        ctx,
+        Family::Loss,
+        "reduce_stats",
+        &[],
+        bytemuck::bytes_of(&dims),
+        &step,
+        &[f32s(a), f32s(t), f32s(&zeros), f32s(&first[3]), f32s(&[0.0, 0.0])],
+        (1, 1),
+    )?;
+    Ok((first[2].clone(), first[3].clone(), reduced[4].clone()))
+}
+
+/// The standalone optimizer kernel: returns (params, m, v), each [P].
+pub fn optimizer(
+    ctx: &GpuContext,
+    params: &[f32],
+    grads: &[f32],
+    opt_m: &[f32],
+    opt_v: &[f32],
+    opt: OptimizerKind,
+    h: &StepHyper,
+) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let count = OneU32 {
+        value: params.len() as u32,
+        _pad: [0; 3],
+    };
+    let step = step_uniform(1, h);
+    let (gx, gy) = groups_1d(params.len() as u64, ctx.limits.max_compute_workgroups_per_dimension);
+    let mut out = run(
+        ctx,
+        Family::Optimizer,
+        "update",
+        &[("OPT", opt.code() as f64)],
+        bytemuck::bytes_of(&count),
+        &step,
+        &[f32s(grads), f32s(params), f32s(opt_m), f32s(opt_v)],
+        (gx, gy),
+    )?;
+    let v = out.pop().unwrap_or_default();
+    let m = out.pop().unwrap_or_default();
+    let p = out.pop().unwrap_or_default();
+    Ok((p, m, v))
+}

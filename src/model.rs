@@ -1,0 +1,430 @@
+//! Model description: layer sizes, activations, the loss, the parameter layout and initialization.
+//!
+//! A dense layer computes `a = x·W + b` and `z = φ(a)`, with `x: [batch, in]`, `W: [in, out]`
+//! row-major and `b: [out]`. All parameters live in one `Vec<f32>` (one GPU buffer): layer by
+//! layer, `W` followed directly by `b`, so that `[W; b]` is one `[(in + 1), out]` matrix. The GPU
+//! kernels use that to fuse the bias into the matmul as a virtual row (or column) of ones.
+
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::fmt;
+use std::str::FromStr;
+
+/// A layer's activation `φ`. Each variant names its CPU math here and its WGSL code in
+/// `shaders/activation.wgsl` under the same integer [`Activation::code`], so the two cannot drift.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `φ(a) = a`
+    Identity,
+    /// `φ(a) = 1 / (1 + e^-a)`
+    Sigmoid,
+    /// `φ(a) = tanh a`
+    Tanh,
+    /// `φ(a) = max(0, a)`, with `φ'(0) = 1` as the lecture notes define it.
+    Relu,
+    /// `φ(a) = a` for `a ≥ 0`, `alpha·a` otherwise; `φ'(0) = 1`.
+    LeakyRelu(f32),
+    /// Row-wise `softmax(a)_k = e^{a_k} / Σ_j e^{a_j}`; output layer only.
+    Softmax,
+    /// Heaviside step `φ(a) = 1` if `a ≥ 0` else 0; forward only (no useful derivative).
+    Step,
+}
+
+impl Activation {
+    /// The integer the WGSL kernels switch on (`ACT_*` in `shaders/activation.wgsl`).
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Sigmoid => 1,
+            Activation::Tanh => 2,
+            Activation::Relu => 3,
+            Activation::LeakyRelu(_) => 4,
+            Activation::Softmax => 5,
+            Activation::Step => 6,
+        }
+    }
+
+    /// The leaky slope (0 for every other activation).
+    pub fn alpha(self) -> f32 {
+        match self {
+            Activation::LeakyRelu(a) => a,
+            _ => 0.0,
+        }
+    }
+
+    /// Element-wise `φ(a)`. Softmax is row-wise and handled by [`softmax_row`]; here it is the
+    /// identity.
+    pub fn apply(self, a: f32) -> f32 {
+        match self {
+            Activation::Identity | Activation::Softmax => a,
+            Activation::Sigmoid => sigmoid(a),
+            Activation::Tanh => a.tanh(),
+            Activation::Relu => a.max(0.0),
+            Activation::LeakyRelu(alpha) => {
+                if a >= 0.0 {
+                    a
+                } else {
+                    alpha * a
+                }
+            }
+            Activation::Step => {
+                if a >= 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Element-wise `φ'(a)`. Not defined for softmax (row-wise Jacobian) or step.
+    pub fn derivative(self, a: f32) -> f32 {
+        match self {
+            Activation::Identity | Activation::Softmax | Activation::Step => 1.0,
+            Activation::Sigmoid => {
+                let s = sigmoid(a);
+                s * (1.0 - s)
+            }
+            Activation::Tanh => {
+                let t = a.tanh();
+                1.0 - t * t
+            }
+            Activation::Relu => {
+                if a >= 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu(alpha) => {
+                if a >= 0.0 {
+                    1.0
+                } else {
+                    alpha
+                }
+            }
+        }
+    }
+
+    /// Whether this activation belongs to the ReLU family (He initialization).
+    pub fn is_relu_family(self) -> bool {
+        matches!(self, Activation::Relu | Activation::LeakyRelu(_))
+    }
+
+    /// A stable name, the one `FromStr` parses (`leaky_relu` carries its alpha as `leaky_relu:0.1`
+    /// when it is not the default 0.01).
+    pub fn name(self) -> String {
+        match self {
+            Activation::Identity => "identity".into(),
+            Activation::Sigmoid => "sigmoid".into(),
+            Activation::Tanh => "tanh".into(),
+            Activation::Relu => "relu".into(),
+            Activation::LeakyRelu(a) if a == DEFAULT_LEAKY_ALPHA => "leaky_relu".into(),
+            Activation::LeakyRelu(a) => format!("leaky_relu:{a}"),
+            Activation::Softmax => "softmax".into(),
+            Activation::Step => "step".into(),
+        }
+    }
+}
+
+/// The default slope of leaky ReLU for `a < 0`.
+pub const DEFAULT_LEAKY_ALPHA: f32 = 0.01;
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase().replace('-', "_");
+        let (name, arg) = match lower.split_once(':') {
+            Some((n, a)) => (n.to_string(), Some(a.to_string())),
+            None => (lower.clone(), None),
+        };
+        Ok(match name.as_str() {
+            "identity" | "linear" => Activation::Identity,
+            "sigmoid" | "logistic" => Activation::Sigmoid,
+            "tanh" => Activation::Tanh,
+            "relu" => Activation::Relu,
+            "leaky_relu" | "leakyrelu" => {
+                let alpha = match arg {
+                    Some(a) => a.parse::<f32>().map_err(|_| {
+                        Error::InvalidModel(format!("leaky_relu alpha '{a}' is not a number"))
+                    })?,
+                    None => DEFAULT_LEAKY_ALPHA,
+                };
+                Activation::LeakyRelu(alpha)
+            }
+            "softmax" => Activation::Softmax,
+            "step" | "heaviside" => Activation::Step,
+            _ => {
+                return Err(Error::InvalidModel(format!(
+                    "unknown activation '{s}': use identity, sigmoid, tanh, relu, leaky_relu[:alpha], softmax or step"
+                )))
+            }
+        })
+    }
+}
+
+/// The logistic function, computed without overflow for large `|a|`.
+pub fn sigmoid(a: f32) -> f32 {
+    if a >= 0.0 {
+        1.0 / (1.0 + (-a).exp())
+    } else {
+        let e = a.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// In-place max-subtracted softmax of one row.
+pub fn softmax_row(row: &mut [f32]) {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in row.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// The training objective, reduced as a mean over the batch (`E = (1/B) Σ_samples J`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// `J = ½ Σ_k (y_k − t_k)²`, with any output activation. Output delta
+    /// `δ_k = (y_k − t_k)·φ'(a_k)` (for softmax, the row Jacobian: `δ_k = y_k((y_k − t_k) − Σ_j y_j(y_j − t_j))`).
+    SquaredError,
+    /// Softmax output only: `J = −Σ_k t_k ln y_k`, computed as `Σ_k t_k (lse(a) − a_k)` with the
+    /// max-subtracted log-sum-exp, so it never takes `ln 0`. Output delta `δ = y − t` (for targets
+    /// that sum to one).
+    CrossEntropy,
+    /// Sigmoid output only: `J = −Σ_k [t_k ln y_k + (1 − t_k) ln(1 − y_k)]`, computed from the
+    /// pre-activation as `Σ_k max(a_k, 0) − a_k t_k + ln(1 + e^{−|a_k|})`. Output delta `δ = y − t`.
+    BinaryCrossEntropy,
+}
+
+impl Loss {
+    /// The integer the WGSL loss kernel switches on.
+    pub fn code(self) -> u32 {
+        match self {
+            Loss::SquaredError => 0,
+            Loss::CrossEntropy => 1,
+            Loss::BinaryCrossEntropy => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::SquaredError => "squared-error",
+            Loss::CrossEntropy => "cross-entropy",
+            Loss::BinaryCrossEntropy => "binary-cross-entropy",
+        }
+    }
+}
+
+impl fmt::Display for Loss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Loss {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "squared-error" | "mse" | "se" => Ok(Loss::SquaredError),
+            "cross-entropy" | "ce" => Ok(Loss::CrossEntropy),
+            "binary-cross-entropy" | "bce" => Ok(Loss::BinaryCrossEntropy),
+            _ => Err(Error::InvalidModel(format!(
+                "unknown loss '{s}': use squared-error, cross-entropy or binary-cross-entropy"
+            ))),
+        }
+    }
+}
+
+/// Offsets of one layer's parameters inside the single parameter allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerLayout {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Start of `W: [inputs, outputs]` row-major.
+    pub weight: usize,
+    /// Start of `b: [outputs]`, always `weight + inputs * outputs`.
+    pub bias: usize,
+}
+
+impl LayerLayout {
+    pub fn weight_len(&self) -> usize {
+        self.inputs * self.outputs
+    }
+    /// One past the layer's last parameter.
+    pub fn end(&self) -> usize {
+        self.bias + self.outputs
+    }
+}
+
+/// The network: widths `sizes[0]` (inputs) … `sizes[L]` (outputs), one activation per layer, and
+/// the loss it trains with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub sizes: Vec<usize>,
+    pub activations: Vec<Activation>,
+    pub loss: Loss,
+}
+
+impl ModelSpec {
+    /// A network with `hidden` on every hidden layer and `output` on the last, checked.
+    pub fn new(sizes: &[usize], hidden: Activation, output: Activation, loss: Loss) -> Result<Self> {
+        let layers = sizes.len().saturating_sub(1);
+        let mut activations = vec![hidden; layers];
+        if let Some(last) = activations.last_mut() {
+            *last = output;
+        }
+        Self::with_activations(sizes, activations, loss)
+    }
+
+    /// A network with one activation per layer, checked.
+    pub fn with_activations(
+        sizes: &[usize],
+        activations: Vec<Activation>,
+        loss: Loss,
+    ) -> Result<Self> {
+        let spec = ModelSpec {
+            sizes: sizes.to_vec(),
+            activations,
+            loss,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks sizes, activation placement and the loss/output pairing.
+    pub fn validate(&self) -> Result<()> {
+        if self.sizes.len() < 2 {
+            return Err(Error::InvalidModel(format!(
+                "a model needs at least an input and an output size, got {:?}",
+                self.sizes
+            )));
+        }
+        if let Some(i) = self.sizes.iter().position(|&s| s == 0) {
+            return Err(Error::InvalidModel(format!(
+                "layer sizes must be at least 1, but size {i} of {:?} is 0",
+                self.sizes
+            )));
+        }
+        if self.activations.len() != self.layers() {
+            return Err(Error::InvalidModel(format!(
+                "{} layers need {} activations, got {}",
+                self.layers(),
+                self.layers(),
+                self.activations.len()
+            )));
+        }
+        for (i, act) in self.activations.iter().enumerate() {
+            if *act == Activation::Softmax && i + 1 != self.layers() {
+                return Err(Error::InvalidModel(format!(
+                    "softmax is only allowed on the output layer, but layer {i} uses it"
+                )));
+            }
+            if let Activation::LeakyRelu(a) = act {
+                if !a.is_finite() {
+                    return Err(Error::InvalidModel("leaky_relu alpha must be finite".into()));
+                }
+            }
+        }
+        let out = self.output_activation();
+        match self.loss {
+            Loss::CrossEntropy if out != Activation::Softmax => {
+                return Err(Error::InvalidModel(format!(
+                    "cross-entropy needs a softmax output layer, not {out}"
+                )))
+            }
+            Loss::BinaryCrossEntropy if out != Activation::Sigmoid => {
+                return Err(Error::InvalidModel(format!(
+                    "binary cross-entropy needs a sigmoid output layer, not {out}"
+                )))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses to train a model that contains a Heaviside step (its derivative is 0 almost
+    /// everywhere, so gradient descent cannot move it).
+    pub fn check_trainable(&self) -> Result<()> {
+        if let Some(i) = self.activations.iter().position(|a| *a == Activation::Step) {
+            return Err(Error::InvalidModel(format!(
+                "layer {i} uses the Heaviside step, which is forward-only: its derivative is zero almost everywhere, so it cannot be trained by backpropagation; use sigmoid or relu to train, step only for hand-set networks"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+    pub fn inputs(&self) -> usize {
+        self.sizes[0]
+    }
+    pub fn outputs(&self) -> usize {
+        *self.sizes.last().expect("validated")
+    }
+    pub fn output_activation(&self) -> Activation {
+        *self.activations.last().unwrap_or(&Activation::Identity)
+    }
+    /// True when outputs are classes (softmax or a sigmoid with binary cross-entropy).
+    pub fn is_classifier(&self) -> bool {
+        matches!(self.loss, Loss::CrossEntropy | Loss::BinaryCrossEntropy)
+    }
+
+    /// The parameter layout: per layer `W` then `b`, contiguous.
+    pub fn layout(&self) -> Vec<LayerLayout> {
+        let mut offset = 0;
+        self.sizes
+            .windows(2)
+            .map(|w| {
+                let l = LayerLayout {
+                    inputs: w[0],
+                    outputs: w[1],
+                    weight: offset,
+                    bias: offset + w[0] * w[1],
+                };
+                offset = l.end();
+                l
+            })
+            .collect()
+    }
+
+    /// Total number of parameters.
+    pub fn param_count(&self) -> usize {
+        self.layout().last().map_or(0, |l| l.end())
+    }
+
+    /// `Σ_l in_l · out_l`: multiply-adds per sample in one forward pass.
+    pub fn macs_per_sample(&self) -> usize {
+        self.sizes.windows(2).map(|w| w[0] * w[1]).sum()
+    }
+
+    /// Seeded initialization: Xavier (Glorot) uniform `U(±√(6/(in+out)))` for identity, sigmoid,
+    /// tanh and softmax layers, He (Kaiming) uniform `U(±√(6/in))` for the ReLU family, zero
+    /// biases. Same seed, same weights, on every backend and machine (ChaCha8).
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params = vec![0.0f32; self.param_count()];
+        for (l, act) in self.layout().iter().zip(&self.activations) {
+            let bound = if act.is_relu_family() {
+                (6.0 / l.inputs as f64).sqrt()
+            } else {
+                (6.0 / (l.inputs + l.outputs) as f64).sqrt()
+            } as f32;
+            for w in &mut params[l.weight..l.bias] {
+                *w = rng.random_range(-bound..bound);
+            }
+        }
+        params
+    }
+}
