@@ -16,7 +16,7 @@ struct LossDims {
 @group(0) @binding(0) var<uniform> dims: LossDims;
 @group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read> pre: array<f32>;            // a: [B, out]
-@group(0) @binding(3) var<storage, read> target: array<f32>;         // t: [B, out]
+@group(0) @binding(3) var<storage, read> targets: array<f32>;        // t: [B, out]
 @group(0) @binding(4) var<storage, read_write> delta: array<f32>;    // δ: [B, out] = ∂E/∂a
 @group(0) @binding(5) var<storage, read_write> row_stats: array<f32>;// [B, 2]: loss, correct
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;    // [steps, 2]
@@ -54,13 +54,13 @@ fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         var dot = 0.0;
         for (var k = 0u; k < n; k++) {
             let y = y_of(base, k, max_a, sum_e);
-            let e = y - target[base + k];
+            let e = y - targets[base + k];
             j += 0.5 * e * e;
             dot += y * e;
         }
         for (var k = 0u; k < n; k++) {
             let y = y_of(base, k, max_a, sum_e);
-            let e = y - target[base + k];
+            let e = y - targets[base + k];
             if (dims.act == ACT_SOFTMAX) {
                 delta[base + k] = scale * y * (e - dot);
             } else {
@@ -70,14 +70,14 @@ fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     } else if (dims.loss == LOSS_CROSS_ENTROPY) {
         let lse = max_a + log(sum_e);
         for (var k = 0u; k < n; k++) {
-            let t = target[base + k];
+            let t = targets[base + k];
             j += t * (lse - pre[base + k]);
             delta[base + k] = scale * (exp(pre[base + k] - max_a) / sum_e - t);
         }
     } else {
         for (var k = 0u; k < n; k++) {
             let a = pre[base + k];
-            let t = target[base + k];
+            let t = targets[base + k];
             j += max(a, 0.0) - a * t + log(1.0 + exp(-abs(a)));
             delta[base + k] = scale * (sigmoid(a) - t);
         }
@@ -87,7 +87,7 @@ fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (n == 1u || dims.loss == LOSS_BINARY_CROSS_ENTROPY) {
         for (var k = 0u; k < n; k++) {
             let y = y_of(base, k, max_a, sum_e);
-            ok = ok && ((y >= 0.5) == (target[base + k] >= 0.5));
+            ok = ok && ((y >= 0.5) == (targets[base + k] >= 0.5));
         }
     } else {
         var best_y = 0u;
@@ -99,7 +99,7 @@ fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
                 y_best = y;
                 best_y = k;
             }
-            if (target[base + k] > target[base + best_t]) {
+            if (targets[base + k] > targets[base + best_t]) {
                 best_t = k;
             }
         }

@@ -1,0 +1,344 @@
+//! CSV datasets: numbers separated by commas, one sample per line, plain or gzip-compressed.
+//!
+//! The header is detected: when the first row has a non-empty field that is not a number, it
+//! names the columns. Blank lines are skipped, fields may be surrounded by spaces or double
+//! quotes, and line endings may be `\n` or `\r\n`. Error messages count lines and columns from 1,
+//! like an editor; a label column chosen by index (`label=COL`) counts from 0.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use super::source;
+use super::Dataset;
+use crate::error::{Error, Result};
+
+/// The largest number of classes a label column may imply; larger labels are almost always
+/// real-valued targets or ids read as labels.
+pub const MAX_CLASSES: usize = 1 << 20;
+
+/// Which columns of a CSV file are targets; every other column is a feature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CsvTarget {
+    /// One integer class-label column: the last column when `None`, else the column with this
+    /// header name or, failing that, this 0-based index.
+    Label { column: Option<String> },
+    /// The last `count` columns are real-valued targets.
+    Values { count: usize },
+}
+
+/// Loads a CSV file (gzip-compressed or not, detected from its first bytes).
+pub fn load_csv(path: &Path, target: CsvTarget) -> Result<Dataset> {
+    let reader = source::open(path)?;
+    let name = path.to_string_lossy();
+    if name.ends_with(".gz") {
+        let mut reader = reader;
+        let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+        if !head.is_empty() && !source::is_gzip(head) {
+            return Err(Error::file(
+                path,
+                "is named .gz but does not start with the gzip magic bytes 1f 8b: the file is \
+                 damaged, or it is plain text (then rename it without .gz)",
+            ));
+        }
+        return read_csv(reader, path, &target);
+    }
+    read_csv(reader, path, &target)
+}
+
+/// Parses CSV from any reader, decompressing it first if it starts with the gzip magic bytes.
+/// `source` names the data in error messages.
+pub fn read_csv<R: Read>(reader: R, source: &Path, target: &CsvTarget) -> Result<Dataset> {
+    let (reader, gz) = source::maybe_gunzip(BufReader::new(reader), source)?;
+    Parser::new(reader, source, gz).parse(target)
+}
+
+/// What each column of a row becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Feature,
+    Label,
+    Value,
+}
+
+struct Parser<'a, R> {
+    reader: R,
+    source: &'a Path,
+    gz: bool,
+    line_no: usize,
+    buf: Vec<u8>,
+    header: Option<Vec<String>>,
+}
+
+impl<'a, R: BufRead> Parser<'a, R> {
+    fn new(reader: R, source: &'a Path, gz: bool) -> Self {
+        Parser {
+            reader,
+            source,
+            gz,
+            line_no: 0,
+            buf: Vec::new(),
+            header: None,
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> Error {
+        Error::file(self.source, message)
+    }
+
+    /// The next non-blank line, split into trimmed, unquoted fields; `None` at the end.
+    fn next_row(&mut self) -> Result<Option<Vec<String>>> {
+        loop {
+            self.buf.clear();
+            let got = self.reader.read_until(b'\n', &mut self.buf);
+            let n = match got {
+                Ok(n) => n,
+                Err(e) if self.gz => return Err(source::gzip_error(self.source, &e)),
+                Err(e) => return Err(Error::io(self.source, e)),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let Ok(text) = std::str::from_utf8(&self.buf) else {
+                return Err(self.error(format!(
+                    "line {} is not valid UTF-8 text: is this really a CSV file?",
+                    self.line_no
+                )));
+            };
+            let text = text.trim_start_matches('\u{feff}').trim();
+            if text.is_empty() {
+                continue;
+            }
+            return Ok(Some(text.split(',').map(clean_field).collect()));
+        }
+    }
+
+    /// ` (column "name")` when the file has a header, for messages.
+    fn column_name(&self, col: usize) -> String {
+        match self.header.as_ref().and_then(|h| h.get(col)) {
+            Some(name) if !name.is_empty() => format!(" (\"{name}\")"),
+            _ => String::new(),
+        }
+    }
+
+    fn where_(&self, col: usize) -> String {
+        format!(
+            "line {}, column {}{}",
+            self.line_no,
+            col + 1,
+            self.column_name(col)
+        )
+    }
+
+    fn parse(mut self, target: &CsvTarget) -> Result<Dataset> {
+        let Some(first) = self.next_row()? else {
+            return Err(self.error("the file is empty: it holds no rows"));
+        };
+        let first_line = self.line_no;
+        let width = first.len();
+        let is_header = first
+            .iter()
+            .any(|f| !f.is_empty() && f.parse::<f64>().is_err());
+        let mut pending = None;
+        if is_header {
+            self.header = Some(first);
+        } else {
+            pending = Some(first);
+        }
+        let roles = self.roles(width, target)?;
+        let features_per_row = roles.iter().filter(|&&r| r == Role::Feature).count();
+
+        let mut features = Vec::new();
+        let mut labels: Vec<u32> = Vec::new();
+        let mut values = Vec::new();
+        let mut max_label = 0u32;
+        loop {
+            let row = match pending.take() {
+                Some(row) => row,
+                None => match self.next_row()? {
+                    Some(row) => row,
+                    None => break,
+                },
+            };
+            if row.len() != width {
+                return Err(self.error(format!(
+                    "line {}: expected {width} comma-separated fields (as on line {first_line}), \
+                     found {}; fix or remove that row",
+                    self.line_no,
+                    row.len()
+                )));
+            }
+            features.reserve(features_per_row);
+            for (col, (field, role)) in row.iter().zip(&roles).enumerate() {
+                match role {
+                    Role::Label => {
+                        let label = self.label(field, col)?;
+                        max_label = max_label.max(label);
+                        labels.push(label);
+                    }
+                    Role::Feature => features.push(self.number(field, col)?),
+                    Role::Value => values.push(self.number(field, col)?),
+                }
+            }
+        }
+        if features.is_empty() {
+            return Err(self.error("the file has a header row but no data rows"));
+        }
+        match target {
+            CsvTarget::Label { .. } => {
+                let classes = max_label as usize + 1;
+                Dataset::from_classes(features, features_per_row, labels, classes)
+            }
+            CsvTarget::Values { count } => {
+                Dataset::from_values(features, features_per_row, values, *count)
+            }
+        }
+    }
+
+    /// The role of each of the `width` columns.
+    fn roles(&self, width: usize, target: &CsvTarget) -> Result<Vec<Role>> {
+        let mut roles = vec![Role::Feature; width];
+        match target {
+            CsvTarget::Label { column } => {
+                if width < 2 {
+                    return Err(self.error(format!(
+                        "the file has {width} column(s), but a dataset needs at least one \
+                         feature column and one label column"
+                    )));
+                }
+                let col = match column {
+                    None => width - 1,
+                    Some(c) => self.find_column(c, width)?,
+                };
+                roles[col] = Role::Label;
+            }
+            CsvTarget::Values { count } => {
+                if *count == 0 {
+                    return Err(self.error("0 target columns requested: ask for at least 1"));
+                }
+                if *count >= width {
+                    return Err(self.error(format!(
+                        "{count} target column(s) requested, but the file has {width} \
+                         column(s), which leaves no feature column"
+                    )));
+                }
+                for r in &mut roles[width - count..] {
+                    *r = Role::Value;
+                }
+            }
+        }
+        Ok(roles)
+    }
+
+    /// The 0-based index of the column named `c` in the header, or with index `c`.
+    fn find_column(&self, c: &str, width: usize) -> Result<usize> {
+        if let Some(i) = self
+            .header
+            .as_ref()
+            .and_then(|h| h.iter().position(|name| name == c))
+        {
+            return Ok(i);
+        }
+        match c.trim().parse::<usize>() {
+            Ok(i) if i < width => Ok(i),
+            Ok(i) => Err(self.error(format!(
+                "label column index {i} is out of range: the file has {width} columns, \
+                 numbered 0..={}",
+                width - 1
+            ))),
+            Err(_) => Err(self.error(match &self.header {
+                Some(h) => format!(
+                    "no column named \"{c}\": the header has {}; give one of these names or a \
+                     0-based column index",
+                    h.iter()
+                        .map(|n| format!("\"{n}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!(
+                    "the file has no header row, so the label column must be a 0-based index \
+                     (0..={}), not \"{c}\"",
+                    width - 1
+                ),
+            })),
+        }
+    }
+
+    /// A finite f32 feature or target value.
+    fn number(&self, field: &str, col: usize) -> Result<f32> {
+        let v = self.finite(field, col)?;
+        let x = v as f32;
+        if !x.is_finite() {
+            return Err(self.error(format!(
+                "{}: {field} is too large for a 32-bit float (max ≈ 3.4e38): rescale that column",
+                self.where_(col)
+            )));
+        }
+        Ok(x)
+    }
+
+    /// A finite f64, or an error naming the line and column.
+    fn finite(&self, field: &str, col: usize) -> Result<f64> {
+        if field.is_empty() {
+            return Err(self.error(format!(
+                "{}: the field is empty (a missing value): fill it in or drop the row",
+                self.where_(col)
+            )));
+        }
+        let Ok(v) = field.parse::<f64>() else {
+            return Err(self.error(format!(
+                "{}: \"{field}\" is not a number; every field after the optional header row must \
+                 be a number",
+                self.where_(col)
+            )));
+        };
+        if !v.is_finite() {
+            return Err(self.error(format!(
+                "{}: {field} is not a finite number (NaN and infinity are not allowed): clean \
+                 or drop that row",
+                self.where_(col)
+            )));
+        }
+        Ok(v)
+    }
+
+    /// A class label: a non-negative integer (`2.0` counts as 2) below [`MAX_CLASSES`].
+    fn label(&self, field: &str, col: usize) -> Result<u32> {
+        let bad = |why: &str| {
+            self.error(format!(
+                "{}: class label \"{field}\" {why}; labels must be integers 0, 1, 2, … (for \
+                 real-valued targets, load the file with targets=K instead of a label column)",
+                self.where_(col)
+            ))
+        };
+        let Ok(v) = field.parse::<f64>() else {
+            return Err(bad("is not a number"));
+        };
+        if !v.is_finite() {
+            return Err(bad("is not finite"));
+        }
+        if v < 0.0 {
+            return Err(bad("is negative"));
+        }
+        if v.fract() != 0.0 {
+            return Err(bad("is not a whole number"));
+        }
+        if v >= MAX_CLASSES as f64 {
+            return Err(bad(&format!(
+                "is too large (at most {} classes are supported)",
+                MAX_CLASSES
+            )));
+        }
+        Ok(v as u32)
+    }
+}
+
+/// A field without surrounding whitespace or one pair of surrounding double quotes.
+fn clean_field(field: &str) -> String {
+    let f = field.trim();
+    let f = f
+        .strip_prefix('"')
+        .and_then(|g| g.strip_suffix('"'))
+        .unwrap_or(f);
+    f.trim().to_string()
+}

@@ -1,0 +1,225 @@
+//! Each GPU kernel against its CPU reference on awkward shapes, on every adapter found.
+
+mod common;
+
+use common::{awkward_shapes, gpus, one_hot, uniform};
+use gpumlp::cpu::ops::{self, MatmulForm};
+use gpumlp::gpu::probe;
+use gpumlp::model::{Activation, Loss};
+use gpumlp::optim::Optimizer;
+use gpumlp::Tolerance;
+
+/// f32 accumulation in a different order over k ≤ 300 terms of size ≤ 1.
+const MATMUL_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
+/// Transcendentals (exp, tanh) differ by a few ulps between backends.
+const ELEMENTWISE_TOL: Tolerance = Tolerance::new(1e-4, 1e-6);
+
+const ACTIVATIONS: [Activation; 6] = [
+    Activation::Identity,
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Step,
+];
+
+#[test]
+fn forward_matmul_x_w_plus_b_matches_reference() {
+    for ctx in gpus() {
+        for (b, k, n) in awkward_shapes() {
+            let x = uniform(b * k, -1.0, 1.0, 1);
+            let wb = uniform((k + 1) * n, -1.0, 1.0, 2);
+            let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, Activation::Identity).unwrap();
+            let mut want = ops::matmul(MatmulForm::Nn, &x, &wb[..k * n], b, n, k);
+            for r in 0..b {
+                for j in 0..n {
+                    want[r * n + j] += wb[k * n + j];
+                }
+            }
+            let what = format!("{}: x·W+b [{b}x{k}]·[{k}x{n}]", ctx.info);
+            MATMUL_TOL.assert_close(&what, &a, &want);
+            MATMUL_TOL.assert_close(&what, &z, &want);
+        }
+    }
+}
+
+#[test]
+fn delta_matmul_delta_wt_matches_reference() {
+    for ctx in gpus() {
+        for (b, k, n) in awkward_shapes() {
+            let d = uniform(b * k, -1.0, 1.0, 3);
+            let w = uniform(n * k, -1.0, 1.0, 4);
+            let a_prev = uniform(b * n, -1.0, 1.0, 5);
+            let got = probe::delta(ctx, &d, &w, &a_prev, b, k, n, Activation::Identity).unwrap();
+            let want = ops::matmul(MatmulForm::Nt, &d, &w, b, n, k);
+            MATMUL_TOL.assert_close(&format!("{}: δ·Wᵀ [{b}x{k}]·[{k}x{n}]", ctx.info), &got, &want);
+        }
+    }
+}
+
+#[test]
+fn grad_matmul_xt_delta_matches_reference() {
+    let h = Optimizer::Sgd.hyper(0.0, 1, 0.0);
+    for ctx in gpus() {
+        for (b, m, n) in awkward_shapes() {
+            let z = uniform(b * m, -1.0, 1.0, 6);
+            let d = uniform(b * n, -1.0, 1.0, 7);
+            let params = uniform((m + 1) * n, -1.0, 1.0, 8);
+            let out = probe::grad(ctx, &z, &d, &params, &[0.0], &[0.0], b, m, n, None, &h).unwrap();
+            let mut want = ops::matmul(MatmulForm::Tn, &z, &d, m, n, b);
+            for j in 0..n {
+                want.push((0..b).map(|r| d[r * n + j]).sum());
+            }
+            let what = format!("{}: [z,1]ᵀ·δ [{m}x{b}]·[{b}x{n}]", ctx.info);
+            MATMUL_TOL.assert_close(&what, &out.grads, &want);
+            assert_eq!(out.params, params, "{what}: OPT_NONE must not touch the parameters");
+        }
+    }
+}
+
+#[test]
+fn forward_epilogue_applies_every_activation() {
+    let (b, k, n) = (65, 7, 63);
+    for ctx in gpus() {
+        for act in ACTIVATIONS {
+            let x = uniform(b * k, -1.0, 1.0, 9);
+            let wb = uniform((k + 1) * n, -1.0, 1.0, 10);
+            let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, act).unwrap();
+            let (mut wa, mut wz) = (vec![0.0; b * n], vec![0.0; b * n]);
+            ops::dense_forward(&mut wa, &mut wz, &x, &wb[..k * n], &wb[k * n..], b, k, n, act);
+            let what = format!("{}: forward {act}", ctx.info);
+            MATMUL_TOL.assert_close(&what, &a, &wa);
+            if act == Activation::Step {
+                // φ jumps at 0: compare where a is not within rounding of 0.
+                for i in 0..z.len() {
+                    if wa[i].abs() > 1e-4 {
+                        assert_eq!(z[i], wz[i], "{what}: element {i}, a = {}", wa[i]);
+                    }
+                }
+            } else {
+                ELEMENTWISE_TOL.assert_close(&what, &z, &wz);
+            }
+        }
+    }
+}
+
+#[test]
+fn delta_epilogue_applies_every_derivative_with_relu_prime_of_zero_one() {
+    let (b, k, n) = (63, 65, 7);
+    for ctx in gpus() {
+        for act in ACTIVATIONS.into_iter().filter(|a| *a != Activation::Step) {
+            let d = uniform(b * k, -1.0, 1.0, 11);
+            let w = uniform(n * k, -1.0, 1.0, 12);
+            let mut a_prev = uniform(b * n, -2.0, 2.0, 13);
+            // exact zeros: relu'(0) = leaky'(0) = 1
+            for v in a_prev.iter_mut().step_by(5) {
+                *v = 0.0;
+            }
+            let got = probe::delta(ctx, &d, &w, &a_prev, b, k, n, act).unwrap();
+            let mut w_in_out = vec![0.0; n * k]; // W: [n(inp), k(out)] is what backprop_delta takes
+            w_in_out.copy_from_slice(&w);
+            let mut want = vec![0.0; b * n];
+            ops::backprop_delta(&mut want, &d, &w_in_out, &a_prev, b, n, k, act);
+            Tolerance::new(2e-4, 1e-5).assert_close(&format!("{}: delta {act}", ctx.info), &got, &want);
+        }
+    }
+}
+
+/// Output activation and loss pairs that make sense.
+pub const OUTPUT_PAIRS: [(Activation, Loss); 8] = [
+    (Activation::Identity, Loss::SquaredError),
+    (Activation::Sigmoid, Loss::SquaredError),
+    (Activation::Tanh, Loss::SquaredError),
+    (Activation::Relu, Loss::SquaredError),
+    (Activation::LeakyRelu(0.01), Loss::SquaredError),
+    (Activation::Softmax, Loss::SquaredError),
+    (Activation::Softmax, Loss::CrossEntropy),
+    (Activation::Sigmoid, Loss::BinaryCrossEntropy),
+];
+
+#[test]
+fn output_delta_loss_and_reduction_match_reference() {
+    for ctx in gpus() {
+        for (act, loss) in OUTPUT_PAIRS {
+            for (b, out) in [(1, 1), (7, 10), (257, 7), (300, 1), (65, 63)] {
+                let a = uniform(b * out, -4.0, 4.0, 14);
+                let t = if loss == Loss::CrossEntropy || out > 1 && loss != Loss::BinaryCrossEntropy {
+                    one_hot(b, out, 15)
+                } else {
+                    uniform(b * out, 0.0, 1.0, 15).iter().map(|v| v.round()).collect()
+                };
+                let (delta, rows, sum) = probe::output_delta(ctx, &a, &t, b, out, act, loss).unwrap();
+                let mut want_delta = vec![0.0; b * out];
+                let mut want_rows = vec![0.0; b * 2];
+                for r in 0..b {
+                    let (j, ok) = ops::output_delta_row(
+                        &mut want_delta[r * out..(r + 1) * out],
+                        &a[r * out..(r + 1) * out],
+                        &t[r * out..(r + 1) * out],
+                        act,
+                        loss,
+                        1.0 / b as f32,
+                    );
+                    want_rows[2 * r] = j;
+                    want_rows[2 * r + 1] = ok as u32 as f32;
+                }
+                let what = format!("{}: {act} + {loss} [{b}x{out}]", ctx.info);
+                ELEMENTWISE_TOL.assert_close(&format!("{what} delta"), &delta, &want_delta);
+                ELEMENTWISE_TOL.assert_close(&format!("{what} loss/correct"), &rows, &want_rows);
+                let want_sum = [
+                    want_rows.iter().step_by(2).sum::<f32>(),
+                    want_rows.iter().skip(1).step_by(2).sum::<f32>(),
+                ];
+                Tolerance::new(1e-4, 1e-4).assert_close(&format!("{what} reduced"), &sum, &want_sum);
+            }
+        }
+    }
+}
+
+#[test]
+fn optimizer_updates_match_reference_standalone_and_fused() {
+    let (b, m, n) = (65, 63, 7);
+    let cases = [
+        (Optimizer::Sgd, 0.0),
+        (Optimizer::Sgd, 0.01),
+        (Optimizer::Momentum { mu: 0.9 }, 0.001),
+        (Optimizer::adam(), 0.01),
+    ];
+    for ctx in gpus() {
+        for (opt, l2) in cases {
+            let h = opt.hyper(0.05, 3, l2);
+            let p = (m + 1) * n;
+            let params = uniform(p, -1.0, 1.0, 16);
+            let grads = uniform(p, -1.0, 1.0, 17);
+            let mm = uniform(p, -0.1, 0.1, 18);
+            let vv = uniform(p, 0.0, 0.1, 19);
+            // standalone
+            let (gp, gm, gv) = probe::optimizer(ctx, &params, &grads, &mm, &vv, opt.kind(), &h).unwrap();
+            let (mut wp, mut wm, mut wv) = (params.clone(), mm.clone(), vv.clone());
+            ops::optimizer_update(&mut wp, &mut wm, &mut wv, &grads, opt.kind(), &h);
+            let what = format!("{}: {} standalone", ctx.info, opt.name());
+            ELEMENTWISE_TOL.assert_close(&format!("{what} params"), &gp, &wp);
+            ELEMENTWISE_TOL.assert_close(&format!("{what} m"), &gm, &wm);
+            ELEMENTWISE_TOL.assert_close(&format!("{what} v"), &gv, &wv);
+            // fused into the gradient matmul, with L2 on weights only
+            let z = uniform(b * m, -1.0, 1.0, 20);
+            let d = uniform(b * n, -1.0, 1.0, 21);
+            let out = probe::grad(ctx, &z, &d, &params, &mm, &vv, b, m, n, Some(opt.kind()), &h).unwrap();
+            let mut gw = vec![0.0; m * n];
+            let mut gb = vec![0.0; n];
+            ops::weight_grad(&mut gw, &mut gb, &z, &d, &params[..m * n], l2, b, m, n);
+            gw.extend_from_slice(&gb);
+            let (mut wp, mut wm, mut wv) = (params.clone(), mm.clone(), vv.clone());
+            ops::optimizer_update(&mut wp, &mut wm, &mut wv, &gw, opt.kind(), &h);
+            let what = format!("{}: {} fused, l2 {l2}", ctx.info, opt.name());
+            MATMUL_TOL.assert_close(&format!("{what} grads"), &out.grads, &gw);
+            Tolerance::new(1e-4, 1e-5).assert_close(&format!("{what} params"), &out.params, &wp);
+            if opt.state_slots() >= 1 {
+                MATMUL_TOL.assert_close(&format!("{what} m"), &out.m, &wm);
+            }
+            if opt.state_slots() >= 2 {
+                MATMUL_TOL.assert_close(&format!("{what} v"), &out.v, &wv);
+            }
+        }
+    }
+}

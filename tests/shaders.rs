@@ -1,0 +1,32 @@
+//! Every shader parses and validates with naga: no adapter needed.
+
+use gpumlp::gpu::kernels::Family;
+
+#[test]
+fn every_wgsl_file_parses_and_validates() {
+    for f in Family::ALL {
+        let src = f.source();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", f.file(), e.emit_to_string(&src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {}", f.file(), e.emit_to_string(&src)));
+    }
+}
+
+#[test]
+fn every_file_in_shaders_is_loaded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            Family::ALL.iter().any(|f| f.source().contains(&text)),
+            "{} is not part of any kernel family",
+            path.display()
+        );
+    }
+}
