@@ -102,6 +102,8 @@ pub struct Trainer {
     /// Optimizer steps taken so far (Adam's `t`).
     steps: u64,
     train_rows: usize,
+    /// Whether accuracy means something: class targets or a classification loss.
+    classification: bool,
 }
 
 impl Trainer {
@@ -115,6 +117,7 @@ impl Trainer {
             epoch: 0,
             steps: 0,
             train_rows: 0,
+            classification: false,
         })
     }
 
@@ -146,6 +149,7 @@ impl Trainer {
         let t = train.dense_targets(self.backend.spec())?;
         self.backend.set_train_data(&train.features, &t, train.rows)?;
         self.train_rows = train.rows;
+        self.classification = train.classes().is_some() || self.backend.spec().is_classifier();
         Ok(())
     }
 
@@ -187,7 +191,7 @@ impl Trainer {
             }
             total.add(s);
         }
-        let classifier = self.backend.spec().is_classifier() || self.backend.spec().outputs() > 1;
+        let classifier = self.classification;
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
                 let s = self.evaluate(v)?;
