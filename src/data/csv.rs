@@ -28,10 +28,8 @@ pub enum CsvTarget {
 
 /// Loads a CSV file (gzip-compressed or not, detected from its first bytes).
 pub fn load_csv(path: &Path, target: CsvTarget) -> Result<Dataset> {
-    let reader = source::open(path)?;
-    let name = path.to_string_lossy();
-    if name.ends_with(".gz") {
-        let mut reader = reader;
+    let mut reader = source::open(path)?;
+    if path.to_string_lossy().ends_with(".gz") {
         let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
         if !head.is_empty() && !source::is_gzip(head) {
             return Err(Error::file(
@@ -40,7 +38,6 @@ pub fn load_csv(path: &Path, target: CsvTarget) -> Result<Dataset> {
                  damaged, or it is plain text (then rename it without .gz)",
             ));
         }
-        return read_csv(reader, path, &target);
     }
     read_csv(reader, path, &target)
 }
@@ -66,6 +63,8 @@ struct Parser<'a, R> {
     gz: bool,
     line_no: usize,
     buf: Vec<u8>,
+    /// The current line without its line ending or surrounding whitespace.
+    line: String,
     header: Option<Vec<String>>,
 }
 
@@ -77,6 +76,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
             gz,
             line_no: 0,
             buf: Vec::new(),
+            line: String::new(),
             header: None,
         }
     }
@@ -85,8 +85,8 @@ impl<'a, R: BufRead> Parser<'a, R> {
         Error::file(self.source, message)
     }
 
-    /// The next non-blank line, split into trimmed, unquoted fields; `None` at the end.
-    fn next_row(&mut self) -> Result<Option<Vec<String>>> {
+    /// Reads the next non-blank line into `self.line`; false at the end.
+    fn next_line(&mut self) -> Result<bool> {
         loop {
             self.buf.clear();
             let got = self.reader.read_until(b'\n', &mut self.buf);
@@ -96,7 +96,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 Err(e) => return Err(Error::io(self.source, e)),
             };
             if n == 0 {
-                return Ok(None);
+                return Ok(false);
             }
             self.line_no += 1;
             let Ok(text) = std::str::from_utf8(&self.buf) else {
@@ -106,14 +106,15 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 )));
             };
             let text = text.trim_start_matches('\u{feff}').trim();
-            if text.is_empty() {
-                continue;
+            if !text.is_empty() {
+                self.line.clear();
+                self.line.push_str(text);
+                return Ok(true);
             }
-            return Ok(Some(text.split(',').map(clean_field).collect()));
         }
     }
 
-    /// ` (column "name")` when the file has a header, for messages.
+    /// ` ("name")` when the file has a header that names column `col`, for messages.
     fn column_name(&self, col: usize) -> String {
         match self.header.as_ref().and_then(|h| h.get(col)) {
             Some(name) if !name.is_empty() => format!(" (\"{name}\")"),
@@ -131,19 +132,19 @@ impl<'a, R: BufRead> Parser<'a, R> {
     }
 
     fn parse(mut self, target: &CsvTarget) -> Result<Dataset> {
-        let Some(first) = self.next_row()? else {
+        if !self.next_line()? {
             return Err(self.error("the file is empty: it holds no rows"));
-        };
+        }
+        let first: Vec<String> = fields(&self.line).map(String::from).collect();
         let first_line = self.line_no;
         let width = first.len();
         let is_header = first
             .iter()
             .any(|f| !f.is_empty() && f.parse::<f64>().is_err());
-        let mut pending = None;
+        // The first line is parsed again below unless it is the header.
+        let mut pending = !is_header;
         if is_header {
             self.header = Some(first);
-        } else {
-            pending = Some(first);
         }
         let roles = self.roles(width, target)?;
         let features_per_row = roles.iter().filter(|&&r| r == Role::Feature).count();
@@ -153,23 +154,18 @@ impl<'a, R: BufRead> Parser<'a, R> {
         let mut values = Vec::new();
         let mut max_label = 0u32;
         loop {
-            let row = match pending.take() {
-                Some(row) => row,
-                None => match self.next_row()? {
-                    Some(row) => row,
-                    None => break,
-                },
-            };
-            if row.len() != width {
+            if !std::mem::take(&mut pending) && !self.next_line()? {
+                break;
+            }
+            let got = self.line.split(',').count();
+            if got != width {
                 return Err(self.error(format!(
                     "line {}: expected {width} comma-separated fields (as on line {first_line}), \
-                     found {}; fix or remove that row",
+                     found {got}; fix or remove that row",
                     self.line_no,
-                    row.len()
                 )));
             }
-            features.reserve(features_per_row);
-            for (col, (field, role)) in row.iter().zip(&roles).enumerate() {
+            for (col, (field, role)) in fields(&self.line).zip(&roles).enumerate() {
                 match role {
                     Role::Label => {
                         let label = self.label(field, col)?;
@@ -333,12 +329,13 @@ impl<'a, R: BufRead> Parser<'a, R> {
     }
 }
 
-/// A field without surrounding whitespace or one pair of surrounding double quotes.
-fn clean_field(field: &str) -> String {
-    let f = field.trim();
-    let f = f
-        .strip_prefix('"')
-        .and_then(|g| g.strip_suffix('"'))
-        .unwrap_or(f);
-    f.trim().to_string()
+/// The fields of `line`, each without surrounding whitespace or one pair of double quotes.
+fn fields(line: &str) -> impl Iterator<Item = &str> {
+    line.split(',').map(|field| {
+        let f = field.trim();
+        f.strip_prefix('"')
+            .and_then(|g| g.strip_suffix('"'))
+            .unwrap_or(f)
+            .trim()
+    })
 }

@@ -109,9 +109,8 @@ fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>
     let found = be_u32(&bytes[0..4]);
     if found != magic {
         let hint = match found {
-            IDX_IMAGES_MAGIC | IDX_LABELS_MAGIC => {
-                " (the images and labels files look swapped: give the images first)"
-            }
+            IDX_LABELS_MAGIC => " (this is a labels file: are the images and labels swapped?)",
+            IDX_IMAGES_MAGIC => " (this is an images file: are the images and labels swapped?)",
             _ => "",
         };
         return Err(Error::file(

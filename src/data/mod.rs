@@ -1,5 +1,22 @@
 //! Datasets: features `[n, in]` f32 and targets as class labels or real-valued vectors.
 
+//!
+//! Loaders: [`load_spec`] reads the command line's data specs; [`csv::load_csv`],
+//! [`idx::load_idx`], [`digits()`] (built in) and [`idx::fashion_mnist`] load one source each.
+//! [`prep`] splits off validation rows and fits a [`Normalization`].
+
+pub mod csv;
+pub mod digits;
+pub mod idx;
+pub mod prep;
+mod source;
+pub mod spec;
+
+pub use csv::{load_csv, CsvTarget};
+pub use digits::{digits, DIGITS_RANGE};
+pub use idx::{fashion_mnist, load_idx};
+pub use spec::{known_range, load_spec};
+
 use crate::error::{Error, Result};
 use crate::model::{Loss, ModelSpec};
 
@@ -23,7 +40,12 @@ pub struct Dataset {
 
 impl Dataset {
     /// A dataset with class labels, checked for shape, NaN/Inf and label range.
-    pub fn from_classes(features: Vec<f32>, cols: usize, labels: Vec<u32>, classes: usize) -> Result<Self> {
+    pub fn from_classes(
+        features: Vec<f32>,
+        cols: usize,
+        labels: Vec<u32>,
+        classes: usize,
+    ) -> Result<Self> {
         let ds = Dataset {
             rows: labels.len(),
             features,
@@ -35,8 +57,13 @@ impl Dataset {
     }
 
     /// A dataset with real-valued targets `[rows, width]`, checked.
-    pub fn from_values(features: Vec<f32>, cols: usize, values: Vec<f32>, width: usize) -> Result<Self> {
-        let rows = if width == 0 { 0 } else { values.len() / width };
+    pub fn from_values(
+        features: Vec<f32>,
+        cols: usize,
+        values: Vec<f32>,
+        width: usize,
+    ) -> Result<Self> {
+        let rows = values.len().checked_div(width).unwrap_or(0);
         let ds = Dataset {
             rows,
             features,
@@ -50,28 +77,49 @@ impl Dataset {
     /// Checks that the arrays agree and hold only finite numbers and in-range labels.
     pub fn validate(&self) -> Result<()> {
         if self.rows == 0 {
-            return Err(Error::InvalidData("the dataset is empty (0 samples)".into()));
+            return Err(Error::InvalidData(
+                "the dataset is empty (0 samples)".into(),
+            ));
         }
         if self.cols == 0 {
-            return Err(Error::InvalidData("the dataset has 0 feature columns".into()));
+            return Err(Error::InvalidData(
+                "the dataset has 0 feature columns".into(),
+            ));
         }
         if self.features.len() != self.rows * self.cols {
             return Err(Error::shape(
                 "features",
-                format!("{} values ({} rows × {} columns)", self.rows * self.cols, self.rows, self.cols),
+                format!(
+                    "{} values ({} rows × {} columns)",
+                    self.rows * self.cols,
+                    self.rows,
+                    self.cols
+                ),
                 self.features.len(),
             ));
         }
         check_finite("features", &self.features, self.cols)?;
         match &self.targets {
             Targets::Classes { labels, classes } => {
-                if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= *classes) {
-                    return Err(Error::LabelOutOfRange { label: l as i64, index: i, classes: *classes });
+                if let Some((i, &l)) = labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &l)| l as usize >= *classes)
+                {
+                    return Err(Error::LabelOutOfRange {
+                        label: l as i64,
+                        index: i,
+                        classes: *classes,
+                    });
                 }
             }
             Targets::Values { values, width } => {
                 if *width == 0 || values.len() != self.rows * width {
-                    return Err(Error::shape("targets", format!("{} rows × {width}", self.rows), values.len()));
+                    return Err(Error::shape(
+                        "targets",
+                        format!("{} rows × {width}", self.rows),
+                        values.len(),
+                    ));
                 }
                 check_finite("targets", values, *width)?;
             }
@@ -92,20 +140,34 @@ impl Dataset {
     /// the model's widths.
     pub fn dense_targets(&self, spec: &ModelSpec) -> Result<Vec<f32>> {
         if self.cols != spec.inputs() {
-            return Err(Error::shape("input width", spec.inputs(), format!("{} feature columns in the data", self.cols)));
+            return Err(Error::shape(
+                "input width",
+                spec.inputs(),
+                format!("{} feature columns in the data", self.cols),
+            ));
         }
         let out = spec.outputs();
         match &self.targets {
             Targets::Classes { labels, classes } => {
                 if out == 1 {
                     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > 1) {
-                        return Err(Error::LabelOutOfRange { label: l as i64, index: i, classes: 2 });
+                        return Err(Error::LabelOutOfRange {
+                            label: l as i64,
+                            index: i,
+                            classes: 2,
+                        });
                     }
                     return Ok(labels.iter().map(|&l| l as f32).collect());
                 }
                 if *classes > out {
-                    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= out) {
-                        return Err(Error::LabelOutOfRange { label: l as i64, index: i, classes: out });
+                    if let Some((i, &l)) =
+                        labels.iter().enumerate().find(|(_, &l)| l as usize >= out)
+                    {
+                        return Err(Error::LabelOutOfRange {
+                            label: l as i64,
+                            index: i,
+                            classes: out,
+                        });
                     }
                 }
                 let mut t = vec![0.0f32; self.rows * out];
@@ -116,13 +178,20 @@ impl Dataset {
             }
             Targets::Values { values, width } => {
                 if *width != out {
-                    return Err(Error::shape("target width", out, format!("{width} target columns in the data")));
+                    return Err(Error::shape(
+                        "target width",
+                        out,
+                        format!("{width} target columns in the data"),
+                    ));
                 }
                 if spec.loss == Loss::CrossEntropy || spec.loss == Loss::BinaryCrossEntropy {
                     if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
                         return Err(Error::InvalidData(format!(
                             "{} targets must lie in [0, 1], but row {} column {} is {}",
-                            spec.loss, i / width, i % width, values[i]
+                            spec.loss,
+                            i / width,
+                            i % width,
+                            values[i]
                         )));
                     }
                 }
@@ -147,17 +216,30 @@ impl Dataset {
                 for &r in idx {
                     v.extend_from_slice(&values[r * width..(r + 1) * width]);
                 }
-                Targets::Values { values: v, width: *width }
+                Targets::Values {
+                    values: v,
+                    width: *width,
+                }
             }
         };
-        Dataset { features, rows: idx.len(), cols: self.cols, targets }
+        Dataset {
+            features,
+            rows: idx.len(),
+            cols: self.cols,
+            targets,
+        }
     }
 }
 
 /// Errors on the first NaN or Inf, naming its row and column. data: [rows, cols].
 pub fn check_finite(what: &str, data: &[f32], cols: usize) -> Result<()> {
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what: what.into(), row: i / cols.max(1), col: i % cols.max(1), value: data[i] });
+        return Err(Error::NonFinite {
+            what: what.into(),
+            row: i / cols.max(1),
+            col: i % cols.max(1),
+            value: data[i],
+        });
     }
     Ok(())
 }
@@ -178,8 +260,8 @@ pub enum NormalizeMethod {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalization {
     pub method: NormalizeMethod,
-    /// [cols]
+    /// `[cols]`
     pub shift: Vec<f32>,
-    /// [cols], never 0
+    /// `[cols]`, never 0
     pub scale: Vec<f32>,
 }

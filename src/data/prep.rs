@@ -1,0 +1,185 @@
+//! Preparing a dataset for training: a seeded train/validation split and feature normalization.
+
+use std::str::FromStr;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{check_finite, Dataset, Normalization, NormalizeMethod};
+use crate::error::{Error, Result};
+
+/// Standard deviations below this count as 0: the feature is constant and is only shifted.
+const MIN_STD: f64 = 1e-12;
+
+impl Dataset {
+    /// Shuffles the rows with ChaCha8 seeded by `seed`, then puts the first
+    /// `round(rows × val_fraction)` into validation and the rest into training. A fraction of 0,
+    /// or one that rounds to no validation row, gives `(all rows in order, None)`. The fraction
+    /// must lie in [0, 1) and leave at least one training row.
+    pub fn split(&self, val_fraction: f32, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
+        if !(0.0..1.0).contains(&val_fraction) {
+            return Err(Error::InvalidConfig(format!(
+                "the validation fraction must lie in [0, 1), got {val_fraction}: use e.g. 0.1 for \
+                 10% validation, or 0 for none"
+            )));
+        }
+        let n_val = (self.rows as f64 * val_fraction as f64).round() as usize;
+        if n_val == 0 {
+            return Ok((self.clone(), None));
+        }
+        if n_val >= self.rows {
+            return Err(Error::InvalidConfig(format!(
+                "a validation fraction of {val_fraction} of {} rows leaves no training rows: \
+                 use a smaller fraction",
+                self.rows
+            )));
+        }
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let val = self.select(&order[..n_val]);
+        let train = self.select(&order[n_val..]);
+        Ok((train, Some(val)))
+    }
+}
+
+impl Normalization {
+    /// The map that leaves `cols` features as they are.
+    pub fn identity(cols: usize) -> Normalization {
+        Normalization {
+            method: NormalizeMethod::None,
+            shift: vec![0.0; cols],
+            scale: vec![1.0; cols],
+        }
+    }
+
+    /// Fits `method` on `data` (the training part). `Unit` divides by `known_range` when it is
+    /// given (and positive), else by each feature's largest |x| (1 where that is 0); `Standard`
+    /// subtracts each feature's mean and divides by its population standard deviation (1 where
+    /// that is below 1e-12), both computed in f64.
+    pub fn fit(method: NormalizeMethod, data: &Dataset, known_range: Option<f32>) -> Normalization {
+        let cols = data.cols;
+        let rows = || data.features.chunks_exact(cols.max(1));
+        let mut norm = Normalization::identity(cols);
+        norm.method = method;
+        match method {
+            NormalizeMethod::None => {}
+            NormalizeMethod::Unit => match known_range {
+                Some(r) if r.is_finite() && r > 0.0 => norm.scale.fill(r),
+                _ => {
+                    let mut max = vec![0.0f32; cols];
+                    for row in rows() {
+                        for (m, x) in max.iter_mut().zip(row) {
+                            *m = m.max(x.abs());
+                        }
+                    }
+                    for (s, m) in norm.scale.iter_mut().zip(max) {
+                        *s = if m > 0.0 && m.is_finite() { m } else { 1.0 };
+                    }
+                }
+            },
+            NormalizeMethod::Standard => {
+                let n = rows().count().max(1) as f64;
+                let mut mean = vec![0.0f64; cols];
+                for row in rows() {
+                    for (m, &x) in mean.iter_mut().zip(row) {
+                        *m += x as f64;
+                    }
+                }
+                mean.iter_mut().for_each(|m| *m /= n);
+                let mut var = vec![0.0f64; cols];
+                for row in rows() {
+                    for ((v, &m), &x) in var.iter_mut().zip(&mean).zip(row) {
+                        *v += (x as f64 - m).powi(2);
+                    }
+                }
+                for c in 0..cols {
+                    let std = (var[c] / n).sqrt();
+                    norm.shift[c] = mean[c] as f32;
+                    norm.scale[c] = if std >= MIN_STD && std.is_finite() {
+                        std as f32
+                    } else {
+                        1.0
+                    };
+                }
+            }
+        }
+        norm
+    }
+
+    /// Maps every feature of `data` in place: `x' = (x − shift) / scale`.
+    pub fn apply(&self, data: &mut Dataset) -> Result<()> {
+        let cols = self.shift.len();
+        if self.scale.len() != cols {
+            return Err(Error::shape(
+                "normalization scale",
+                format!("{cols} values, one per shift"),
+                self.scale.len(),
+            ));
+        }
+        if data.cols != cols {
+            return Err(Error::shape(
+                "normalization",
+                format!("{cols} feature columns (as fitted)"),
+                format!("{} feature columns in the data", data.cols),
+            ));
+        }
+        if data.features.len() != data.rows * cols {
+            return Err(Error::shape(
+                "features",
+                format!("{} values", data.rows * cols),
+                data.features.len(),
+            ));
+        }
+        if let Some(c) = (0..cols).find(|&c| {
+            !(self.scale[c].is_finite() && self.scale[c] != 0.0 && self.shift[c].is_finite())
+        }) {
+            return Err(Error::InvalidData(format!(
+                "normalization of feature {c} has shift {} and scale {}: the scale must be a \
+                 finite non-zero number and the shift finite; fit the normalization again",
+                self.shift[c], self.scale[c]
+            )));
+        }
+        if cols == 0 {
+            return Ok(());
+        }
+        for row in data.features.chunks_exact_mut(cols) {
+            for ((x, &m), &s) in row.iter_mut().zip(&self.shift).zip(&self.scale) {
+                *x = (*x - m) / s;
+            }
+        }
+        check_finite("normalized features", &data.features, cols)
+    }
+}
+
+impl NormalizeMethod {
+    /// The name the command line uses: `none`, `unit` or `standard`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NormalizeMethod::None => "none",
+            NormalizeMethod::Unit => "unit",
+            NormalizeMethod::Standard => "standard",
+        }
+    }
+}
+
+impl FromStr for NormalizeMethod {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(NormalizeMethod::None),
+            "unit" => Ok(NormalizeMethod::Unit),
+            "standard" => Ok(NormalizeMethod::Standard),
+            _ => Err(Error::InvalidConfig(format!(
+                "unknown normalization \"{s}\": use none, unit or standard"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for NormalizeMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
