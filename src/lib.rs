@@ -22,14 +22,17 @@
 //! ```
 
 pub mod backend;
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod optim;
+pub mod report;
 pub mod tolerance;
 pub mod train;
+pub mod verify;
 
 pub use backend::{Backend, BatchStats, OptimizerState};
 pub use cpu::CpuBackend;

@@ -244,3 +244,8 @@ impl GpuContext {
             .map_err(|e| Error::Gpu(format!("waiting for the device failed: {e}")))
     }
 }
+
+/// The adapter `GpuContext::new(sel)` would open, without opening it.
+pub fn best_adapter(sel: &AdapterSelector) -> Result<Option<AdapterInfo>> {
+    Ok(usable_adapters(sel)?.into_iter().next().map(|(_, info)| info))
+}

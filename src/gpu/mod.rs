@@ -50,6 +50,8 @@ enum Grid {
 
 /// One recorded kernel launch: pipeline, bind group and grid, built once.
 struct Dispatch {
+    /// For profiles, e.g. `forward 1 (784x512)`.
+    label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: Grid,
@@ -225,6 +227,7 @@ impl GpuBackend {
                 aux_off: 0,
             }));
             forward.push(Dispatch {
+                label: format!("forward {} [B,{}]x[{},{}] + {}", l + 1, lay.inputs, lay.inputs, lay.outputs, act),
                 pipeline: kernels.matmul(device, MatmulMode::Forward, act.code(), 0, false),
                 bind_group: kernels.bind_group(
                     device,
@@ -250,6 +253,7 @@ impl GpuBackend {
                     aux_off: 0,
                 }));
                 backward.push(Dispatch {
+                    label: format!("delta {} [B,{}]x[{},{}]ᵀ ⊙ {}'", l, lay.outputs, lay.inputs, lay.outputs, prev_act),
                     pipeline: kernels.matmul(device, MatmulMode::Delta, prev_act.code(), 0, false),
                     bind_group: kernels.bind_group(
                         device,
@@ -282,6 +286,13 @@ impl GpuBackend {
                 aux_off: 0,
             }));
             backward.push(Dispatch {
+                label: format!(
+                    "grad{} {} [{},B]x[B,{}]",
+                    if options.fused { "+update" } else { "" },
+                    l + 1,
+                    lay.inputs + 1,
+                    lay.outputs
+                ),
                 pipeline: kernels.matmul(
                     device,
                     MatmulMode::Grad,
@@ -307,6 +318,7 @@ impl GpuBackend {
             }));
             let (gx, gy) = groups_1d(p as u64, ctx.limits.max_compute_workgroups_per_dimension);
             Dispatch {
+                label: format!("optimizer update [{p}]"),
                 pipeline: kernels.pipeline(
                     device,
                     Family::Optimizer,
@@ -336,17 +348,20 @@ impl GpuBackend {
         );
         let loss = [
             Dispatch {
+                label: "output delta + loss".into(),
                 pipeline: kernels.pipeline(device, Family::Loss, "output_delta", &[]),
                 bind_group: loss_bg.clone(),
                 grid: Grid::PerRow { per_row: 1 },
             },
             Dispatch {
+                label: "loss reduction".into(),
                 pipeline: kernels.pipeline(device, Family::Loss, "reduce_stats", &[]),
                 bind_group: loss_bg,
                 grid: Grid::Fixed(1, 1),
             },
         ];
         let softmax = (out_act == Activation::Softmax).then(|| Dispatch {
+            label: "softmax".into(),
             pipeline: kernels.pipeline(device, Family::Loss, "softmax_rows", &[]),
             bind_group: kernels.bind_group(
                 device,
@@ -413,8 +428,8 @@ impl GpuBackend {
             })
     }
 
-    /// Grows the per-step stats buffer to `slots` (rebuilding the loss bind groups); only ever
-    /// called outside a step.
+    /// Grows the per-step stats buffer to at least `slots`, keeping its contents and rebuilding
+    /// the loss bind groups. Doubling, so a long epoch pays for it a logarithmic number of times.
     fn ensure_stats_capacity(&mut self, slots: usize) {
         if slots <= self.stats_capacity {
             return;
@@ -422,12 +437,20 @@ impl GpuBackend {
         let cap = slots.next_power_of_two();
         let device = &self.ctx.device;
         self.bytes += ((cap - self.stats_capacity) * 2) as u64 * F32;
-        self.stats = device.create_buffer(&wgpu::BufferDescriptor {
+        let stats = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("stats"),
             size: (cap * 2) as u64 * F32,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("grow stats"),
+        });
+        enc.copy_buffer_to_buffer(&self.stats, 0, &stats, 0, self.stats.size());
+        self.ctx.queue.submit([enc.finish()]);
+        self.stats = stats;
         self.stats_capacity = cap;
         let out_act = self.spec.output_activation();
         let loss_dims = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -444,10 +467,86 @@ impl GpuBackend {
         let bg = self.kernels.bind_group(
             device,
             Family::Loss,
-            &[&loss_dims, &self.step_uniform, &last.a, &self.t_batch, &last.delta, &self.row_stats, &self.stats],
+            &[
+                &loss_dims,
+                &self.step_uniform,
+                &last.a,
+                &self.t_batch,
+                &last.delta,
+                &self.row_stats,
+                &self.stats,
+            ],
         );
         self.loss[0].bind_group = bg.clone();
         self.loss[1].bind_group = bg;
+    }
+
+    /// Runs one training step with each dispatch in its own timed pass and returns the time of
+    /// each (label, seconds). Needs timestamp queries; for `bench --profile`, not for training.
+    pub fn profile_step(
+        &mut self,
+        start: usize,
+        len: usize,
+        hyper: &StepHyper,
+    ) -> Result<Vec<(String, f64)>> {
+        if !self.ctx.timestamps {
+            return Err(Error::Gpu(format!(
+                "{} does not support timestamp queries, so kernels cannot be timed",
+                self.ctx.info
+            )));
+        }
+        self.write_step(len, self.epoch_lens.len(), start, hyper);
+        let mut d: Vec<&Dispatch> = Vec::new();
+        if let TrainData::Device(data) = &self.data {
+            d.extend(data.gather.iter());
+        }
+        d.extend(self.step_dispatches());
+        let device = &self.ctx.device;
+        let count = (d.len() * 2) as u32;
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile readback"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("profile"),
+        });
+        for (i, x) in d.iter().enumerate() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&x.label),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            self.record(&mut pass, x, len);
+        }
+        enc.resolve_query_set(&queries, 0..count, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, count as u64 * 8);
+        self.ctx.queue.submit([enc.finish()]);
+        let raw = read_staging(&self.ctx, &staging)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let labels: Vec<String> = d.iter().map(|x| x.label.clone()).collect();
+        self.epoch_lens.push(len);
+        Ok(labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period))
+            .collect())
     }
 
     fn write_step(&self, batch: usize, step_index: usize, row_start: usize, h: &StepHyper) {
@@ -734,6 +833,7 @@ impl Backend for GpuBackend {
                 usage: wgpu::BufferUsages::UNIFORM,
             });
             Dispatch {
+                label: format!("gather rows [B,{width}]"),
                 pipeline: self.kernels.pipeline(device, Family::Data, "gather_rows", &[]),
                 bind_group: self.kernels.bind_group(
                     device,
@@ -795,11 +895,7 @@ impl Backend for GpuBackend {
                 self.max_batch
             )));
         }
-        if self.epoch_lens.len() >= self.stats_capacity {
-            return Err(Error::InvalidConfig(
-                "more steps than training rows in one epoch: call begin_epoch".into(),
-            ));
-        }
+        self.ensure_stats_capacity(self.epoch_lens.len() + 1);
         if let TrainData::Host(h) = &self.data {
             let (inp, out) = (self.spec.inputs(), self.spec.outputs());
             let mut x = Vec::with_capacity(len * inp);

@@ -1,0 +1,125 @@
+//! `gpumlp bench`: a fixed protocol anyone can run. A fixed random batch (inputs uniform in
+//! [0, 1), random class labels), softmax cross-entropy, plain SGD with lr 0.1; 3 warm-up steps,
+//! then S timed steps, the clock stopped only after the final loss has been read back.
+
+use crate::DeviceArgs;
+use anyhow::bail;
+use clap::Args;
+use gpumlp::{Activation, Backend, Loss, ModelSpec, Optimizer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Layer sizes, e.g. 784,512,512,10.
+    #[arg(long, value_delimiter = ',', default_value = "784,512,512,10")]
+    pub layers: Vec<usize>,
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Hidden activation.
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// Print one JSON line.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the time of each kernel in one step (needs timestamp queries).
+    #[arg(long)]
+    pub profile: bool,
+    /// Use the first, unfused schedule (separate optimizer pass) for comparison.
+    #[arg(long)]
+    pub unfused: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.device.device == "auto" {
+        args.device.device = "gpu".into();
+    }
+    if args.steps == 0 || args.batch == 0 {
+        bail!("--steps and --batch must be at least 1");
+    }
+    let hidden: Activation = args.activation.parse()?;
+    let spec = ModelSpec::new(&args.layers, hidden, Activation::Softmax, Loss::CrossEntropy)?;
+    let (inp, out, batch) = (spec.inputs(), spec.outputs(), args.batch);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let x: Vec<f32> = (0..batch * inp).map(|_| rng.random_range(0.0..1.0)).collect();
+    let mut t = vec![0.0f32; batch * out];
+    for r in 0..batch {
+        t[r * out + rng.random_range(0..out)] = 1.0;
+    }
+    let mut gpu: Option<gpumlp::GpuBackend> = None;
+    let mut backend: Box<dyn Backend> = match args.device.device()? {
+        gpumlp::Device::Cpu => Box::new(gpumlp::CpuBackend::new(&spec, Optimizer::Sgd)?),
+        gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
+            let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);
+            let options = gpumlp::GpuOptions { fused: !args.unfused, capture_gradients: false };
+            let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
+            if args.profile {
+                gpu = Some(g);
+                let ctx = gpu.as_ref().expect("just set").context().clone();
+                Box::new(gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?)
+            } else {
+                Box::new(g)
+            }
+        }
+    };
+    backend.set_params(&spec.init_params(0))?;
+    backend.set_train_data(&x, &t, batch)?;
+    let order: Vec<u32> = (0..batch as u32).collect();
+    let hyper = Optimizer::Sgd.hyper(0.1, 1, 0.0);
+    backend.begin_epoch(&order)?;
+    for _ in 0..3 {
+        backend.step(0, batch, &hyper)?;
+    }
+    backend.finish_epoch()?;
+    let started = Instant::now();
+    backend.begin_epoch(&order)?;
+    for _ in 0..args.steps {
+        backend.step(0, batch, &hyper)?;
+    }
+    let stats = backend.finish_epoch()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let final_loss = stats.last().map_or(f64::NAN, |s| s.mean_loss());
+    let samples_per_s = (batch * args.steps) as f64 / seconds;
+    let gflops = 6.0 * batch as f64 * spec.macs_per_sample() as f64 * args.steps as f64 / seconds / 1e9;
+    let name = backend.name();
+    let (adapter, backend_name) = match name.split_once(": ") {
+        Some((b, rest)) => (rest.to_string(), b.to_string()),
+        None => (name.clone(), "cpu".to_string()),
+    };
+    let layers = args.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+    if args.json {
+        let line = serde_json::json!({
+            "system": "gpumlp",
+            "adapter": adapter,
+            "backend": backend_name,
+            "layers": layers,
+            "batch": batch,
+            "steps": args.steps,
+            "seconds": seconds,
+            "samples_per_s": samples_per_s,
+            "gflops": gflops,
+            "final_loss": final_loss,
+        });
+        println!("{line}");
+    } else {
+        println!("{name}: layers {layers}, batch {batch}, {} steps in {seconds:.4} s: {samples_per_s:.0} samples/s, {gflops:.2} GFLOP/s, final loss {final_loss:.4}", args.steps);
+    }
+    if let Some(mut g) = gpu {
+        g.set_params(&spec.init_params(0))?;
+        g.set_train_data(&x, &t, batch)?;
+        g.begin_epoch(&order)?;
+        let times = g.profile_step(0, batch, &hyper)?;
+        g.finish_epoch()?;
+        let total: f64 = times.iter().map(|(_, s)| s).sum();
+        println!("profile of one step ({} dispatches, {:.3} ms of kernel time, {} MiB allocated):", times.len(), total * 1e3, g.allocated_bytes() >> 20);
+        for (label, s) in &times {
+            println!("  {:>9.3} ms  {:>5.1}%  {label}", s * 1e3, 100.0 * s / total.max(1e-12));
+        }
+    }
+    Ok(())
+}

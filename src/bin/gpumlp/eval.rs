@@ -1,0 +1,135 @@
+//! `gpumlp eval` and `gpumlp predict`.
+
+use crate::train::place_saved;
+use crate::DeviceArgs;
+use anyhow::bail;
+use clap::Args;
+use gpumlp::checkpoint::{atomic_write, Checkpoint};
+use gpumlp::cpu::ops::argmax;
+use gpumlp::data::load_spec;
+use gpumlp::{Dataset, Targets};
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint written by `gpumlp train --out`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The data to evaluate on (same forms as train --data).
+    #[arg(long)]
+    pub data: String,
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub data: String,
+    /// The CSV file to write: one row per sample.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// The checkpoint and the data, normalized as the model was trained.
+fn load(model: &PathBuf, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
+    let ck = Checkpoint::load(model)?;
+    let mut ds = load_spec(data)?;
+    if ds.cols != ck.spec.inputs() {
+        bail!("{data}: {} features, but the model {} takes {}", ds.cols, model.display(), ck.spec.inputs());
+    }
+    if let Some(n) = &ck.normalization {
+        n.apply(&mut ds)?;
+    }
+    Ok((ck, ds))
+}
+
+/// The predicted class of each output row. y: [rows, out].
+fn predicted_classes(y: &[f32], out: usize) -> Vec<usize> {
+    y.chunks(out)
+        .map(|r| if out == 1 { (r[0] >= 0.5) as usize } else { argmax(r) })
+        .collect()
+}
+
+pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let (ck, ds) = load(&args.model, &args.data)?;
+    let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
+    let t = ds.dense_targets(&ck.spec)?;
+    let stats = b.evaluate(&ds.features, &t, ds.rows)?;
+    println!("model: {} on {}", args.model.display(), b.name());
+    println!("samples: {}", ds.rows);
+    println!("loss: {:.6}", stats.mean_loss());
+    if let Targets::Classes { labels, .. } = &ds.targets {
+        println!("accuracy: {:.2}%", stats.accuracy() * 100.0);
+        let out = ck.spec.outputs();
+        let y = b.predict(&ds.features, ds.rows)?;
+        let pred = predicted_classes(&y, out);
+        let classes = out.max(2);
+        let mut confusion = vec![vec![0usize; classes]; classes];
+        for (&l, &p) in labels.iter().zip(&pred) {
+            confusion[l as usize][p] += 1;
+        }
+        println!("confusion matrix (rows: true class, columns: predicted class):");
+        print!("{:>6}", "");
+        for c in 0..classes {
+            print!("{c:>6}");
+        }
+        println!();
+        for (r, row) in confusion.iter().enumerate() {
+            print!("{r:>6}");
+            for v in row {
+                print!("{v:>6}");
+            }
+            println!();
+        }
+    }
+    Ok(())
+}
+
+pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
+    let (ck, ds) = load(&args.model, &args.data)?;
+    let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
+    let y = b.predict(&ds.features, ds.rows)?;
+    let out = ck.spec.outputs();
+    let mut csv = String::new();
+    if ck.spec.is_classifier() || ds.classes().is_some() {
+        let pred = predicted_classes(&y, out);
+        if out == 1 {
+            csv += "predicted,p0,p1\n";
+            for (p, v) in pred.iter().zip(&y) {
+                csv += &format!("{p},{},{}\n", 1.0 - v, v);
+            }
+        } else {
+            csv += "predicted";
+            for k in 0..out {
+                csv += &format!(",p{k}");
+            }
+            csv.push('\n');
+            for (p, row) in pred.iter().zip(y.chunks(out)) {
+                csv += &p.to_string();
+                for v in row {
+                    csv += &format!(",{v}");
+                }
+                csv.push('\n');
+            }
+        }
+    } else {
+        csv += &(0..out).map(|k| format!("y{k}")).collect::<Vec<_>>().join(",");
+        csv.push('\n');
+        for row in y.chunks(out) {
+            csv += &row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            csv.push('\n');
+        }
+    }
+    atomic_write(&args.out, csv.as_bytes())?;
+    eprintln!("gpumlp: wrote {} predictions to {}", ds.rows, args.out.display());
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `gpumlp`: train, evaluate and benchmark MLPs from the command line. A thin layer over the
+//! library: it does nothing a library user cannot do.
+
+mod bench;
+mod eval;
+mod train;
+
+use clap::{Args, Parser, Subcommand};
+use gpumlp::{AdapterSelector, Device};
+use serde::{Deserialize, Serialize};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "gpumlp", version, about = "Train multi-layer perceptrons on any GPU wgpu reaches, checked against a CPU reference")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model (with no arguments: the embedded 8×8 digits on the best adapter).
+    Train(Box<train::TrainArgs>),
+    /// Loss, accuracy and confusion matrix of a saved model on a dataset.
+    Eval(eval::EvalArgs),
+    /// Write one row of predictions per sample to a CSV file.
+    Predict(eval::PredictArgs),
+    /// List every adapter with its backend, type, driver and limits.
+    Info,
+    /// Time training steps with a fixed protocol (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+/// Where to run, shared by every command.
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceArgs {
+    /// auto (best GPU, else the CPU reference), gpu, or cpu.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Restrict to one backend: vulkan, metal, dx12 or gl.
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> anyhow::Result<Device> {
+        let sel = AdapterSelector {
+            backend: self.backend.clone(),
+            name: None,
+        };
+        Ok(match self.device.as_str() {
+            "auto" => Device::Auto(sel),
+            "gpu" => Device::Gpu(sel),
+            "cpu" => Device::Cpu,
+            other => anyhow::bail!("unknown --device '{other}': use auto, gpu or cpu"),
+        })
+    }
+}
+
+fn info() -> anyhow::Result<()> {
+    let all = gpumlp::gpu::list_adapters();
+    if all.is_empty() {
+        println!("no adapters found: install a GPU driver, or a software Vulkan device (apt-get install -y mesa-vulkan-drivers libvulkan1)");
+    }
+    for a in &all {
+        println!("{a}");
+        println!("  driver: {} {}", a.driver, a.driver_info);
+        println!(
+            "  max storage binding: {} MiB, max buffer: {} MiB, workgroup memory: {} KiB, invocations per workgroup: {}, storage buffers per stage: {}",
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_buffer_size >> 20,
+            a.max_compute_workgroup_storage_size >> 10,
+            a.max_compute_invocations_per_workgroup,
+            a.max_storage_buffers_per_shader_stage
+        );
+        println!(
+            "  subgroup size: {}..{}, timestamp queries: {}",
+            a.subgroup_min_size,
+            a.subgroup_max_size,
+            if a.timestamps { "yes" } else { "no" }
+        );
+    }
+    match gpumlp::gpu::context::best_adapter(&AdapterSelector::from_env()) {
+        Ok(Some(best)) => println!("auto picks: {best}"),
+        Ok(None) => println!("auto picks: the CPU reference (no usable GPU adapter)"),
+        Err(e) => println!("auto: {e}"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Silences EGL's complaint on headless machines (the GL backend probes it).
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run_eval(args).map(|_| ExitCode::SUCCESS),
+        Command::Predict(args) => eval::run_predict(args).map(|_| ExitCode::SUCCESS),
+        Command::Info => info().map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gpumlp: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

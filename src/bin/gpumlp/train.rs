@@ -1,0 +1,348 @@
+//! `gpumlp train`.
+
+use crate::DeviceArgs;
+use anyhow::{bail, Context};
+use clap::Args;
+use gpumlp::checkpoint::{load_weights_file, Checkpoint, TrainingState};
+use gpumlp::data::{known_range, load_spec, NormalizeMethod, Normalization};
+use gpumlp::report::{plot, write_metrics, MetricsRecord};
+use gpumlp::verify::verify;
+use gpumlp::{
+    Activation, Backend, CpuBackend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
+    Schedule, TrainConfig, Trainer,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Clone, Debug, Serialize, Deserialize)]
+pub struct TrainArgs {
+    /// digits, csv:PATH, csv:PATH:label=COL, csv:PATH:targets=K, idx:IMAGES,LABELS, fashion-mnist
+    #[arg(long, default_value = "digits")]
+    pub data: String,
+    /// A separate test set (same forms as --data), evaluated after training.
+    #[arg(long)]
+    pub test: Option<String>,
+    /// Layer sizes, input first, e.g. 64,128,10 (default: inputs,128,outputs).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// Hidden activation: one name, or one per hidden layer (comma-separated).
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// auto, identity, sigmoid or softmax.
+    #[arg(long, default_value = "auto")]
+    pub output_activation: String,
+    /// auto, squared-error, cross-entropy or binary-cross-entropy.
+    #[arg(long, default_value = "auto")]
+    pub loss: String,
+    /// sgd, momentum or adam.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Learning rate (default 0.1 for sgd, 0.05 for momentum, 0.001 for adam).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// L2 strength λ on weights (not biases).
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f32,
+    /// constant, step:EVERY:GAMMA, exp:GAMMA or invscaling:POWER (per epoch).
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// Mini-batch size; one at least as large as the data trains full-batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Total epochs (with --resume: the total, counting those already done).
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Fraction of the data held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_split: f32,
+    /// none, unit or standard.
+    #[arg(long, default_value = "standard")]
+    pub normalize: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Start from saved weights (safetensors, layers.{i}.weight [out, in], layers.{i}.bias).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Checkpoint written at the end of every epoch (safetensors).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// One JSON object per epoch.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// Loss and accuracy per epoch, .svg or .png.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Continue a run from a checkpoint written with --out.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Train the first K steps on the GPU and the CPU reference side by side and compare.
+    #[arg(long)]
+    pub verify: Option<usize>,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The model for these arguments and data.
+fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
+    let outputs = match &train.targets {
+        gpumlp::Targets::Classes { classes, .. } => {
+            if *classes == 2 && args.output_activation == "sigmoid" {
+                1
+            } else {
+                *classes
+            }
+        }
+        gpumlp::Targets::Values { width, .. } => *width,
+    };
+    let sizes = args.layers.clone().unwrap_or_else(|| vec![train.cols, 128, outputs]);
+    if sizes.len() < 2 {
+        bail!("--layers needs at least an input and an output size, e.g. {},128,{outputs}", train.cols);
+    }
+    if sizes[0] != train.cols {
+        bail!("--layers starts with {} inputs, but the data has {} features: use --layers {},…", sizes[0], train.cols, train.cols);
+    }
+    let hidden_layers = sizes.len() - 2;
+    let hidden: Vec<Activation> = args.activation.split(',').map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let hidden = match hidden.len() {
+        1 => vec![hidden[0]; hidden_layers],
+        n if n == hidden_layers => hidden,
+        n => bail!("--activation gives {n} activations for {hidden_layers} hidden layers: give one, or one per hidden layer"),
+    };
+    let classes = train.classes().is_some();
+    let out_act = match args.output_activation.as_str() {
+        "auto" if classes && *sizes.last().unwrap_or(&1) == 1 => Activation::Sigmoid,
+        "auto" if classes => Activation::Softmax,
+        "auto" => Activation::Identity,
+        "identity" | "sigmoid" | "softmax" => args.output_activation.parse()?,
+        other => bail!("unknown --output-activation '{other}': use auto, identity, sigmoid or softmax"),
+    };
+    let loss = match args.loss.as_str() {
+        "auto" => match out_act {
+            Activation::Softmax => Loss::CrossEntropy,
+            Activation::Sigmoid if classes => Loss::BinaryCrossEntropy,
+            _ => Loss::SquaredError,
+        },
+        other => other.parse()?,
+    };
+    let mut activations = hidden;
+    activations.push(out_act);
+    Ok(ModelSpec::with_activations(&sizes, activations, loss)?)
+}
+
+fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let (optimizer, default_lr) = match args.optimizer.as_str() {
+        "sgd" => (Optimizer::Sgd, 0.1),
+        "momentum" => (Optimizer::Momentum { mu: args.momentum }, 0.05),
+        "adam" => (Optimizer::adam(), 0.001),
+        other => bail!("unknown --optimizer '{other}': use sgd, momentum or adam"),
+    };
+    Ok(TrainConfig {
+        lr: args.lr.unwrap_or(default_lr),
+        optimizer,
+        l2: args.l2,
+        batch_size: args.batch,
+        epochs: args.epochs,
+        seed: args.seed,
+        shuffle: !args.no_shuffle,
+        schedule: args.schedule.parse::<Schedule>()?,
+    })
+}
+
+/// The arguments of a resumed run: the saved run's, with this invocation's outputs and epochs.
+fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs> {
+    let path = cli.resume.as_ref().expect("resume");
+    let state = ck.training.as_ref().with_context(|| format!("{}: holds no training state: resume needs a checkpoint written by `gpumlp train --out`", path.display()))?;
+    let saved = state.extra.get("args").with_context(|| format!("{}: the run's arguments are missing", path.display()))?;
+    let mut args: TrainArgs = serde_json::from_str(saved).with_context(|| format!("{}: unreadable run arguments", path.display()))?;
+    if let Some(layers) = &cli.layers {
+        if *layers != ck.spec.sizes {
+            bail!("--resume {}: the checkpoint's model has layers {:?}, not the requested {:?}", path.display(), ck.spec.sizes, layers);
+        }
+    }
+    args.epochs = cli.epochs;
+    args.out = cli.out.clone().or(args.out);
+    args.metrics = cli.metrics.clone();
+    args.plot = cli.plot.clone();
+    args.quiet = cli.quiet;
+    args.device = cli.device.clone();
+    args.verify = cli.verify;
+    args.resume = cli.resume.clone();
+    Ok(args)
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
+}
+
+fn epoch_line(r: &EpochReport, epochs: usize) -> String {
+    let mut s = format!("epoch {:>3}/{epochs}  loss {:.4}  acc {}", r.epoch, r.train_loss, percent(r.train_accuracy));
+    if let Some(v) = r.val_loss {
+        s += &format!("  val_loss {:.4}  val_acc {}", v, percent(r.val_accuracy));
+    }
+    s + &format!("  lr {:.4}  {:.0} samples/s", r.lr, r.samples_per_second)
+}
+
+pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
+    let resumed = match &cli.resume {
+        Some(p) => Some(Checkpoint::load(p)?),
+        None => None,
+    };
+    let args = match &resumed {
+        Some(ck) => resume_args(&cli, ck)?,
+        None => cli,
+    };
+    let full = load_spec(&args.data)?;
+    let (mut train, mut val) = full.split(args.val_split, args.seed)?;
+    let norm = match &resumed {
+        Some(ck) => ck.normalization.clone().unwrap_or_else(|| Normalization::identity(train.cols)),
+        None => Normalization::fit(args.normalize.parse::<NormalizeMethod>()?, &train, known_range(&args.data)),
+    };
+    norm.apply(&mut train)?;
+    if let Some(v) = &mut val {
+        norm.apply(v)?;
+    }
+    let spec = match &resumed {
+        Some(ck) => ck.spec.clone(),
+        None => build_spec(&args, &train)?,
+    };
+    let config = build_config(&args)?;
+    let device = args.device.device()?;
+    let batch = config.batch_size.clamp(1, train.rows);
+    let params = match (&resumed, &args.init) {
+        (Some(ck), _) => ck.params.clone(),
+        (None, Some(init)) => load_weights_file(init, &spec)?,
+        (None, None) => spec.init_params(args.seed),
+    };
+    // Check that outputs can be written before spending time on training.
+    for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            bail!("{}: the folder {} does not exist: create it first", p.display(), dir.display());
+        }
+    }
+    let backend = gpumlp::place(&device, &spec, config.optimizer, batch)?;
+    let device_name = backend.name();
+    if !args.quiet {
+        eprintln!(
+            "gpumlp: training {} ({}, {}) on {} | {} train / {} validation samples, batch {batch}",
+            spec.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
+            spec.activations.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+            spec.loss,
+            device_name,
+            train.rows,
+            val.as_ref().map_or(0, |v| v.rows)
+        );
+    }
+    let mut trainer = Trainer::new(backend, &params, config.clone())?;
+    if let Some(k) = args.verify {
+        if device == Device::Cpu || device_name == "cpu-reference" {
+            bail!("--verify compares a GPU with the CPU reference, but this run is on the CPU");
+        }
+        let mut reference = CpuBackend::new(&spec, config.optimizer)?;
+        let report = verify(trainer.backend(), &mut reference, &params, &train, &config, k)?;
+        println!("verify: {k} steps on {} vs the CPU reference: largest parameter deviation {:.3e} (worst at [{}], {:.2}× the tolerance), largest loss deviation {:.3e}", report.device, report.params.max_abs_diff, report.params.index, report.params.ratio, report.losses.max_abs_diff);
+        if !report.passed() {
+            eprintln!("gpumlp: verify FAILED\n{}\n{}", report.params, report.losses);
+            return Ok(ExitCode::from(2));
+        }
+        println!("verify: passed");
+        trainer.backend().set_params(&params)?;
+        trainer.backend().set_optimizer_state(&gpumlp::OptimizerState {
+            m: vec![0.0; if config.optimizer.state_slots() >= 1 { spec.param_count() } else { 0 }],
+            v: vec![0.0; if config.optimizer.state_slots() >= 2 { spec.param_count() } else { 0 }],
+        })?;
+    }
+    let mut history: Vec<MetricsRecord> = Vec::new();
+    if let Some(ck) = &resumed {
+        let state = ck.training.as_ref().expect("checked in resume_args");
+        trainer.restore(state.epoch, state.steps, &state.optimizer)?;
+        if let Some(h) = state.extra.get("history") {
+            history = serde_json::from_str(h).unwrap_or_default();
+        }
+    }
+    trainer.set_train_data(&train)?;
+    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(args.epochs as u64);
+        bar.set_style(ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}").expect("valid template"));
+        bar.set_position(trainer.epoch() as u64);
+        bar
+    });
+    let args_json = serde_json::to_string(&args)?;
+    while trainer.epoch() < args.epochs {
+        let r = trainer.run_epoch(val.as_ref())?;
+        history.push(MetricsRecord::from(&r));
+        match &bar {
+            Some(b) => {
+                b.set_position(r.epoch as u64);
+                b.set_message(format!("loss {:.4} acc {} val_acc {} {:.0} samples/s", r.train_loss, percent(r.train_accuracy), percent(r.val_accuracy), r.samples_per_second));
+            }
+            None if !args.quiet => eprintln!("{}", epoch_line(&r, args.epochs)),
+            None => {}
+        }
+        if let Some(out) = &args.out {
+            let mut extra = HashMap::new();
+            extra.insert("args".to_string(), args_json.clone());
+            extra.insert("history".to_string(), serde_json::to_string(&history)?);
+            let ck = Checkpoint {
+                spec: spec.clone(),
+                params: trainer.params()?,
+                normalization: Some(norm.clone()),
+                training: Some(TrainingState {
+                    epoch: trainer.epoch(),
+                    steps: trainer.steps(),
+                    seed: args.seed,
+                    optimizer: trainer.backend().optimizer_state()?,
+                    extra,
+                }),
+            };
+            ck.save(out)?;
+        }
+        if let Some(m) = &args.metrics {
+            write_metrics(m, &history)?;
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    if let Some(p) = &args.plot {
+        plot(p, &history)?;
+    }
+    if let Some(m) = &args.metrics {
+        write_metrics(m, &history)?;
+    }
+    if let Some(last) = history.last() {
+        match (last.val_loss, last.val_accuracy) {
+            (Some(_), Some(acc)) => println!("held-out accuracy: {:.2}% ({} samples) on {device_name}", acc * 100.0, val.as_ref().map_or(0, |v| v.rows)),
+            (Some(loss), None) => println!("held-out loss: {loss:.6} ({} samples) on {device_name}", val.as_ref().map_or(0, |v| v.rows)),
+            _ => println!("train loss: {:.6} on {device_name}", last.train_loss),
+        }
+    }
+    if let Some(test) = &args.test {
+        let mut t = load_spec(test)?;
+        norm.apply(&mut t)?;
+        let s = trainer.evaluate(&t)?;
+        if t.classes().is_some() {
+            println!("test accuracy: {:.2}% ({} samples), test loss {:.4}", s.accuracy() * 100.0, s.samples, s.mean_loss());
+        } else {
+            println!("test loss: {:.6} ({} samples)", s.mean_loss(), s.samples);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The checkpoint's model on the requested device, with its parameters.
+pub fn place_saved(ck: &Checkpoint, device: &DeviceArgs, batch: usize) -> anyhow::Result<Box<dyn Backend>> {
+    let mut b = gpumlp::place(&device.device()?, &ck.spec, Optimizer::Sgd, batch)?;
+    b.set_params(&ck.params)?;
+    Ok(b)
+}

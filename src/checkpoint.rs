@@ -1,0 +1,268 @@
+//! Checkpoints as safetensors files, the format PyTorch and Hugging Face use.
+//!
+//! Tensors (float32): `layers.{i}.weight` with shape `[out, in]` (PyTorch's `nn.Linear`
+//! layout, the transpose of our `W: [in, out]`) and `layers.{i}.bias` `[out]`; with training
+//! state also `optimizer.m` and `optimizer.v` (`[P]`, our flat parameter layout). The header's
+//! metadata holds the layer sizes, activations, loss, normalization statistics, format version
+//! and, for a resumable checkpoint, the epoch, step count and RNG state.
+
+use crate::backend::OptimizerState;
+use crate::data::{NormalizeMethod, Normalization};
+use crate::error::{Error, Result};
+use crate::model::{Activation, Loss, ModelSpec};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The version written into every checkpoint's metadata (`format_version`).
+pub const FORMAT_VERSION: &str = "1";
+
+/// Where a run stands, for `--resume`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainingState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps taken (Adam's `t`).
+    pub steps: u64,
+    /// The shuffle seed; epoch `e` shuffles with ChaCha8 stream `e + 1` of it, so this and the
+    /// epoch are the whole RNG state.
+    pub seed: u64,
+    pub optimizer: OptimizerState,
+    /// Anything else the caller needs to continue (the command line stores its arguments).
+    pub extra: HashMap<String, String>,
+}
+
+/// A saved model: its description, parameters, normalization and (optionally) training state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub spec: ModelSpec,
+    /// [P] in [`ModelSpec::layout`] order.
+    pub params: Vec<f32>,
+    pub normalization: Option<Normalization>,
+    pub training: Option<TrainingState>,
+}
+
+fn ck_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so
+/// an existing file is never left half-written or lost when the write fails.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::file(
+            path,
+            format!("the folder {} does not exist: create it first", dir.display()),
+        ));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::file(path, "not a file path"))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}
+
+impl Checkpoint {
+    /// The safetensors bytes of this checkpoint.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (i, l) in self.spec.layout().iter().enumerate() {
+            // our W: [in, out] → PyTorch's [out, in]
+            let mut wt = vec![0.0f32; l.weight_len()];
+            for r in 0..l.inputs {
+                for c in 0..l.outputs {
+                    wt[c * l.inputs + r] = self.params[l.weight + r * l.outputs + c];
+                }
+            }
+            tensors.push((format!("layers.{i}.weight"), Dtype::F32, vec![l.outputs, l.inputs], f32_bytes(&wt)));
+            tensors.push((
+                format!("layers.{i}.bias"),
+                Dtype::F32,
+                vec![l.outputs],
+                f32_bytes(&self.params[l.bias..l.end()]),
+            ));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("format".into(), "gpumlp".into());
+        meta.insert("format_version".into(), FORMAT_VERSION.into());
+        meta.insert("sizes".into(), join(&self.spec.sizes));
+        meta.insert(
+            "activations".into(),
+            self.spec.activations.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+        );
+        meta.insert("loss".into(), self.spec.loss.name().into());
+        if let Some(n) = &self.normalization {
+            meta.insert("normalization".into(), n.method.name().into());
+            meta.insert("normalization_shift".into(), json_floats(&n.shift));
+            meta.insert("normalization_scale".into(), json_floats(&n.scale));
+        }
+        if let Some(t) = &self.training {
+            meta.insert("epoch".into(), t.epoch.to_string());
+            meta.insert("steps".into(), t.steps.to_string());
+            meta.insert("seed".into(), t.seed.to_string());
+            meta.insert("rng".into(), format!("chacha8 seed {} next stream {}", t.seed, t.epoch + 1));
+            for (k, v) in &t.extra {
+                meta.insert(format!("extra.{k}"), v.clone());
+            }
+            for (name, v) in [("optimizer.m", &t.optimizer.m), ("optimizer.v", &t.optimizer.v)] {
+                if !v.is_empty() {
+                    tensors.push((name.into(), Dtype::F32, vec![v.len()], f32_bytes(v)));
+                }
+            }
+        }
+        let views: Vec<(String, TensorView)> = tensors
+            .iter()
+            .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::Gpu(e.to_string()))?)))
+            .collect::<Result<_>>()?;
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::InvalidModel(format!("serializing: {e}")))
+    }
+
+    /// Saves atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        atomic_write(path, &self.to_bytes()?)
+    }
+
+    /// Loads a checkpoint written by [`Checkpoint::save`], checking every tensor.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, header) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| ck_err(path, format!("not a readable safetensors file ({e})")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            meta.get(k)
+                .ok_or_else(|| ck_err(path, format!("metadata '{k}' is missing: was this file written by gpumlp? (use --init for weights-only files)")))
+        };
+        let version = get("format_version")?;
+        if version != FORMAT_VERSION {
+            return Err(ck_err(path, format!("format version {version}; this gpumlp reads version {FORMAT_VERSION}")));
+        }
+        let sizes = parse_list::<usize>(get("sizes")?).ok_or_else(|| ck_err(path, "metadata 'sizes' is not a list of sizes"))?;
+        let activations = get("activations")?
+            .split(',')
+            .map(|a| a.parse::<Activation>())
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| ck_err(path, e.to_string()))?;
+        let loss: Loss = get("loss")?.parse().map_err(|e: Error| ck_err(path, e.to_string()))?;
+        let spec = ModelSpec::with_activations(&sizes, activations, loss).map_err(|e| ck_err(path, e.to_string()))?;
+        let params = load_weights(path, &bytes, &spec)?;
+        let normalization = match meta.get("normalization") {
+            None => None,
+            Some(m) => {
+                let method: NormalizeMethod = m.parse().map_err(|e: Error| ck_err(path, e.to_string()))?;
+                let shift = meta.get("normalization_shift").and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok());
+                let scale = meta.get("normalization_scale").and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok());
+                match (shift, scale) {
+                    (Some(shift), Some(scale)) if shift.len() == spec.inputs() && scale.len() == spec.inputs() => {
+                        Some(Normalization { method, shift, scale })
+                    }
+                    _ => return Err(ck_err(path, format!("normalization statistics are missing or not {} numbers each", spec.inputs()))),
+                }
+            }
+        };
+        let training = match meta.get("epoch") {
+            None => None,
+            Some(epoch) => {
+                let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().map_err(|_| ck_err(path, format!("metadata '{k}' is not a whole number"))));
+                let epoch = epoch.parse::<usize>().map_err(|_| ck_err(path, "metadata 'epoch' is not a whole number"))?;
+                let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e.to_string()))?;
+                let slot = |name: &str| -> Result<Vec<f32>> {
+                    match st.tensor(name) {
+                        Ok(t) => read_f32(path, name, &t, &[spec.param_count()]),
+                        Err(_) => Ok(Vec::new()),
+                    }
+                };
+                Some(TrainingState {
+                    epoch,
+                    steps: num("steps")?,
+                    seed: num("seed")?,
+                    optimizer: OptimizerState { m: slot("optimizer.m")?, v: slot("optimizer.v")? },
+                    extra: meta
+                        .iter()
+                        .filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone())))
+                        .collect(),
+                })
+            }
+        };
+        Ok(Checkpoint { spec, params, normalization, training })
+    }
+}
+
+/// Reads the weights and biases of `spec` from a safetensors file that holds at least
+/// `layers.{i}.weight` `[out, in]` and `layers.{i}.bias` `[out]` in float32 (for example one
+/// written by PyTorch's `safetensors.torch.save_file`). Returns params: [P].
+pub fn load_weights_file(path: &Path, spec: &ModelSpec) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_weights(path, &bytes, spec)
+}
+
+fn load_weights(path: &Path, bytes: &[u8], spec: &ModelSpec) -> Result<Vec<f32>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| ck_err(path, format!("not a readable safetensors file ({e})")))?;
+    let mut params = vec![0.0f32; spec.param_count()];
+    for (i, l) in spec.layout().iter().enumerate() {
+        let wname = format!("layers.{i}.weight");
+        let w = st.tensor(&wname).map_err(|_| {
+            ck_err(path, format!("tensor '{wname}' is missing: a {}-layer model needs layers.0 … layers.{}", spec.layers(), spec.layers() - 1))
+        })?;
+        let wt = read_f32(path, &wname, &w, &[l.outputs, l.inputs])?;
+        for r in 0..l.inputs {
+            for c in 0..l.outputs {
+                params[l.weight + r * l.outputs + c] = wt[c * l.inputs + r];
+            }
+        }
+        let bname = format!("layers.{i}.bias");
+        let b = st.tensor(&bname).map_err(|_| ck_err(path, format!("tensor '{bname}' is missing")))?;
+        params[l.bias..l.end()].copy_from_slice(&read_f32(path, &bname, &b, &[l.outputs])?);
+    }
+    if st.names().iter().any(|n| n.starts_with(&format!("layers.{}.", spec.layers()))) {
+        return Err(ck_err(path, format!("the file has more layers than the requested {}-layer model {:?}", spec.layers(), spec.sizes)));
+    }
+    crate::data::check_finite("parameters", &params, params.len()).map_err(|e| ck_err(path, e.to_string()))?;
+    Ok(params)
+}
+
+fn read_f32(path: &Path, name: &str, t: &TensorView, shape: &[usize]) -> Result<Vec<f32>> {
+    if t.dtype() != Dtype::F32 {
+        return Err(ck_err(path, format!("tensor '{name}' is {:?}, expected F32 (save it with .float())", t.dtype())));
+    }
+    if t.shape() != shape {
+        return Err(ck_err(path, format!("tensor '{name}' has shape {:?}, but the model needs {:?}", t.shape(), shape)));
+    }
+    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn json_floats(v: &[f32]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_list<T: std::str::FromStr>(s: &str) -> Option<Vec<T>> {
+    s.split(',').map(|p| p.trim().parse().ok()).collect()
+}

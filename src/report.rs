@@ -1,0 +1,136 @@
+//! Per-epoch metrics as JSON lines, and a plot of loss and accuracy (SVG or PNG).
+
+use crate::checkpoint::atomic_write;
+use crate::error::{Error, Result};
+use crate::train::EpochReport;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One line of a `--metrics` file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub lr: f32,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+impl From<&EpochReport> for MetricsRecord {
+    fn from(r: &EpochReport) -> Self {
+        MetricsRecord {
+            epoch: r.epoch,
+            train_loss: r.train_loss,
+            train_accuracy: r.train_accuracy,
+            val_loss: r.val_loss,
+            val_accuracy: r.val_accuracy,
+            lr: r.lr,
+            seconds: r.seconds,
+            samples_per_second: r.samples_per_second,
+        }
+    }
+}
+
+/// Writes one JSON object per epoch, atomically replacing `path`.
+pub fn write_metrics(path: &Path, records: &[MetricsRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in records {
+        text += &serde_json::to_string(r).map_err(|e| Error::file(path, e.to_string()))?;
+        text.push('\n');
+    }
+    atomic_write(path, text.as_bytes())
+}
+
+const FONT: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
+
+/// Draws loss (top) and accuracy (bottom) per epoch, train and validation, to an `.svg` or
+/// `.png` file, written atomically.
+pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::file(path, format!("the folder {} does not exist: create it first", dir.display())));
+    }
+    let tmp = dir.join(format!(".plot-{}.{ext}", std::process::id()));
+    let size = (900, 700);
+    let drawn = match ext.as_str() {
+        "svg" => draw(SVGBackend::new(&tmp, size).into_drawing_area(), records),
+        "png" => {
+            let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
+            draw(BitMapBackend::new(&tmp, size).into_drawing_area(), records)
+        }
+        _ => {
+            return Err(Error::file(path, "a plot must end in .svg or .png"));
+        }
+    };
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::file(path, format!("drawing the plot failed: {e}")));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, records: &[MetricsRecord]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(350);
+    let epochs = records.len().max(1) as f64;
+    let series = |f: fn(&MetricsRecord) -> Option<f64>| -> Vec<(f64, f64)> {
+        records.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
+    };
+    let train_loss = series(|r| Some(r.train_loss));
+    let val_loss = series(|r| r.val_loss);
+    let max_loss = train_loss.iter().chain(&val_loss).map(|p| p.1).fold(0.0f64, f64::max).max(1e-6) * 1.05;
+    let mut chart = ChartBuilder::on(&top)
+        .caption("loss", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..epochs, 0.0..max_loss)?;
+    chart.configure_mesh().x_desc("epoch").y_desc("mean loss").label_style((FONT, 14)).draw()?;
+    for (data, color, name) in [(&train_loss, BLUE, "train"), (&val_loss, RED, "validation")] {
+        if !data.is_empty() {
+            chart
+                .draw_series(LineSeries::new(data.iter().cloned(), color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    chart.configure_series_labels().label_font((FONT, 14)).border_style(BLACK).background_style(WHITE).draw()?;
+
+    let train_acc = series(|r| r.train_accuracy.map(|a| a * 100.0));
+    let val_acc = series(|r| r.val_accuracy.map(|a| a * 100.0));
+    let min_acc = train_acc.iter().chain(&val_acc).map(|p| p.1).fold(100.0f64, f64::min);
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("accuracy", (FONT, 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..epochs, (min_acc - 1.0).clamp(0.0, 99.0)..100.0)?;
+    chart.configure_mesh().x_desc("epoch").y_desc("accuracy %").label_style((FONT, 14)).draw()?;
+    for (data, color, name) in [(&train_acc, BLUE, "train"), (&val_acc, RED, "validation")] {
+        if !data.is_empty() {
+            chart
+                .draw_series(LineSeries::new(data.iter().cloned(), color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    if !train_acc.is_empty() {
+        chart.configure_series_labels().label_font((FONT, 14)).border_style(BLACK).background_style(WHITE).draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
