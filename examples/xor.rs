@@ -4,21 +4,48 @@
 use gpumlp::{Activation, AdapterSelector, Dataset, Device, Loss, ModelSpec, TrainConfig, Trainer};
 
 fn main() -> anyhow::Result<()> {
-    let spec = ModelSpec::new(&[2, 4, 1], Activation::Sigmoid, Activation::Sigmoid, Loss::SquaredError)?;
+    let spec = ModelSpec::new(
+        &[2, 4, 1],
+        Activation::Sigmoid,
+        Activation::Sigmoid,
+        Loss::SquaredError,
+    )?;
     let x = vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
     let data = Dataset::from_classes(x.clone(), 2, vec![0, 1, 1, 0], 2)?;
-    let config = TrainConfig { lr: 2.0, batch_size: 4, epochs: 3000, seed: 1, ..Default::default() };
-    let backend = gpumlp::place(&Device::Auto(AdapterSelector::default()), &spec, config.optimizer, 4)?;
+    let config = TrainConfig {
+        lr: 2.0,
+        batch_size: 4,
+        epochs: 3000,
+        seed: 1,
+        ..Default::default()
+    };
+    let backend = gpumlp::place(
+        &Device::Auto(AdapterSelector::default()),
+        &spec,
+        config.optimizer,
+        4,
+    )?;
     println!("device: {}", backend.name());
     let mut trainer = Trainer::new(backend, &spec.init_params(1), config)?;
     trainer.fit(&data, None, |r| {
         if r.epoch % 500 == 0 {
-            println!("epoch {:>4}: loss {:.5}, accuracy {:.2}", r.epoch, r.train_loss, r.train_accuracy.unwrap_or(0.0));
+            println!(
+                "epoch {:>4}: loss {:.5}, accuracy {:.2}",
+                r.epoch,
+                r.train_loss,
+                r.train_accuracy.unwrap_or(0.0)
+            );
         }
     })?;
     let y = trainer.predict(&x, 4)?;
     for (row, y) in x.chunks(2).zip(&y) {
-        println!("{} XOR {} -> {:.4} ({})", row[0], row[1], y, (*y >= 0.5) as u8);
+        println!(
+            "{} XOR {} -> {:.4} ({})",
+            row[0],
+            row[1],
+            y,
+            (*y >= 0.5) as u8
+        );
     }
     Ok(())
 }

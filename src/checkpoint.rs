@@ -7,7 +7,7 @@
 //! and, for a resumable checkpoint, the epoch, step count and RNG state.
 
 use crate::backend::OptimizerState;
-use crate::data::{NormalizeMethod, Normalization};
+use crate::data::{Normalization, NormalizeMethod};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Loss, ModelSpec};
 use safetensors::tensor::{Dtype, TensorView};
@@ -61,7 +61,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::file(
             path,
-            format!("the folder {} does not exist: create it first", dir.display()),
+            format!(
+                "the folder {} does not exist: create it first",
+                dir.display()
+            ),
         ));
     }
     let name = path
@@ -99,7 +102,12 @@ impl Checkpoint {
                     wt[c * l.inputs + r] = self.params[l.weight + r * l.outputs + c];
                 }
             }
-            tensors.push((format!("layers.{i}.weight"), Dtype::F32, vec![l.outputs, l.inputs], f32_bytes(&wt)));
+            tensors.push((
+                format!("layers.{i}.weight"),
+                Dtype::F32,
+                vec![l.outputs, l.inputs],
+                f32_bytes(&wt),
+            ));
             tensors.push((
                 format!("layers.{i}.bias"),
                 Dtype::F32,
@@ -113,7 +121,12 @@ impl Checkpoint {
         meta.insert("sizes".into(), join(&self.spec.sizes));
         meta.insert(
             "activations".into(),
-            self.spec.activations.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+            self.spec
+                .activations
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(","),
         );
         meta.insert("loss".into(), self.spec.loss.name().into());
         if let Some(n) = &self.normalization {
@@ -125,11 +138,17 @@ impl Checkpoint {
             meta.insert("epoch".into(), t.epoch.to_string());
             meta.insert("steps".into(), t.steps.to_string());
             meta.insert("seed".into(), t.seed.to_string());
-            meta.insert("rng".into(), format!("chacha8 seed {} next stream {}", t.seed, t.epoch + 1));
+            meta.insert(
+                "rng".into(),
+                format!("chacha8 seed {} next stream {}", t.seed, t.epoch + 1),
+            );
             for (k, v) in &t.extra {
                 meta.insert(format!("extra.{k}"), v.clone());
             }
-            for (name, v) in [("optimizer.m", &t.optimizer.m), ("optimizer.v", &t.optimizer.v)] {
+            for (name, v) in [
+                ("optimizer.m", &t.optimizer.m),
+                ("optimizer.v", &t.optimizer.v),
+            ] {
                 if !v.is_empty() {
                     tensors.push((name.into(), Dtype::F32, vec![v.len()], f32_bytes(v)));
                 }
@@ -137,9 +156,15 @@ impl Checkpoint {
         }
         let views: Vec<(String, TensorView)> = tensors
             .iter()
-            .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| Error::Gpu(e.to_string()))?)))
+            .map(|(n, d, s, b)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(*d, s.clone(), b).map_err(|e| Error::Gpu(e.to_string()))?,
+                ))
+            })
             .collect::<Result<_>>()?;
-        safetensors::serialize(views, Some(meta)).map_err(|e| Error::InvalidModel(format!("serializing: {e}")))
+        safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::InvalidModel(format!("serializing: {e}")))
     }
 
     /// Saves atomically (temporary file, then rename).
@@ -159,37 +184,72 @@ impl Checkpoint {
         };
         let version = get("format_version")?;
         if version != FORMAT_VERSION {
-            return Err(ck_err(path, format!("format version {version}; this gpumlp reads version {FORMAT_VERSION}")));
+            return Err(ck_err(
+                path,
+                format!("format version {version}; this gpumlp reads version {FORMAT_VERSION}"),
+            ));
         }
-        let sizes = parse_list::<usize>(get("sizes")?).ok_or_else(|| ck_err(path, "metadata 'sizes' is not a list of sizes"))?;
+        let sizes = parse_list::<usize>(get("sizes")?)
+            .ok_or_else(|| ck_err(path, "metadata 'sizes' is not a list of sizes"))?;
         let activations = get("activations")?
             .split(',')
             .map(|a| a.parse::<Activation>())
             .collect::<Result<Vec<_>>>()
             .map_err(|e| ck_err(path, e.to_string()))?;
-        let loss: Loss = get("loss")?.parse().map_err(|e: Error| ck_err(path, e.to_string()))?;
-        let spec = ModelSpec::with_activations(&sizes, activations, loss).map_err(|e| ck_err(path, e.to_string()))?;
+        let loss: Loss = get("loss")?
+            .parse()
+            .map_err(|e: Error| ck_err(path, e.to_string()))?;
+        let spec = ModelSpec::with_activations(&sizes, activations, loss)
+            .map_err(|e| ck_err(path, e.to_string()))?;
         let params = load_weights(path, &bytes, &spec)?;
         let normalization = match meta.get("normalization") {
             None => None,
             Some(m) => {
-                let method: NormalizeMethod = m.parse().map_err(|e: Error| ck_err(path, e.to_string()))?;
-                let shift = meta.get("normalization_shift").and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok());
-                let scale = meta.get("normalization_scale").and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok());
+                let method: NormalizeMethod =
+                    m.parse().map_err(|e: Error| ck_err(path, e.to_string()))?;
+                let shift = meta
+                    .get("normalization_shift")
+                    .and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok());
+                let scale = meta
+                    .get("normalization_scale")
+                    .and_then(|s| serde_json::from_str::<Vec<f32>>(s).ok());
                 match (shift, scale) {
-                    (Some(shift), Some(scale)) if shift.len() == spec.inputs() && scale.len() == spec.inputs() => {
-                        Some(Normalization { method, shift, scale })
+                    (Some(shift), Some(scale))
+                        if shift.len() == spec.inputs() && scale.len() == spec.inputs() =>
+                    {
+                        Some(Normalization {
+                            method,
+                            shift,
+                            scale,
+                        })
                     }
-                    _ => return Err(ck_err(path, format!("normalization statistics are missing or not {} numbers each", spec.inputs()))),
+                    _ => {
+                        return Err(ck_err(
+                            path,
+                            format!(
+                                "normalization statistics are missing or not {} numbers each",
+                                spec.inputs()
+                            ),
+                        ))
+                    }
                 }
             }
         };
         let training = match meta.get("epoch") {
             None => None,
             Some(epoch) => {
-                let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().map_err(|_| ck_err(path, format!("metadata '{k}' is not a whole number"))));
-                let epoch = epoch.parse::<usize>().map_err(|_| ck_err(path, "metadata 'epoch' is not a whole number"))?;
-                let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e.to_string()))?;
+                let num = |k: &str| {
+                    get(k).and_then(|v| {
+                        v.parse::<u64>().map_err(|_| {
+                            ck_err(path, format!("metadata '{k}' is not a whole number"))
+                        })
+                    })
+                };
+                let epoch = epoch
+                    .parse::<usize>()
+                    .map_err(|_| ck_err(path, "metadata 'epoch' is not a whole number"))?;
+                let st =
+                    SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e.to_string()))?;
                 let slot = |name: &str| -> Result<Vec<f32>> {
                     match st.tensor(name) {
                         Ok(t) => read_f32(path, name, &t, &[spec.param_count()]),
@@ -200,15 +260,25 @@ impl Checkpoint {
                     epoch,
                     steps: num("steps")?,
                     seed: num("seed")?,
-                    optimizer: OptimizerState { m: slot("optimizer.m")?, v: slot("optimizer.v")? },
+                    optimizer: OptimizerState {
+                        m: slot("optimizer.m")?,
+                        v: slot("optimizer.v")?,
+                    },
                     extra: meta
                         .iter()
-                        .filter_map(|(k, v)| k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone())))
+                        .filter_map(|(k, v)| {
+                            k.strip_prefix("extra.").map(|k| (k.to_string(), v.clone()))
+                        })
                         .collect(),
                 })
             }
         };
-        Ok(Checkpoint { spec, params, normalization, training })
+        Ok(Checkpoint {
+            spec,
+            params,
+            normalization,
+            training,
+        })
     }
 }
 
@@ -221,12 +291,20 @@ pub fn load_weights_file(path: &Path, spec: &ModelSpec) -> Result<Vec<f32>> {
 }
 
 fn load_weights(path: &Path, bytes: &[u8], spec: &ModelSpec) -> Result<Vec<f32>> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| ck_err(path, format!("not a readable safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| ck_err(path, format!("not a readable safetensors file ({e})")))?;
     let mut params = vec![0.0f32; spec.param_count()];
     for (i, l) in spec.layout().iter().enumerate() {
         let wname = format!("layers.{i}.weight");
         let w = st.tensor(&wname).map_err(|_| {
-            ck_err(path, format!("tensor '{wname}' is missing: a {}-layer model needs layers.0 … layers.{}", spec.layers(), spec.layers() - 1))
+            ck_err(
+                path,
+                format!(
+                    "tensor '{wname}' is missing: a {}-layer model needs layers.0 … layers.{}",
+                    spec.layers(),
+                    spec.layers() - 1
+                ),
+            )
         })?;
         let wt = read_f32(path, &wname, &w, &[l.outputs, l.inputs])?;
         for r in 0..l.inputs {
@@ -235,28 +313,61 @@ fn load_weights(path: &Path, bytes: &[u8], spec: &ModelSpec) -> Result<Vec<f32>>
             }
         }
         let bname = format!("layers.{i}.bias");
-        let b = st.tensor(&bname).map_err(|_| ck_err(path, format!("tensor '{bname}' is missing")))?;
+        let b = st
+            .tensor(&bname)
+            .map_err(|_| ck_err(path, format!("tensor '{bname}' is missing")))?;
         params[l.bias..l.end()].copy_from_slice(&read_f32(path, &bname, &b, &[l.outputs])?);
     }
-    if st.names().iter().any(|n| n.starts_with(&format!("layers.{}.", spec.layers()))) {
-        return Err(ck_err(path, format!("the file has more layers than the requested {}-layer model {:?}", spec.layers(), spec.sizes)));
+    if st
+        .names()
+        .iter()
+        .any(|n| n.starts_with(&format!("layers.{}.", spec.layers())))
+    {
+        return Err(ck_err(
+            path,
+            format!(
+                "the file has more layers than the requested {}-layer model {:?}",
+                spec.layers(),
+                spec.sizes
+            ),
+        ));
     }
-    crate::data::check_finite("parameters", &params, params.len()).map_err(|e| ck_err(path, e.to_string()))?;
+    crate::data::check_finite("parameters", &params, params.len())
+        .map_err(|e| ck_err(path, e.to_string()))?;
     Ok(params)
 }
 
 fn read_f32(path: &Path, name: &str, t: &TensorView, shape: &[usize]) -> Result<Vec<f32>> {
     if t.dtype() != Dtype::F32 {
-        return Err(ck_err(path, format!("tensor '{name}' is {:?}, expected F32 (save it with .float())", t.dtype())));
+        return Err(ck_err(
+            path,
+            format!(
+                "tensor '{name}' is {:?}, expected F32 (save it with .float())",
+                t.dtype()
+            ),
+        ));
     }
     if t.shape() != shape {
-        return Err(ck_err(path, format!("tensor '{name}' has shape {:?}, but the model needs {:?}", t.shape(), shape)));
+        return Err(ck_err(
+            path,
+            format!(
+                "tensor '{name}' has shape {:?}, but the model needs {:?}",
+                t.shape(),
+                shape
+            ),
+        ));
     }
-    Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(t.data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 fn join(v: &[usize]) -> String {
-    v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+    v.iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn json_floats(v: &[f32]) -> String {

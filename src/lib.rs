@@ -69,7 +69,13 @@ pub fn place(
         Device::Cpu => Ok(Box::new(CpuBackend::new(spec, optimizer)?)),
         Device::Gpu(sel) => {
             let ctx = Arc::new(GpuContext::new(&sel.clone().or_env())?);
-            Ok(Box::new(GpuBackend::new(ctx, spec, optimizer, max_batch, GpuOptions::default())?))
+            Ok(Box::new(GpuBackend::new(
+                ctx,
+                spec,
+                optimizer,
+                max_batch,
+                GpuOptions::default(),
+            )?))
         }
         Device::Auto(sel) => match GpuContext::new(&sel.clone().or_env()) {
             Ok(ctx) => Ok(Box::new(GpuBackend::new(

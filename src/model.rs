@@ -278,7 +278,12 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// A network with `hidden` on every hidden layer and `output` on the last, checked.
-    pub fn new(sizes: &[usize], hidden: Activation, output: Activation, loss: Loss) -> Result<Self> {
+    pub fn new(
+        sizes: &[usize],
+        hidden: Activation,
+        output: Activation,
+        loss: Loss,
+    ) -> Result<Self> {
         let layers = sizes.len().saturating_sub(1);
         let mut activations = vec![hidden; layers];
         if let Some(last) = activations.last_mut() {
@@ -332,7 +337,9 @@ impl ModelSpec {
             }
             if let Activation::LeakyRelu(a) = act {
                 if !a.is_finite() {
-                    return Err(Error::InvalidModel("leaky_relu alpha must be finite".into()));
+                    return Err(Error::InvalidModel(
+                        "leaky_relu alpha must be finite".into(),
+                    ));
                 }
             }
         }

@@ -139,7 +139,9 @@ impl FromStr for Schedule {
             p.parse::<f32>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| Error::InvalidConfig(format!("schedule '{s}': '{p}' is not a number")))
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!("schedule '{s}': '{p}' is not a number"))
+                })
         };
         match parts.as_slice() {
             ["constant"] => Ok(Schedule::Constant),

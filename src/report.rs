@@ -55,9 +55,18 @@ pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        return Err(Error::file(path, format!("the folder {} does not exist: create it first", dir.display())));
+        return Err(Error::file(
+            path,
+            format!(
+                "the folder {} does not exist: create it first",
+                dir.display()
+            ),
+        ));
     }
     let tmp = dir.join(format!(".plot-{}.{ext}", std::process::id()));
     let size = (900, 700);
@@ -80,7 +89,10 @@ pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, records: &[MetricsRecord]) -> DrawResult
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    records: &[MetricsRecord],
+) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
@@ -88,48 +100,85 @@ where
     let (top, bottom) = root.split_vertically(350);
     let epochs = records.len().max(1) as f64;
     let series = |f: fn(&MetricsRecord) -> Option<f64>| -> Vec<(f64, f64)> {
-        records.iter().filter_map(|r| f(r).map(|v| (r.epoch as f64, v))).collect()
+        records
+            .iter()
+            .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
+            .collect()
     };
     let train_loss = series(|r| Some(r.train_loss));
     let val_loss = series(|r| r.val_loss);
-    let max_loss = train_loss.iter().chain(&val_loss).map(|p| p.1).fold(0.0f64, f64::max).max(1e-6) * 1.05;
+    let max_loss = train_loss
+        .iter()
+        .chain(&val_loss)
+        .map(|p| p.1)
+        .fold(0.0f64, f64::max)
+        .max(1e-6)
+        * 1.05;
     let mut chart = ChartBuilder::on(&top)
         .caption("loss", (FONT, 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, 0.0..max_loss)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("mean loss").label_style((FONT, 14)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("mean loss")
+        .label_style((FONT, 14))
+        .draw()?;
     for (data, color, name) in [(&train_loss, BLUE, "train"), (&val_loss, RED, "validation")] {
         if !data.is_empty() {
             chart
                 .draw_series(LineSeries::new(data.iter().cloned(), color.stroke_width(2)))?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
     }
-    chart.configure_series_labels().label_font((FONT, 14)).border_style(BLACK).background_style(WHITE).draw()?;
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 14))
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()?;
 
     let train_acc = series(|r| r.train_accuracy.map(|a| a * 100.0));
     let val_acc = series(|r| r.val_accuracy.map(|a| a * 100.0));
-    let min_acc = train_acc.iter().chain(&val_acc).map(|p| p.1).fold(100.0f64, f64::min);
+    let min_acc = train_acc
+        .iter()
+        .chain(&val_acc)
+        .map(|p| p.1)
+        .fold(100.0f64, f64::min);
     let mut chart = ChartBuilder::on(&bottom)
         .caption("accuracy", (FONT, 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, (min_acc - 1.0).clamp(0.0, 99.0)..100.0)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("accuracy %").label_style((FONT, 14)).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("accuracy %")
+        .label_style((FONT, 14))
+        .draw()?;
     for (data, color, name) in [(&train_acc, BLUE, "train"), (&val_acc, RED, "validation")] {
         if !data.is_empty() {
             chart
                 .draw_series(LineSeries::new(data.iter().cloned(), color.stroke_width(2)))?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
         }
     }
     if !train_acc.is_empty() {
-        chart.configure_series_labels().label_font((FONT, 14)).border_style(BLACK).background_style(WHITE).draw()?;
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()?;
     }
     root.present()?;
     Ok(())

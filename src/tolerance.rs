@@ -78,7 +78,11 @@ impl Tolerance {
     #[track_caller]
     pub fn assert_close(&self, what: &str, got: &[f32], want: &[f32]) -> Comparison {
         let c = self.compare(what, got, want);
-        assert!(c.passed, "{c}\n(tolerance rel {} abs {})", self.rel, self.abs);
+        assert!(
+            c.passed,
+            "{c}\n(tolerance rel {} abs {})",
+            self.rel, self.abs
+        );
         c
     }
 }

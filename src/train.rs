@@ -55,11 +55,16 @@ impl TrainConfig {
             )));
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            return Err(Error::InvalidConfig(format!("L2 must be ≥ 0, got {}", self.l2)));
+            return Err(Error::InvalidConfig(format!(
+                "L2 must be ≥ 0, got {}",
+                self.l2
+            )));
         }
         if let Optimizer::Momentum { mu } = self.optimizer {
             if !(0.0..1.0).contains(&mu) {
-                return Err(Error::InvalidConfig(format!("momentum must be in [0, 1), got {mu}")));
+                return Err(Error::InvalidConfig(format!(
+                    "momentum must be in [0, 1), got {mu}"
+                )));
             }
         }
         Ok(())
@@ -147,7 +152,8 @@ impl Trainer {
     pub fn set_train_data(&mut self, train: &Dataset) -> Result<()> {
         train.validate()?;
         let t = train.dense_targets(self.backend.spec())?;
-        self.backend.set_train_data(&train.features, &t, train.rows)?;
+        self.backend
+            .set_train_data(&train.features, &t, train.rows)?;
         self.train_rows = train.rows;
         self.classification = train.classes().is_some() || self.backend.spec().is_classifier();
         Ok(())
@@ -156,7 +162,9 @@ impl Trainer {
     /// Runs the next epoch over the data given to [`Trainer::set_train_data`].
     pub fn run_epoch(&mut self, val: Option<&Dataset>) -> Result<EpochReport> {
         if self.train_rows == 0 {
-            return Err(Error::InvalidConfig("no training data: call set_train_data first".into()));
+            return Err(Error::InvalidConfig(
+                "no training data: call set_train_data first".into(),
+            ));
         }
         self.backend.spec().check_trainable()?;
         let started = Instant::now();

@@ -8,28 +8,67 @@ use gpumlp::optim::Optimizer;
 use gpumlp::{Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, TrainConfig, Trainer};
 
 fn spec() -> ModelSpec {
-    ModelSpec::new(&[3, 4, 2], Activation::Relu, Activation::Softmax, Loss::CrossEntropy).unwrap()
+    ModelSpec::new(
+        &[3, 4, 2],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap()
 }
 
 fn backends(spec: &ModelSpec) -> Vec<Box<dyn Backend>> {
-    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new(spec, Optimizer::Sgd).unwrap())];
+    let mut v: Vec<Box<dyn Backend>> =
+        vec![Box::new(CpuBackend::new(spec, Optimizer::Sgd).unwrap())];
     for ctx in gpus() {
-        v.push(Box::new(GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, 8, GpuOptions::default()).unwrap()));
+        v.push(Box::new(
+            GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, 8, GpuOptions::default()).unwrap(),
+        ));
     }
     v
 }
 
 #[test]
 fn invalid_models_are_refused() {
-    let e = ModelSpec::new(&[3, 0, 2], Activation::Relu, Activation::Softmax, Loss::CrossEntropy).unwrap_err();
+    let e = ModelSpec::new(
+        &[3, 0, 2],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("is 0"), "{e}");
-    let e = ModelSpec::new(&[3], Activation::Relu, Activation::Softmax, Loss::CrossEntropy).unwrap_err();
+    let e = ModelSpec::new(
+        &[3],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::InvalidModel(_)), "{e}");
-    let e = ModelSpec::new(&[3, 2], Activation::Relu, Activation::Sigmoid, Loss::CrossEntropy).unwrap_err();
+    let e = ModelSpec::new(
+        &[3, 2],
+        Activation::Relu,
+        Activation::Sigmoid,
+        Loss::CrossEntropy,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("softmax"), "{e}");
-    let e = ModelSpec::new(&[3, 2], Activation::Relu, Activation::Softmax, Loss::BinaryCrossEntropy).unwrap_err();
+    let e = ModelSpec::new(
+        &[3, 2],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::BinaryCrossEntropy,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("sigmoid"), "{e}");
-    let e = ModelSpec::new(&[3, 4, 2], Activation::Softmax, Activation::Softmax, Loss::CrossEntropy).unwrap_err();
+    let e = ModelSpec::new(
+        &[3, 4, 2],
+        Activation::Softmax,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("output layer"), "{e}");
     assert!("swish".parse::<Activation>().is_err());
     assert!("hinge".parse::<Loss>().is_err());
@@ -38,11 +77,24 @@ fn invalid_models_are_refused() {
 #[test]
 fn bad_data_is_refused_on_every_backend() {
     let spec = spec();
-    assert!(matches!(Dataset::from_classes(vec![], 3, vec![], 2), Err(Error::InvalidData(_))));
+    assert!(matches!(
+        Dataset::from_classes(vec![], 3, vec![], 2),
+        Err(Error::InvalidData(_))
+    ));
     let e = Dataset::from_classes(vec![0.0, f32::NAN, 0.0], 3, vec![0], 2).unwrap_err();
     assert!(matches!(e, Error::NonFinite { row: 0, col: 1, .. }), "{e}");
     let e = Dataset::from_classes(vec![0.0; 6], 3, vec![0, 2], 2).unwrap_err();
-    assert!(matches!(e, Error::LabelOutOfRange { label: 2, index: 1, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LabelOutOfRange {
+                label: 2,
+                index: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let wrong_width = Dataset::from_classes(vec![0.0; 8], 4, vec![0, 1], 2).unwrap();
     let wrong_targets = Dataset::from_values(vec![0.0; 6], 3, vec![0.0; 6], 3).unwrap();
     let too_many_classes = Dataset::from_classes(vec![0.0; 6], 3, vec![0, 4], 5).unwrap();
@@ -54,8 +106,14 @@ fn bad_data_is_refused_on_every_backend() {
         let e = t.fit(&wrong_targets, None, |_| {}).unwrap_err();
         assert!(e.to_string().contains("target width"), "{name}: {e}");
         let e = t.fit(&too_many_classes, None, |_| {}).unwrap_err();
-        assert!(matches!(e, Error::LabelOutOfRange { label: 4, .. }), "{name}: {e}");
-        let e = t.backend().predict(&[0.0, f32::INFINITY, 0.0], 1).unwrap_err();
+        assert!(
+            matches!(e, Error::LabelOutOfRange { label: 4, .. }),
+            "{name}: {e}"
+        );
+        let e = t
+            .backend()
+            .predict(&[0.0, f32::INFINITY, 0.0], 1)
+            .unwrap_err();
         assert!(matches!(e, Error::NonFinite { .. }), "{name}: {e}");
         let e = t.backend().predict(&[0.0; 5], 2).unwrap_err();
         assert!(matches!(e, Error::Shape { .. }), "{name}: {e}");
@@ -70,50 +128,104 @@ fn bad_configs_are_refused() {
     let cpu = || Box::new(CpuBackend::new(&spec, Optimizer::Sgd).unwrap()) as Box<dyn Backend>;
     let p = spec.init_params(0);
     for config in [
-        TrainConfig { batch_size: 0, ..Default::default() },
-        TrainConfig { lr: f32::NAN, ..Default::default() },
-        TrainConfig { lr: -1.0, ..Default::default() },
-        TrainConfig { l2: -0.1, ..Default::default() },
-        TrainConfig { optimizer: Optimizer::Momentum { mu: 1.5 }, ..Default::default() },
+        TrainConfig {
+            batch_size: 0,
+            ..Default::default()
+        },
+        TrainConfig {
+            lr: f32::NAN,
+            ..Default::default()
+        },
+        TrainConfig {
+            lr: -1.0,
+            ..Default::default()
+        },
+        TrainConfig {
+            l2: -0.1,
+            ..Default::default()
+        },
+        TrainConfig {
+            optimizer: Optimizer::Momentum { mu: 1.5 },
+            ..Default::default()
+        },
     ] {
-        assert!(matches!(Trainer::new(cpu(), &p, config), Err(Error::InvalidConfig(_))));
+        assert!(matches!(
+            Trainer::new(cpu(), &p, config),
+            Err(Error::InvalidConfig(_))
+        ));
     }
     assert!("step:0:0.5".parse::<gpumlp::Schedule>().is_err());
     assert!("cosine".parse::<gpumlp::Schedule>().is_err());
     for ctx in gpus() {
-        let e = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 0, GpuOptions::default()).err().unwrap();
+        let e = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 0, GpuOptions::default())
+            .err()
+            .unwrap();
         assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
     }
 }
 
 #[test]
 fn a_batch_over_the_binding_limit_names_the_layer_and_a_batch_that_fits() {
-    let spec = ModelSpec::new(&[3, 1 << 16, 2], Activation::Relu, Activation::Softmax, Loss::CrossEntropy).unwrap();
+    let spec = ModelSpec::new(
+        &[3, 1 << 16, 2],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
     for ctx in gpus() {
-        let limit = ctx.limits.max_storage_buffer_binding_size as u64;
+        let limit = ctx.limits.max_storage_buffer_binding_size;
         let batch = (limit / (4 << 16)) as usize + 1;
-        let e = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, batch, GpuOptions::default()).err().unwrap();
+        let e = GpuBackend::new(
+            ctx.clone(),
+            &spec,
+            Optimizer::Sgd,
+            batch,
+            GpuOptions::default(),
+        )
+        .err()
+        .unwrap();
         let msg = e.to_string();
         assert!(matches!(e, Error::DeviceLimit(_)), "{msg}");
-        assert!(msg.contains("layer 1") && msg.contains(&format!("--batch {}", batch - 1)), "{msg}");
+        assert!(
+            msg.contains("layer 1") && msg.contains(&format!("--batch {}", batch - 1)),
+            "{msg}"
+        );
     }
 }
 
 #[test]
 fn divergence_stops_training_naming_epoch_and_step() {
-    let spec = ModelSpec::new(&[1, 1], Activation::Identity, Activation::Identity, Loss::SquaredError).unwrap();
+    let spec = ModelSpec::new(
+        &[1, 1],
+        Activation::Identity,
+        Activation::Identity,
+        Loss::SquaredError,
+    )
+    .unwrap();
     let x: Vec<f32> = (0..16).map(|i| i as f32 * 100.0).collect();
     let data = Dataset::from_values(x.clone(), 1, x, 1).unwrap();
-    let mut all: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new(&spec, Optimizer::Sgd).unwrap())];
+    let mut all: Vec<Box<dyn Backend>> =
+        vec![Box::new(CpuBackend::new(&spec, Optimizer::Sgd).unwrap())];
     for ctx in gpus() {
-        all.push(Box::new(GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 4, GpuOptions::default()).unwrap()));
+        all.push(Box::new(
+            GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 4, GpuOptions::default()).unwrap(),
+        ));
     }
     for b in all {
         let name = b.name();
-        let config = TrainConfig { lr: 10.0, batch_size: 4, epochs: 50, shuffle: false, ..Default::default() };
+        let config = TrainConfig {
+            lr: 10.0,
+            batch_size: 4,
+            epochs: 50,
+            shuffle: false,
+            ..Default::default()
+        };
         let mut t = Trainer::new(b, &[0.5, 0.0], config).unwrap();
         match t.fit(&data, None, |_| {}) {
-            Err(Error::Diverged { epoch, step, .. }) => assert!(epoch >= 1 && (1..=4).contains(&step), "{name}"),
+            Err(Error::Diverged { epoch, step, .. }) => {
+                assert!(epoch >= 1 && (1..=4).contains(&step), "{name}")
+            }
             other => panic!("{name}: expected divergence, got {other:?}"),
         }
     }

@@ -14,8 +14,20 @@ fn act64(act: Activation, a: f64) -> f64 {
         Activation::Sigmoid => 1.0 / (1.0 + (-a).exp()),
         Activation::Tanh => a.tanh(),
         Activation::Relu => a.max(0.0),
-        Activation::LeakyRelu(alpha) => if a >= 0.0 { a } else { alpha as f64 * a },
-        Activation::Step => if a >= 0.0 { 1.0 } else { 0.0 },
+        Activation::LeakyRelu(alpha) => {
+            if a >= 0.0 {
+                a
+            } else {
+                alpha as f64 * a
+            }
+        }
+        Activation::Step => {
+            if a >= 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
     }
 }
 
@@ -23,10 +35,18 @@ fn act64(act: Activation, a: f64) -> f64 {
 fn loss64(spec: &ModelSpec, p: &[f64], x: &[f32], t: &[f32], rows: usize, l2: f64) -> f64 {
     let mut total = 0.0;
     for r in 0..rows {
-        let mut z: Vec<f64> = x[r * spec.inputs()..(r + 1) * spec.inputs()].iter().map(|&v| v as f64).collect();
+        let mut z: Vec<f64> = x[r * spec.inputs()..(r + 1) * spec.inputs()]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         for (lay, &act) in spec.layout().iter().zip(&spec.activations) {
             let a: Vec<f64> = (0..lay.outputs)
-                .map(|j| p[lay.bias + j] + (0..lay.inputs).map(|i| z[i] * p[lay.weight + i * lay.outputs + j]).sum::<f64>())
+                .map(|j| {
+                    p[lay.bias + j]
+                        + (0..lay.inputs)
+                            .map(|i| z[i] * p[lay.weight + i * lay.outputs + j])
+                            .sum::<f64>()
+                })
                 .collect();
             z = a.iter().map(|&v| act64(act, v)).collect();
             if act == Activation::Softmax {
@@ -34,14 +54,29 @@ fn loss64(spec: &ModelSpec, p: &[f64], x: &[f32], t: &[f32], rows: usize, l2: f6
                 z = a.iter().map(|v| v.exp() / s).collect();
             }
         }
-        let tr: Vec<f64> = t[r * spec.outputs()..(r + 1) * spec.outputs()].iter().map(|&v| v as f64).collect();
+        let tr: Vec<f64> = t[r * spec.outputs()..(r + 1) * spec.outputs()]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         total += match spec.loss {
-            Loss::SquaredError => z.iter().zip(&tr).map(|(y, t)| 0.5 * (y - t) * (y - t)).sum::<f64>(),
+            Loss::SquaredError => z
+                .iter()
+                .zip(&tr)
+                .map(|(y, t)| 0.5 * (y - t) * (y - t))
+                .sum::<f64>(),
             Loss::CrossEntropy => -z.iter().zip(&tr).map(|(y, t)| t * y.ln()).sum::<f64>(),
-            Loss::BinaryCrossEntropy => -z.iter().zip(&tr).map(|(y, t)| t * y.ln() + (1.0 - t) * (1.0 - y).ln()).sum::<f64>(),
+            Loss::BinaryCrossEntropy => -z
+                .iter()
+                .zip(&tr)
+                .map(|(y, t)| t * y.ln() + (1.0 - t) * (1.0 - y).ln())
+                .sum::<f64>(),
         };
     }
-    let w2: f64 = spec.layout().iter().map(|l| p[l.weight..l.bias].iter().map(|w| w * w).sum::<f64>()).sum();
+    let w2: f64 = spec
+        .layout()
+        .iter()
+        .map(|l| p[l.weight..l.bias].iter().map(|w| w * w).sum::<f64>())
+        .sum();
     total / rows as f64 + 0.5 * l2 * w2
 }
 
@@ -49,7 +84,11 @@ fn check(spec: &ModelSpec, l2: f32) {
     let rows = 5;
     let x = uniform(rows * spec.inputs(), -1.0, 1.0, 60);
     let t = match spec.loss {
-        Loss::SquaredError if spec.outputs() > 1 && spec.output_activation() == Activation::Softmax => one_hot(rows, spec.outputs(), 61),
+        Loss::SquaredError
+            if spec.outputs() > 1 && spec.output_activation() == Activation::Softmax =>
+        {
+            one_hot(rows, spec.outputs(), 61)
+        }
         Loss::CrossEntropy => one_hot(rows, spec.outputs(), 61),
         _ => uniform(rows * spec.outputs(), 0.05, 0.95, 61),
     };
@@ -64,7 +103,9 @@ fn check(spec: &ModelSpec, l2: f32) {
         let (mut up, mut down) = (p64.clone(), p64.clone());
         up[i] += h;
         down[i] -= h;
-        let fd = (loss64(spec, &up, &x, &t, rows, l2 as f64) - loss64(spec, &down, &x, &t, rows, l2 as f64)) / (2.0 * h);
+        let fd = (loss64(spec, &up, &x, &t, rows, l2 as f64)
+            - loss64(spec, &down, &x, &t, rows, l2 as f64))
+            / (2.0 * h);
         let g = grads[i] as f64;
         assert!(
             (fd - g).abs() <= 1e-3 * fd.abs() + 2e-6,
@@ -77,10 +118,18 @@ fn check(spec: &ModelSpec, l2: f32) {
 
 #[test]
 fn reference_gradients_match_finite_differences_for_every_activation() {
-    for act in [Activation::Identity, Activation::Sigmoid, Activation::Tanh, Activation::Relu, Activation::LeakyRelu(0.1)] {
-        let spec = ModelSpec::new(&[3, 4, 2], act, Activation::Identity, Loss::SquaredError).unwrap();
+    for act in [
+        Activation::Identity,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::LeakyRelu(0.1),
+    ] {
+        let spec =
+            ModelSpec::new(&[3, 4, 2], act, Activation::Identity, Loss::SquaredError).unwrap();
         check(&spec, 0.0);
-        let spec = ModelSpec::new(&[3, 4, 3, 2], Activation::Tanh, act, Loss::SquaredError).unwrap();
+        let spec =
+            ModelSpec::new(&[3, 4, 3, 2], Activation::Tanh, act, Loss::SquaredError).unwrap();
         check(&spec, 0.1);
     }
 }

@@ -52,7 +52,11 @@ fn delta_matmul_delta_wt_matches_reference() {
             let a_prev = uniform(b * n, -1.0, 1.0, 5);
             let got = probe::delta(ctx, &d, &w, &a_prev, b, k, n, Activation::Identity).unwrap();
             let want = ops::matmul(MatmulForm::Nt, &d, &w, b, n, k);
-            MATMUL_TOL.assert_close(&format!("{}: δ·Wᵀ [{b}x{k}]·[{k}x{n}]", ctx.info), &got, &want);
+            MATMUL_TOL.assert_close(
+                &format!("{}: δ·Wᵀ [{b}x{k}]·[{k}x{n}]", ctx.info),
+                &got,
+                &want,
+            );
         }
     }
 }
@@ -72,7 +76,10 @@ fn grad_matmul_xt_delta_matches_reference() {
             }
             let what = format!("{}: [z,1]ᵀ·δ [{m}x{b}]·[{b}x{n}]", ctx.info);
             MATMUL_TOL.assert_close(&what, &out.grads, &want);
-            assert_eq!(out.params, params, "{what}: OPT_NONE must not touch the parameters");
+            assert_eq!(
+                out.params, params,
+                "{what}: OPT_NONE must not touch the parameters"
+            );
         }
     }
 }
@@ -86,7 +93,17 @@ fn forward_epilogue_applies_every_activation() {
             let wb = uniform((k + 1) * n, -1.0, 1.0, 10);
             let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, act).unwrap();
             let (mut wa, mut wz) = (vec![0.0; b * n], vec![0.0; b * n]);
-            ops::dense_forward(&mut wa, &mut wz, &x, &wb[..k * n], &wb[k * n..], b, k, n, act);
+            ops::dense_forward(
+                &mut wa,
+                &mut wz,
+                &x,
+                &wb[..k * n],
+                &wb[k * n..],
+                b,
+                k,
+                n,
+                act,
+            );
             let what = format!("{}: forward {act}", ctx.info);
             MATMUL_TOL.assert_close(&what, &a, &wa);
             if act == Activation::Step {
@@ -120,7 +137,11 @@ fn delta_epilogue_applies_every_derivative_with_relu_prime_of_zero_one() {
             w_in_out.copy_from_slice(&w);
             let mut want = vec![0.0; b * n];
             ops::backprop_delta(&mut want, &d, &w_in_out, &a_prev, b, n, k, act);
-            Tolerance::new(2e-4, 1e-5).assert_close(&format!("{}: delta {act}", ctx.info), &got, &want);
+            Tolerance::new(2e-4, 1e-5).assert_close(
+                &format!("{}: delta {act}", ctx.info),
+                &got,
+                &want,
+            );
         }
     }
 }
@@ -143,12 +164,17 @@ fn output_delta_loss_and_reduction_match_reference() {
         for (act, loss) in OUTPUT_PAIRS {
             for (b, out) in [(1, 1), (7, 10), (257, 7), (300, 1), (65, 63)] {
                 let a = uniform(b * out, -4.0, 4.0, 14);
-                let t = if loss == Loss::CrossEntropy || out > 1 && loss != Loss::BinaryCrossEntropy {
+                let t = if loss == Loss::CrossEntropy || out > 1 && loss != Loss::BinaryCrossEntropy
+                {
                     one_hot(b, out, 15)
                 } else {
-                    uniform(b * out, 0.0, 1.0, 15).iter().map(|v| v.round()).collect()
+                    uniform(b * out, 0.0, 1.0, 15)
+                        .iter()
+                        .map(|v| v.round())
+                        .collect()
                 };
-                let (delta, rows, sum) = probe::output_delta(ctx, &a, &t, b, out, act, loss).unwrap();
+                let (delta, rows, sum) =
+                    probe::output_delta(ctx, &a, &t, b, out, act, loss).unwrap();
                 let mut want_delta = vec![0.0; b * out];
                 let mut want_rows = vec![0.0; b * 2];
                 for r in 0..b {
@@ -170,7 +196,11 @@ fn output_delta_loss_and_reduction_match_reference() {
                     want_rows.iter().step_by(2).sum::<f32>(),
                     want_rows.iter().skip(1).step_by(2).sum::<f32>(),
                 ];
-                Tolerance::new(1e-4, 1e-4).assert_close(&format!("{what} reduced"), &sum, &want_sum);
+                Tolerance::new(1e-4, 1e-4).assert_close(
+                    &format!("{what} reduced"),
+                    &sum,
+                    &want_sum,
+                );
             }
         }
     }
@@ -194,7 +224,8 @@ fn optimizer_updates_match_reference_standalone_and_fused() {
             let mm = uniform(p, -0.1, 0.1, 18);
             let vv = uniform(p, 0.0, 0.1, 19);
             // standalone
-            let (gp, gm, gv) = probe::optimizer(ctx, &params, &grads, &mm, &vv, opt.kind(), &h).unwrap();
+            let (gp, gm, gv) =
+                probe::optimizer(ctx, &params, &grads, &mm, &vv, opt.kind(), &h).unwrap();
             let (mut wp, mut wm, mut wv) = (params.clone(), mm.clone(), vv.clone());
             ops::optimizer_update(&mut wp, &mut wm, &mut wv, &grads, opt.kind(), &h);
             let what = format!("{}: {} standalone", ctx.info, opt.name());
@@ -204,7 +235,20 @@ fn optimizer_updates_match_reference_standalone_and_fused() {
             // fused into the gradient matmul, with L2 on weights only
             let z = uniform(b * m, -1.0, 1.0, 20);
             let d = uniform(b * n, -1.0, 1.0, 21);
-            let out = probe::grad(ctx, &z, &d, &params, &mm, &vv, b, m, n, Some(opt.kind()), &h).unwrap();
+            let out = probe::grad(
+                ctx,
+                &z,
+                &d,
+                &params,
+                &mm,
+                &vv,
+                b,
+                m,
+                n,
+                Some(opt.kind()),
+                &h,
+            )
+            .unwrap();
             let mut gw = vec![0.0; m * n];
             let mut gb = vec![0.0; n];
             ops::weight_grad(&mut gw, &mut gb, &z, &d, &params[..m * n], l2, b, m, n);

@@ -48,20 +48,34 @@ fn report(line: String) {
 fn targets(spec: &ModelSpec, rows: usize, seed: u64) -> Vec<f32> {
     let out = spec.outputs();
     match spec.loss {
-        Loss::BinaryCrossEntropy => uniform(rows * out, 0.0, 1.0, seed).iter().map(|v| v.round()).collect(),
+        Loss::BinaryCrossEntropy => uniform(rows * out, 0.0, 1.0, seed)
+            .iter()
+            .map(|v| v.round())
+            .collect(),
         _ if out > 1 => one_hot(rows, out, seed),
         _ => uniform(rows * out, 0.0, 1.0, seed),
     }
 }
 
 /// One step on both backends from the same parameters; compares everything.
-fn compare_one_step(ctx: &Arc<GpuContext>, spec: &ModelSpec, opt: Optimizer, l2: f32, rows: usize, fused: bool, worst: &mut [f32; 4]) {
+fn compare_one_step(
+    ctx: &Arc<GpuContext>,
+    spec: &ModelSpec,
+    opt: Optimizer,
+    l2: f32,
+    rows: usize,
+    fused: bool,
+    worst: &mut [f32; 4],
+) {
     let x = uniform(rows * spec.inputs(), -1.0, 1.0, 30);
     let t = targets(spec, rows, 31);
     let params = spec.init_params(32);
     let hyper = opt.hyper(0.1, 1, l2);
     let order: Vec<u32> = (0..rows as u32).collect();
-    let options = GpuOptions { fused, capture_gradients: true };
+    let options = GpuOptions {
+        fused,
+        capture_gradients: true,
+    };
     let mut gpu = GpuBackend::new(ctx.clone(), spec, opt, rows, options).unwrap();
     let mut cpu = CpuBackend::new(spec, opt).unwrap();
     let mut results = Vec::new();
@@ -78,9 +92,23 @@ fn compare_one_step(ctx: &Arc<GpuContext>, spec: &ModelSpec, opt: Optimizer, l2:
         results.push((before, stats[0], grads, after, state));
     }
     let (g, c) = (&results[0], &results[1]);
-    let what = format!("{} ({}) {:?} {} l2={l2} fused={fused}", ctx.info, spec.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"), spec.activations, opt.name());
+    let what = format!(
+        "{} ({}) {:?} {} l2={l2} fused={fused}",
+        ctx.info,
+        spec.sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("-"),
+        spec.activations,
+        opt.name()
+    );
     let outputs = OUTPUT_TOL.assert_close(&format!("{what}: outputs"), &g.0, &c.0);
-    let loss = OUTPUT_TOL.assert_close(&format!("{what}: loss"), &[g.1.loss_sum as f32], &[c.1.loss_sum as f32]);
+    let loss = OUTPUT_TOL.assert_close(
+        &format!("{what}: loss"),
+        &[g.1.loss_sum as f32],
+        &[c.1.loss_sum as f32],
+    );
     assert_eq!(g.1.correct, c.1.correct, "{what}: correct count");
     let grads = GRAD_TOL.assert_close(&format!("{what}: gradients"), &g.2, &c.2);
     let params = PARAM_TOL.assert_close(&format!("{what}: updated parameters"), &g.3, &c.3);
@@ -98,8 +126,19 @@ fn one_step_matches_reference_for_every_activation_and_loss() {
         for (i, (out_act, loss)) in OUTPUT_PAIRS.into_iter().enumerate() {
             for j in 0..2 {
                 let hidden = HIDDEN[(i + j * 3) % HIDDEN.len()];
-                let outputs = if loss == Loss::CrossEntropy || out_act == Activation::Softmax { 10 } else if i % 2 == 0 { 1 } else { 3 };
-                let spec = ModelSpec::with_activations(&[7, 65, 63, outputs], vec![hidden, HIDDEN[(i + j) % 5], out_act], loss).unwrap();
+                let outputs = if loss == Loss::CrossEntropy || out_act == Activation::Softmax {
+                    10
+                } else if i % 2 == 0 {
+                    1
+                } else {
+                    3
+                };
+                let spec = ModelSpec::with_activations(
+                    &[7, 65, 63, outputs],
+                    vec![hidden, HIDDEN[(i + j) % 5], out_act],
+                    loss,
+                )
+                .unwrap();
                 compare_one_step(ctx, &spec, Optimizer::Sgd, 0.01, 33, true, &mut worst);
             }
         }
@@ -109,10 +148,20 @@ fn one_step_matches_reference_for_every_activation_and_loss() {
 
 #[test]
 fn one_step_matches_reference_for_every_optimizer_fused_and_unfused() {
-    let spec = ModelSpec::new(&[65, 63, 7], Activation::Tanh, Activation::Softmax, Loss::CrossEntropy).unwrap();
+    let spec = ModelSpec::new(
+        &[65, 63, 7],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
     for ctx in gpus() {
         let mut worst = [0.0f32; 4];
-        for opt in [Optimizer::Sgd, Optimizer::Momentum { mu: 0.9 }, Optimizer::adam()] {
+        for opt in [
+            Optimizer::Sgd,
+            Optimizer::Momentum { mu: 0.9 },
+            Optimizer::adam(),
+        ] {
             for fused in [true, false] {
                 compare_one_step(ctx, &spec, opt, 0.001, 1, fused, &mut worst);
                 compare_one_step(ctx, &spec, opt, 0.001, 257, fused, &mut worst);
@@ -123,10 +172,24 @@ fn one_step_matches_reference_for_every_optimizer_fused_and_unfused() {
 
 #[test]
 fn batch_spanning_many_workgroups_matches_reference() {
-    let spec = ModelSpec::new(&[63, 257, 65, 10], Activation::Relu, Activation::Softmax, Loss::CrossEntropy).unwrap();
+    let spec = ModelSpec::new(
+        &[63, 257, 65, 10],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
     for ctx in gpus() {
         let mut worst = [0.0f32; 4];
-        compare_one_step(ctx, &spec, Optimizer::Momentum { mu: 0.9 }, 0.0, 1000, true, &mut worst);
+        compare_one_step(
+            ctx,
+            &spec,
+            Optimizer::Momentum { mu: 0.9 },
+            0.0,
+            1000,
+            true,
+            &mut worst,
+        );
     }
 }
 
@@ -143,37 +206,103 @@ fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (V
     };
     let mut trainer = Trainer::new(backend, &spec.init_params(3), config).unwrap();
     let reports = trainer.fit(data, None, |_| {}).unwrap();
-    assert_eq!(trainer.steps(), 50, "80 rows in batches of 16 for 10 epochs");
-    (reports.iter().map(|r| r.train_loss).collect(), trainer.params().unwrap())
+    assert_eq!(
+        trainer.steps(),
+        50,
+        "80 rows in batches of 16 for 10 epochs"
+    );
+    (
+        reports.iter().map(|r| r.train_loss).collect(),
+        trainer.params().unwrap(),
+    )
 }
 
 #[test]
 fn fifty_step_trajectory_matches_reference_and_reruns_bit_identically() {
-    let spec = ModelSpec::new(&[7, 65, 63, 3], Activation::Tanh, Activation::Softmax, Loss::CrossEntropy).unwrap();
+    let spec = ModelSpec::new(
+        &[7, 65, 63, 3],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
     let rows = 80;
     let x = uniform(rows * 7, -1.0, 1.0, 40);
-    let labels: Vec<u32> = x.chunks(7).map(|r| if r[0] + r[1] > 0.3 { 0 } else if r[2] > 0.0 { 1 } else { 2 }).collect();
+    let labels: Vec<u32> = x
+        .chunks(7)
+        .map(|r| {
+            if r[0] + r[1] > 0.3 {
+                0
+            } else if r[2] > 0.0 {
+                1
+            } else {
+                2
+            }
+        })
+        .collect();
     let data = Dataset::from_classes(x, 7, labels, 3).unwrap();
-    let (cpu_loss, cpu_params) = trajectory(Box::new(CpuBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap()), &spec, &data);
-    assert!(cpu_loss.last().unwrap() < &(cpu_loss[0] * 0.8), "the reference should learn: {cpu_loss:?}");
+    let (cpu_loss, cpu_params) = trajectory(
+        Box::new(CpuBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap()),
+        &spec,
+        &data,
+    );
+    assert!(
+        cpu_loss.last().unwrap() < &(cpu_loss[0] * 0.8),
+        "the reference should learn: {cpu_loss:?}"
+    );
     for ctx in gpus() {
-        let place = || Box::new(GpuBackend::new(ctx.clone(), &spec, Optimizer::Momentum { mu: 0.9 }, 16, GpuOptions::default()).unwrap());
+        let place = || {
+            Box::new(
+                GpuBackend::new(
+                    ctx.clone(),
+                    &spec,
+                    Optimizer::Momentum { mu: 0.9 },
+                    16,
+                    GpuOptions::default(),
+                )
+                .unwrap(),
+            )
+        };
         let (gpu_loss, gpu_params) = trajectory(place(), &spec, &data);
         let gl: Vec<f32> = gpu_loss.iter().map(|&v| v as f32).collect();
         let cl: Vec<f32> = cpu_loss.iter().map(|&v| v as f32).collect();
-        let l = Tolerance::new(1e-3, 1e-5).assert_close(&format!("{}: 50-step losses", ctx.info), &gl, &cl);
-        let p = Tolerance::new(1e-3, 1e-4).assert_close(&format!("{}: params after 50 steps", ctx.info), &gpu_params, &cpu_params);
-        report(format!("{}: 50-step trajectory: largest |GPU − CPU| loss {:.2e}, parameters {:.2e}", ctx.info, l.max_abs_diff, p.max_abs_diff));
+        let l = Tolerance::new(1e-3, 1e-5).assert_close(
+            &format!("{}: 50-step losses", ctx.info),
+            &gl,
+            &cl,
+        );
+        let p = Tolerance::new(1e-3, 1e-4).assert_close(
+            &format!("{}: params after 50 steps", ctx.info),
+            &gpu_params,
+            &cpu_params,
+        );
+        report(format!(
+            "{}: 50-step trajectory: largest |GPU − CPU| loss {:.2e}, parameters {:.2e}",
+            ctx.info, l.max_abs_diff, p.max_abs_diff
+        ));
         let (again_loss, again_params) = trajectory(place(), &spec, &data);
-        assert_eq!(again_loss, gpu_loss, "{}: rerun losses must be bit-identical", ctx.info);
-        let same = again_params.iter().zip(&gpu_params).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert_eq!(
+            again_loss, gpu_loss,
+            "{}: rerun losses must be bit-identical",
+            ctx.info
+        );
+        let same = again_params
+            .iter()
+            .zip(&gpu_params)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{}: rerun parameters must be bit-identical", ctx.info);
     }
 }
 
 #[test]
 fn evaluate_and_predict_match_reference_in_chunks() {
-    let spec = ModelSpec::new(&[7, 63, 10], Activation::Sigmoid, Activation::Softmax, Loss::CrossEntropy).unwrap();
+    let spec = ModelSpec::new(
+        &[7, 63, 10],
+        Activation::Sigmoid,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
     let rows = 300;
     let x = uniform(rows * 7, -1.0, 1.0, 50);
     let t = one_hot(rows, 10, 51);
@@ -184,13 +313,23 @@ fn evaluate_and_predict_match_reference_in_chunks() {
     let want_e = cpu.evaluate(&x, &t, rows).unwrap();
     for ctx in gpus() {
         // max batch 64: five chunks, the last partial
-        let mut gpu = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 64, GpuOptions::default()).unwrap();
+        let mut gpu = GpuBackend::new(
+            ctx.clone(),
+            &spec,
+            Optimizer::Sgd,
+            64,
+            GpuOptions::default(),
+        )
+        .unwrap();
         gpu.set_params(&params).unwrap();
         let y = gpu.predict(&x, rows).unwrap();
         OUTPUT_TOL.assert_close(&format!("{}: predict", ctx.info), &y, &want_y);
         let e = gpu.evaluate(&x, &t, rows).unwrap();
         assert_eq!(e.samples, 300);
         assert_eq!(e.correct, want_e.correct);
-        assert!((e.loss_sum - want_e.loss_sum).abs() < 1e-3 * want_e.loss_sum.abs(), "{e:?} vs {want_e:?}");
+        assert!(
+            (e.loss_sum - want_e.loss_sum).abs() < 1e-3 * want_e.loss_sum.abs(),
+            "{e:?} vs {want_e:?}"
+        );
     }
 }

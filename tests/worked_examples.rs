@@ -10,16 +10,25 @@ use gpumlp::{Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, TrainC
 
 /// The CPU reference and one GPU backend per adapter for `spec`.
 fn backends(spec: &ModelSpec, batch: usize) -> Vec<Box<dyn Backend>> {
-    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new(spec, Optimizer::Sgd).unwrap())];
+    let mut v: Vec<Box<dyn Backend>> =
+        vec![Box::new(CpuBackend::new(spec, Optimizer::Sgd).unwrap())];
     for ctx in gpus() {
-        let options = GpuOptions { fused: true, capture_gradients: true };
-        v.push(Box::new(GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, batch, options).unwrap()));
+        let options = GpuOptions {
+            fused: true,
+            capture_gradients: true,
+        };
+        v.push(Box::new(
+            GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, batch, options).unwrap(),
+        ));
     }
     v
 }
 
 fn close(what: &str, got: f64, want: f64, tol: f64) {
-    assert!((got - want).abs() <= tol, "{what}: got {got}, want {want} (±{tol})");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} (±{tol})"
+    );
 }
 
 /// The two-input network: w1..w4 = 0.15, 0.20, 0.25, 0.30, w5..w8 = 0.40, 0.45, 0.50, 0.55,
@@ -35,7 +44,13 @@ pub fn two_input_params() -> Vec<f32> {
 
 #[test]
 fn two_input_network_forward_backward_and_update() {
-    let spec = ModelSpec::new(&[2, 2, 2], Activation::Sigmoid, Activation::Sigmoid, Loss::SquaredError).unwrap();
+    let spec = ModelSpec::new(
+        &[2, 2, 2],
+        Activation::Sigmoid,
+        Activation::Sigmoid,
+        Loss::SquaredError,
+    )
+    .unwrap();
     let x = [0.05f32, 0.10];
     let t = [0.01f32, 0.99];
     for mut b in backends(&spec, 1) {
@@ -54,11 +69,27 @@ fn two_input_network_forward_backward_and_update() {
         let g = b.last_gradients().unwrap();
         close(&format!("{name}: ∂E/∂w5"), g[6] as f64, 0.082167041, 2e-8);
         let p = b.params().unwrap();
-        close(&format!("{name}: w5 after one step"), p[6] as f64, 0.35891648, 1e-7);
-        close(&format!("{name}: w1 after one step"), p[0] as f64, 0.149780716, 1e-8);
+        close(
+            &format!("{name}: w5 after one step"),
+            p[6] as f64,
+            0.35891648,
+            1e-7,
+        );
+        close(
+            &format!("{name}: w1 after one step"),
+            p[0] as f64,
+            0.149780716,
+            1e-8,
+        );
     }
     // hidden net input 0.3775 = 0.15·0.05 + 0.20·0.10 + 0.35
-    let hidden = ModelSpec::new(&[2, 2], Activation::Identity, Activation::Identity, Loss::SquaredError).unwrap();
+    let hidden = ModelSpec::new(
+        &[2, 2],
+        Activation::Identity,
+        Activation::Identity,
+        Loss::SquaredError,
+    )
+    .unwrap();
     for mut b in backends(&hidden, 1) {
         b.set_params(&two_input_params()[..6]).unwrap();
         let a = b.predict(&x, 1).unwrap();
@@ -73,7 +104,13 @@ fn sigma(v: f64) -> f64 {
 #[test]
 fn one_input_network_forward_and_gradient() {
     // z = σ(0.5·σ(0.5x+1) + 0.5·σ(x+0.5) + 0.25)
-    let spec = ModelSpec::new(&[1, 2, 1], Activation::Sigmoid, Activation::Sigmoid, Loss::SquaredError).unwrap();
+    let spec = ModelSpec::new(
+        &[1, 2, 1],
+        Activation::Sigmoid,
+        Activation::Sigmoid,
+        Loss::SquaredError,
+    )
+    .unwrap();
     let params = vec![0.5, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25];
     for x in [-1.0f64, 0.5, 1.0, 2.0] {
         let (u1, u2) = (0.5 * x + 1.0, x + 0.5);
@@ -92,7 +129,12 @@ fn one_input_network_forward_and_gradient() {
             b.finish_epoch().unwrap();
             let g = b.last_gradients().unwrap();
             // W1 is [1, 2]: index 1 is the weight from x to the second hidden unit
-            close(&format!("{name}: ∂E/∂w(x→h2) at x={x}"), g[1] as f64, want_grad, 1e-7);
+            close(
+                &format!("{name}: ∂E/∂w(x→h2) at x={x}"),
+                g[1] as f64,
+                want_grad,
+                1e-7,
+            );
         }
     }
 }
@@ -101,17 +143,41 @@ const TRUTH_TABLE: [f32; 8] = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
 
 #[test]
 fn heaviside_and_and_xor_networks() {
-    let and = ModelSpec::new(&[2, 1], Activation::Step, Activation::Step, Loss::SquaredError).unwrap();
+    let and = ModelSpec::new(
+        &[2, 1],
+        Activation::Step,
+        Activation::Step,
+        Loss::SquaredError,
+    )
+    .unwrap();
     for mut b in backends(&and, 4) {
         b.set_params(&[1.0, 1.0, -1.2]).unwrap();
-        assert_eq!(b.predict(&TRUTH_TABLE, 4).unwrap(), vec![0.0, 0.0, 0.0, 1.0], "{}: AND", b.name());
+        assert_eq!(
+            b.predict(&TRUTH_TABLE, 4).unwrap(),
+            vec![0.0, 0.0, 0.0, 1.0],
+            "{}: AND",
+            b.name()
+        );
     }
     // Layer 1: x1, x2 passed through (step(x − 0.5)) and AND; layer 2: step(x1 + x2 − 2·AND − 0.6).
-    let xor = ModelSpec::new(&[2, 3, 1], Activation::Step, Activation::Step, Loss::SquaredError).unwrap();
-    let params = vec![1.0, 0.0, 1.0, 0.0, 1.0, 1.0, -0.5, -0.5, -1.2, 1.0, 1.0, -2.0, -0.6];
+    let xor = ModelSpec::new(
+        &[2, 3, 1],
+        Activation::Step,
+        Activation::Step,
+        Loss::SquaredError,
+    )
+    .unwrap();
+    let params = vec![
+        1.0, 0.0, 1.0, 0.0, 1.0, 1.0, -0.5, -0.5, -1.2, 1.0, 1.0, -2.0, -0.6,
+    ];
     for mut b in backends(&xor, 4) {
         b.set_params(&params).unwrap();
-        assert_eq!(b.predict(&TRUTH_TABLE, 4).unwrap(), vec![0.0, 1.0, 1.0, 0.0], "{}: XOR", b.name());
+        assert_eq!(
+            b.predict(&TRUTH_TABLE, 4).unwrap(),
+            vec![0.0, 1.0, 1.0, 0.0],
+            "{}: XOR",
+            b.name()
+        );
     }
     // Training a network with a step is refused with a clear error.
     let data = Dataset::from_classes(TRUTH_TABLE.to_vec(), 2, vec![0, 1, 1, 0], 2).unwrap();
@@ -126,19 +192,37 @@ fn heaviside_and_and_xor_networks() {
 
 #[test]
 fn xor_is_learned_from_a_fixed_seed() {
-    let spec = ModelSpec::new(&[2, 4, 1], Activation::Sigmoid, Activation::Sigmoid, Loss::SquaredError).unwrap();
+    let spec = ModelSpec::new(
+        &[2, 4, 1],
+        Activation::Sigmoid,
+        Activation::Sigmoid,
+        Loss::SquaredError,
+    )
+    .unwrap();
     let data = Dataset::from_classes(TRUTH_TABLE.to_vec(), 2, vec![0, 1, 1, 0], 2).unwrap();
     for b in backends(&spec, 4) {
         let name = b.name();
-        let config = TrainConfig { lr: 2.0, batch_size: 4, epochs: 2000, seed: 1, ..Default::default() };
+        let config = TrainConfig {
+            lr: 2.0,
+            batch_size: 4,
+            epochs: 2000,
+            seed: 1,
+            ..Default::default()
+        };
         let mut trainer = Trainer::new(b, &spec.init_params(1), config).unwrap();
         trainer.set_train_data(&data).unwrap();
         // Train until every row is classified (and the loss is small), or give up.
         let mut last = trainer.run_epoch(None).unwrap();
-        while trainer.epoch() < 2000 && (last.train_accuracy != Some(1.0) || last.train_loss > 0.02) {
+        while trainer.epoch() < 2000 && (last.train_accuracy != Some(1.0) || last.train_loss > 0.02)
+        {
             last = trainer.run_epoch(None).unwrap();
         }
-        assert_eq!(last.train_accuracy, Some(1.0), "{name}: XOR not learned, loss {}", last.train_loss);
+        assert_eq!(
+            last.train_accuracy,
+            Some(1.0),
+            "{name}: XOR not learned, loss {}",
+            last.train_loss
+        );
         let y = trainer.predict(&TRUTH_TABLE, 4).unwrap();
         let classes: Vec<u32> = y.iter().map(|&v| (v >= 0.5) as u32).collect();
         assert_eq!(classes, vec![0, 1, 1, 0], "{name}: {y:?}");

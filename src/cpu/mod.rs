@@ -85,7 +85,13 @@ impl CpuBackend {
     }
 
     /// Loss of every row and the output delta scaled by `scale`. a: [rows, out], t: [rows, out].
-    fn loss_and_delta(&self, a: &[f32], t: &[f32], rows: usize, scale: f32) -> (BatchStats, Vec<f32>) {
+    fn loss_and_delta(
+        &self,
+        a: &[f32],
+        t: &[f32],
+        rows: usize,
+        scale: f32,
+    ) -> (BatchStats, Vec<f32>) {
         let out = self.spec.outputs();
         let mut delta = vec![0.0; rows * out];
         let mut stats = BatchStats::default();

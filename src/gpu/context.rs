@@ -31,20 +31,22 @@ impl AdapterSelector {
     }
 
     fn backends(&self) -> Result<wgpu::Backends> {
-        Ok(match self.backend.as_deref().map(|b| b.to_ascii_lowercase()) {
-            None => wgpu::Backends::all(),
-            Some(b) => match b.as_str() {
-                "vulkan" | "vk" => wgpu::Backends::VULKAN,
-                "metal" => wgpu::Backends::METAL,
-                "dx12" | "d3d12" => wgpu::Backends::DX12,
-                "gl" | "gles" | "opengl" => wgpu::Backends::GL,
-                other => {
-                    return Err(Error::InvalidConfig(format!(
-                        "unknown backend '{other}': use vulkan, metal, dx12 or gl"
-                    )))
-                }
+        Ok(
+            match self.backend.as_deref().map(|b| b.to_ascii_lowercase()) {
+                None => wgpu::Backends::all(),
+                Some(b) => match b.as_str() {
+                    "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                    "metal" => wgpu::Backends::METAL,
+                    "dx12" | "d3d12" => wgpu::Backends::DX12,
+                    "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                    other => {
+                        return Err(Error::InvalidConfig(format!(
+                            "unknown backend '{other}': use vulkan, metal, dx12 or gl"
+                        )))
+                    }
+                },
             },
-        })
+        )
     }
 }
 
@@ -102,7 +104,7 @@ fn describe(adapter: &wgpu::Adapter) -> AdapterInfo {
         .into(),
         driver: info.driver,
         driver_info: info.driver_info,
-        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_buffer_size: limits.max_buffer_size,
         max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -167,10 +169,11 @@ fn usable_adapters(sel: &AdapterSelector) -> Result<Vec<(wgpu::Adapter, AdapterI
 /// Every adapter wgpu finds on this machine (usable for compute or not), best first.
 pub fn list_adapters() -> Vec<AdapterInfo> {
     let inst = instance(wgpu::Backends::all());
-    let mut all: Vec<AdapterInfo> = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
-        .iter()
-        .map(describe)
-        .collect();
+    let mut all: Vec<AdapterInfo> =
+        pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(describe)
+            .collect();
     all.sort_by_key(rank);
     all
 }
@@ -247,5 +250,8 @@ impl GpuContext {
 
 /// The adapter `GpuContext::new(sel)` would open, without opening it.
 pub fn best_adapter(sel: &AdapterSelector) -> Result<Option<AdapterInfo>> {
-    Ok(usable_adapters(sel)?.into_iter().next().map(|(_, info)| info))
+    Ok(usable_adapters(sel)?
+        .into_iter()
+        .next()
+        .map(|(_, info)| info))
 }

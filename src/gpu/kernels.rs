@@ -21,7 +21,12 @@ pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 4] = [Family::Matmul, Family::Loss, Family::Optimizer, Family::Data];
+    pub const ALL: [Family; 4] = [
+        Family::Matmul,
+        Family::Loss,
+        Family::Optimizer,
+        Family::Data,
+    ];
 
     /// The full source of a family: its shared preludes, then its own file. WGSL has no
     /// `#include`, so the preludes are concatenated here (and in the naga validation test).
@@ -126,8 +131,12 @@ pub enum Slot {
 pub fn family_slots(f: Family) -> &'static [Slot] {
     use Slot::*;
     match f {
-        Family::Matmul => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite],
-        Family::Loss => &[Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+        Family::Matmul => &[
+            Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        ],
+        Family::Loss => &[
+            Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite,
+        ],
         Family::Optimizer => &[Uniform, Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Data => &[Uniform, Uniform, Read, Read, ReadWrite],
     }
@@ -187,7 +196,12 @@ impl Kernels {
     }
 
     pub fn bind_group_layout(&self, f: Family) -> &wgpu::BindGroupLayout {
-        &self.layouts.iter().find(|(g, _, _)| *g == f).expect("all families").1
+        &self
+            .layouts
+            .iter()
+            .find(|(g, _, _)| *g == f)
+            .expect("all families")
+            .1
     }
 
     /// A compute pipeline for `entry` of family `f` with override constants.
@@ -198,8 +212,18 @@ impl Kernels {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> wgpu::ComputePipeline {
-        let module = &self.modules.iter().find(|(g, _)| *g == f).expect("all families").1;
-        let layout = &self.layouts.iter().find(|(g, _, _)| *g == f).expect("all families").2;
+        let module = &self
+            .modules
+            .iter()
+            .find(|(g, _)| *g == f)
+            .expect("all families")
+            .1;
+        let layout = &self
+            .layouts
+            .iter()
+            .find(|(g, _, _)| *g == f)
+            .expect("all families")
+            .2;
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(layout),

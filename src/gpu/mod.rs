@@ -12,8 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::{Activation, ModelSpec};
 use crate::optim::{Optimizer, StepHyper};
 use kernels::{
-    groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, OneU32, StepUniform,
-    MATMUL_TILE,
+    groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, OneU32, StepUniform, MATMUL_TILE,
 };
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
@@ -176,7 +175,14 @@ impl GpuBackend {
         let p = spec.param_count();
         let slots = optimizer.state_slots();
         let params = storage("params", p);
-        let grads = storage("grads", if options.fused && !options.capture_gradients { 1 } else { p });
+        let grads = storage(
+            "grads",
+            if options.fused && !options.capture_gradients {
+                1
+            } else {
+                p
+            },
+        );
         let opt_m = storage("opt_m", if slots >= 1 { p } else { 1 });
         let opt_v = storage("opt_v", if slots >= 2 { p } else { 1 });
         let x_batch = storage("x_batch", max_batch * spec.inputs());
@@ -194,7 +200,6 @@ impl GpuBackend {
         let row_stats = storage("row_stats", max_batch * 2);
         let stats_capacity = 1024;
         let stats = storage("stats", stats_capacity * 2);
-        drop(storage);
         let step_uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
             size: std::mem::size_of::<StepUniform>() as u64,
@@ -210,7 +215,11 @@ impl GpuBackend {
         };
 
         let layout = spec.layout();
-        let opt_code = if options.fused { optimizer.kind().code() } else { 0 };
+        let opt_code = if options.fused {
+            optimizer.kind().code()
+        } else {
+            0
+        };
         let mut forward = Vec::new();
         let mut backward = Vec::new();
         for (l, lay) in layout.iter().enumerate() {
@@ -227,12 +236,28 @@ impl GpuBackend {
                 aux_off: 0,
             }));
             forward.push(Dispatch {
-                label: format!("forward {} [B,{}]x[{},{}] + {}", l + 1, lay.inputs, lay.inputs, lay.outputs, act),
+                label: format!(
+                    "forward {} [B,{}]x[{},{}] + {}",
+                    l + 1,
+                    lay.inputs,
+                    lay.inputs,
+                    lay.outputs,
+                    act
+                ),
                 pipeline: kernels.matmul(device, MatmulMode::Forward, act.code(), 0, false),
                 bind_group: kernels.bind_group(
                     device,
                     Family::Matmul,
-                    &[&dims, &step_uniform, input, &params, &layers[l].a, &layers[l].z, &opt_m, &opt_v],
+                    &[
+                        &dims,
+                        &step_uniform,
+                        input,
+                        &params,
+                        &layers[l].a,
+                        &layers[l].z,
+                        &opt_m,
+                        &opt_v,
+                    ],
                 ),
                 grid: Grid::BatchRows {
                     cols: lay.outputs as u32,
@@ -253,7 +278,10 @@ impl GpuBackend {
                     aux_off: 0,
                 }));
                 backward.push(Dispatch {
-                    label: format!("delta {} [B,{}]x[{},{}]ᵀ ⊙ {}'", l, lay.outputs, lay.inputs, lay.outputs, prev_act),
+                    label: format!(
+                        "delta {} [B,{}]x[{},{}]ᵀ ⊙ {}'",
+                        l, lay.outputs, lay.inputs, lay.outputs, prev_act
+                    ),
                     pipeline: kernels.matmul(device, MatmulMode::Delta, prev_act.code(), 0, false),
                     bind_group: kernels.bind_group(
                         device,
@@ -303,7 +331,16 @@ impl GpuBackend {
                 bind_group: kernels.bind_group(
                     device,
                     Family::Matmul,
-                    &[&dims, &step_uniform, input, &layers[l].delta, &grads, &params, &opt_m, &opt_v],
+                    &[
+                        &dims,
+                        &step_uniform,
+                        input,
+                        &layers[l].delta,
+                        &grads,
+                        &params,
+                        &opt_m,
+                        &opt_v,
+                    ],
                 ),
                 grid: Grid::Fixed(
                     (lay.outputs as u32).div_ceil(MATMUL_TILE),
@@ -344,7 +381,15 @@ impl GpuBackend {
         let loss_bg = kernels.bind_group(
             device,
             Family::Loss,
-            &[&loss_dims, &step_uniform, &last.a, &t_batch, &last.delta, &row_stats, &stats],
+            &[
+                &loss_dims,
+                &step_uniform,
+                &last.a,
+                &t_batch,
+                &last.delta,
+                &row_stats,
+                &stats,
+            ],
         );
         let loss = [
             Dispatch {
@@ -366,7 +411,15 @@ impl GpuBackend {
             bind_group: kernels.bind_group(
                 device,
                 Family::Loss,
-                &[&loss_dims, &step_uniform, &last.a, &t_batch, &last.z, &row_stats, &stats],
+                &[
+                    &loss_dims,
+                    &step_uniform,
+                    &last.a,
+                    &t_batch,
+                    &last.z,
+                    &row_stats,
+                    &stats,
+                ],
             ),
             grid: Grid::PerRow { per_row: 1 },
         });
@@ -545,7 +598,12 @@ impl GpuBackend {
         Ok(labels
             .into_iter()
             .enumerate()
-            .map(|(i, l)| (l, ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period))
+            .map(|(i, l)| {
+                (
+                    l,
+                    ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
+                )
+            })
             .collect())
     }
 
@@ -593,7 +651,9 @@ impl GpuBackend {
         let mut enc = self
             .ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("step"),
@@ -617,7 +677,12 @@ impl GpuBackend {
 
     /// Dispatches per training step (gathers included when the data lives on the device).
     pub fn dispatches_per_step(&self) -> usize {
-        self.step_dispatches().len() + if matches!(self.data, TrainData::Device(_)) { 2 } else { 0 }
+        self.step_dispatches().len()
+            + if matches!(self.data, TrainData::Device(_)) {
+                2
+            } else {
+                0
+            }
     }
 
     /// Reads `count` f32 from `buf` (a readback: only between steps).
@@ -635,7 +700,9 @@ impl GpuBackend {
         let mut enc = self
             .ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
         self.ctx.queue.submit([enc.finish()]);
         read_staging(&self.ctx, &staging)
@@ -689,7 +756,9 @@ impl GpuBackend {
             let mut enc = self
                 .ctx
                 .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("forward"),
+                });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("forward"),
@@ -731,7 +800,7 @@ fn read_staging(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
 /// Checks every binding of a model at `batch` against the device's limit, naming the layer and a
 /// batch that would fit.
 fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<()> {
-    let limit = ctx.limits.max_storage_buffer_binding_size as u64;
+    let limit = ctx.limits.max_storage_buffer_binding_size;
     let params = spec.param_count() as u64 * F32;
     if params > limit {
         return Err(Error::DeviceLimit(format!(
@@ -767,7 +836,11 @@ impl Backend for GpuBackend {
     }
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
         if params.len() != self.spec.param_count() {
-            return Err(Error::shape("parameters", self.spec.param_count(), params.len()));
+            return Err(Error::shape(
+                "parameters",
+                self.spec.param_count(),
+                params.len(),
+            ));
         }
         crate::data::check_finite("parameters", params, params.len())?;
         self.upload(&self.params, params);
@@ -795,8 +868,16 @@ impl Backend for GpuBackend {
         let p = self.spec.param_count();
         let slots = self.optimizer.state_slots();
         Ok(OptimizerState {
-            m: if slots >= 1 { self.read(&self.opt_m, p)? } else { Vec::new() },
-            v: if slots >= 2 { self.read(&self.opt_v, p)? } else { Vec::new() },
+            m: if slots >= 1 {
+                self.read(&self.opt_m, p)?
+            } else {
+                Vec::new()
+            },
+            v: if slots >= 2 {
+                self.read(&self.opt_v, p)?
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -809,7 +890,7 @@ impl Backend for GpuBackend {
         self.check_rows("targets", t, rows, out)?;
         self.ensure_stats_capacity(rows);
         self.data = TrainData::None;
-        let limit = self.ctx.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.ctx.limits.max_storage_buffer_binding_size;
         if (rows * inp) as u64 * F32 > limit || (rows * out) as u64 * F32 > limit {
             self.data = TrainData::Host(HostData {
                 x: x.to_vec(),
@@ -834,7 +915,9 @@ impl Backend for GpuBackend {
             });
             Dispatch {
                 label: format!("gather rows [B,{width}]"),
-                pipeline: self.kernels.pipeline(device, Family::Data, "gather_rows", &[]),
+                pipeline: self
+                    .kernels
+                    .pipeline(device, Family::Data, "gather_rows", &[]),
                 bind_group: self.kernels.bind_group(
                     device,
                     Family::Data,
@@ -845,7 +928,10 @@ impl Backend for GpuBackend {
                 },
             }
         };
-        let gather = [gather(&data_x, &self.x_batch, inp), gather(&data_t, &self.t_batch, out)];
+        let gather = [
+            gather(&data_x, &self.x_batch, inp),
+            gather(&data_t, &self.t_batch, out),
+        ];
         self.data = TrainData::Device(DeviceData {
             rows,
             order,
@@ -859,7 +945,9 @@ impl Backend for GpuBackend {
     fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
         let rows = match &self.data {
             TrainData::None => {
-                return Err(Error::InvalidConfig("no training data: call set_train_data first".into()))
+                return Err(Error::InvalidConfig(
+                    "no training data: call set_train_data first".into(),
+                ))
             }
             TrainData::Device(d) => d.rows,
             TrainData::Host(h) => h.rows,
@@ -870,10 +958,11 @@ impl Backend for GpuBackend {
             )));
         }
         match &mut self.data {
-            TrainData::Device(d) => self
-                .ctx
-                .queue
-                .write_buffer(&d.order, 0, bytemuck::cast_slice(order)),
+            TrainData::Device(d) => {
+                self.ctx
+                    .queue
+                    .write_buffer(&d.order, 0, bytemuck::cast_slice(order))
+            }
             TrainData::Host(h) => h.order = order.to_vec(),
             TrainData::None => {}
         }
@@ -962,7 +1051,9 @@ impl Backend for GpuBackend {
         self.check_rows("inputs", x, rows, self.spec.inputs())?;
         self.check_rows("targets", t, rows, self.spec.outputs())?;
         if !self.epoch_lens.is_empty() {
-            return Err(Error::InvalidConfig("evaluate inside an epoch: call finish_epoch first".into()));
+            return Err(Error::InvalidConfig(
+                "evaluate inside an epoch: call finish_epoch first".into(),
+            ));
         }
         let chunks = rows.div_ceil(self.max_batch);
         self.ensure_stats_capacity(chunks);

@@ -143,10 +143,20 @@ pub fn forward(
         ctx,
         Family::Matmul,
         "matmul",
-        &[("MODE", MatmulMode::Forward as u32 as f64), ("ACT", act.code() as f64)],
+        &[
+            ("MODE", MatmulMode::Forward as u32 as f64),
+            ("ACT", act.code() as f64),
+        ],
         bytemuck::bytes_of(&dims),
         &step,
-        &[f32s(x), f32s(wb), f32s(&zeros), f32s(&zeros), f32s(&[0.0]), f32s(&[0.0])],
+        &[
+            f32s(x),
+            f32s(wb),
+            f32s(&zeros),
+            f32s(&zeros),
+            f32s(&[0.0]),
+            f32s(&[0.0]),
+        ],
         (
             (n as u32).div_ceil(MATMUL_TILE),
             (b as u32).div_ceil(MATMUL_TILE),
@@ -181,10 +191,20 @@ pub fn delta(
         ctx,
         Family::Matmul,
         "matmul",
-        &[("MODE", MatmulMode::Delta as u32 as f64), ("ACT", act_prev.code() as f64)],
+        &[
+            ("MODE", MatmulMode::Delta as u32 as f64),
+            ("ACT", act_prev.code() as f64),
+        ],
         bytemuck::bytes_of(&dims),
         &step,
-        &[f32s(delta), f32s(w), f32s(&zeros), f32s(a_prev), f32s(&[0.0]), f32s(&[0.0])],
+        &[
+            f32s(delta),
+            f32s(w),
+            f32s(&zeros),
+            f32s(a_prev),
+            f32s(&[0.0]),
+            f32s(&[0.0]),
+        ],
         (
             (n as u32).div_ceil(MATMUL_TILE),
             (b as u32).div_ceil(MATMUL_TILE),
@@ -237,7 +257,14 @@ pub fn grad(
         ],
         bytemuck::bytes_of(&dims),
         &step,
-        &[f32s(z), f32s(delta), f32s(&grads), f32s(params), f32s(opt_m), f32s(opt_v)],
+        &[
+            f32s(z),
+            f32s(delta),
+            f32s(&grads),
+            f32s(params),
+            f32s(opt_m),
+            f32s(opt_v),
+        ],
         (
             (n as u32).div_ceil(MATMUL_TILE),
             (m as u32 + 1).div_ceil(MATMUL_TILE),
@@ -279,7 +306,13 @@ pub fn output_delta(
         &[],
         bytemuck::bytes_of(&dims),
         &step,
-        &[f32s(a), f32s(t), f32s(&zeros), f32s(&rows), f32s(&[0.0, 0.0])],
+        &[
+            f32s(a),
+            f32s(t),
+            f32s(&zeros),
+            f32s(&rows),
+            f32s(&[0.0, 0.0]),
+        ],
         (gx, gy),
     )?;
     let reduced = run(
@@ -289,7 +322,13 @@ pub fn output_delta(
         &[],
         bytemuck::bytes_of(&dims),
         &step,
-        &[f32s(a), f32s(t), f32s(&zeros), f32s(&first[3]), f32s(&[0.0, 0.0])],
+        &[
+            f32s(a),
+            f32s(t),
+            f32s(&zeros),
+            f32s(&first[3]),
+            f32s(&[0.0, 0.0]),
+        ],
         (1, 1),
     )?;
     Ok((first[2].clone(), first[3].clone(), reduced[4].clone()))
@@ -310,7 +349,10 @@ pub fn optimizer(
         _pad: [0; 3],
     };
     let step = step_uniform(1, h);
-    let (gx, gy) = groups_1d(params.len() as u64, ctx.limits.max_compute_workgroups_per_dimension);
+    let (gx, gy) = groups_1d(
+        params.len() as u64,
+        ctx.limits.max_compute_workgroups_per_dimension,
+    );
     let mut out = run(
         ctx,
         Family::Optimizer,

@@ -43,10 +43,17 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         bail!("--steps and --batch must be at least 1");
     }
     let hidden: Activation = args.activation.parse()?;
-    let spec = ModelSpec::new(&args.layers, hidden, Activation::Softmax, Loss::CrossEntropy)?;
+    let spec = ModelSpec::new(
+        &args.layers,
+        hidden,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )?;
     let (inp, out, batch) = (spec.inputs(), spec.outputs(), args.batch);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let x: Vec<f32> = (0..batch * inp).map(|_| rng.random_range(0.0..1.0)).collect();
+    let x: Vec<f32> = (0..batch * inp)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
     let mut t = vec![0.0f32; batch * out];
     for r in 0..batch {
         t[r * out + rng.random_range(0..out)] = 1.0;
@@ -56,12 +63,21 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         gpumlp::Device::Cpu => Box::new(gpumlp::CpuBackend::new(&spec, Optimizer::Sgd)?),
         gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
             let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);
-            let options = gpumlp::GpuOptions { fused: !args.unfused, capture_gradients: false };
+            let options = gpumlp::GpuOptions {
+                fused: !args.unfused,
+                capture_gradients: false,
+            };
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
             if args.profile {
                 gpu = Some(g);
                 let ctx = gpu.as_ref().expect("just set").context().clone();
-                Box::new(gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?)
+                Box::new(gpumlp::GpuBackend::new(
+                    ctx,
+                    &spec,
+                    Optimizer::Sgd,
+                    batch,
+                    options,
+                )?)
             } else {
                 Box::new(g)
             }
@@ -85,13 +101,19 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let final_loss = stats.last().map_or(f64::NAN, |s| s.mean_loss());
     let samples_per_s = (batch * args.steps) as f64 / seconds;
-    let gflops = 6.0 * batch as f64 * spec.macs_per_sample() as f64 * args.steps as f64 / seconds / 1e9;
+    let gflops =
+        6.0 * batch as f64 * spec.macs_per_sample() as f64 * args.steps as f64 / seconds / 1e9;
     let name = backend.name();
     let (adapter, backend_name) = match name.split_once(": ") {
         Some((b, rest)) => (rest.to_string(), b.to_string()),
         None => (name.clone(), "cpu".to_string()),
     };
-    let layers = args.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+    let layers = args
+        .layers
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     if args.json {
         let line = serde_json::json!({
             "system": "gpumlp",
@@ -116,9 +138,18 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         let times = g.profile_step(0, batch, &hyper)?;
         g.finish_epoch()?;
         let total: f64 = times.iter().map(|(_, s)| s).sum();
-        println!("profile of one step ({} dispatches, {:.3} ms of kernel time, {} MiB allocated):", times.len(), total * 1e3, g.allocated_bytes() >> 20);
+        println!(
+            "profile of one step ({} dispatches, {:.3} ms of kernel time, {} MiB allocated):",
+            times.len(),
+            total * 1e3,
+            g.allocated_bytes() >> 20
+        );
         for (label, s) in &times {
-            println!("  {:>9.3} ms  {:>5.1}%  {label}", s * 1e3, 100.0 * s / total.max(1e-12));
+            println!(
+                "  {:>9.3} ms  {:>5.1}%  {label}",
+                s * 1e3,
+                100.0 * s / total.max(1e-12)
+            );
         }
     }
     Ok(())

@@ -40,11 +40,16 @@ pub struct PredictArgs {
 }
 
 /// The checkpoint and the data, normalized as the model was trained.
-fn load(model: &PathBuf, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
+fn load(model: &std::path::Path, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
     let ck = Checkpoint::load(model)?;
     let mut ds = load_spec(data)?;
     if ds.cols != ck.spec.inputs() {
-        bail!("{data}: {} features, but the model {} takes {}", ds.cols, model.display(), ck.spec.inputs());
+        bail!(
+            "{data}: {} features, but the model {} takes {}",
+            ds.cols,
+            model.display(),
+            ck.spec.inputs()
+        );
     }
     if let Some(n) = &ck.normalization {
         n.apply(&mut ds)?;
@@ -55,7 +60,13 @@ fn load(model: &PathBuf, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
 /// The predicted class of each output row. y: [rows, out].
 fn predicted_classes(y: &[f32], out: usize) -> Vec<usize> {
     y.chunks(out)
-        .map(|r| if out == 1 { (r[0] >= 0.5) as usize } else { argmax(r) })
+        .map(|r| {
+            if out == 1 {
+                (r[0] >= 0.5) as usize
+            } else {
+                argmax(r)
+            }
+        })
         .collect()
 }
 
@@ -122,14 +133,25 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
             }
         }
     } else {
-        csv += &(0..out).map(|k| format!("y{k}")).collect::<Vec<_>>().join(",");
+        csv += &(0..out)
+            .map(|k| format!("y{k}"))
+            .collect::<Vec<_>>()
+            .join(",");
         csv.push('\n');
         for row in y.chunks(out) {
-            csv += &row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",");
+            csv += &row
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
             csv.push('\n');
         }
     }
     atomic_write(&args.out, csv.as_bytes())?;
-    eprintln!("gpumlp: wrote {} predictions to {}", ds.rows, args.out.display());
+    eprintln!(
+        "gpumlp: wrote {} predictions to {}",
+        ds.rows,
+        args.out.display()
+    );
     Ok(())
 }

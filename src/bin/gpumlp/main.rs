@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gpumlp", version, about = "Train multi-layer perceptrons on any GPU wgpu reaches, checked against a CPU reference")]
+#[command(
+    name = "gpumlp",
+    version,
+    about = "Train multi-layer perceptrons on any GPU wgpu reaches, checked against a CPU reference"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

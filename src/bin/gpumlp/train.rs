@@ -4,7 +4,7 @@ use crate::DeviceArgs;
 use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::{load_weights_file, Checkpoint, TrainingState};
-use gpumlp::data::{known_range, load_spec, NormalizeMethod, Normalization};
+use gpumlp::data::{known_range, load_spec, Normalization, NormalizeMethod};
 use gpumlp::report::{plot, write_metrics, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
@@ -104,15 +104,30 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
         }
         gpumlp::Targets::Values { width, .. } => *width,
     };
-    let sizes = args.layers.clone().unwrap_or_else(|| vec![train.cols, 128, outputs]);
+    let sizes = args
+        .layers
+        .clone()
+        .unwrap_or_else(|| vec![train.cols, 128, outputs]);
     if sizes.len() < 2 {
-        bail!("--layers needs at least an input and an output size, e.g. {},128,{outputs}", train.cols);
+        bail!(
+            "--layers needs at least an input and an output size, e.g. {},128,{outputs}",
+            train.cols
+        );
     }
     if sizes[0] != train.cols {
-        bail!("--layers starts with {} inputs, but the data has {} features: use --layers {},…", sizes[0], train.cols, train.cols);
+        bail!(
+            "--layers starts with {} inputs, but the data has {} features: use --layers {},…",
+            sizes[0],
+            train.cols,
+            train.cols
+        );
     }
     let hidden_layers = sizes.len() - 2;
-    let hidden: Vec<Activation> = args.activation.split(',').map(|a| a.parse()).collect::<Result<_, _>>()?;
+    let hidden: Vec<Activation> = args
+        .activation
+        .split(',')
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
     let hidden = match hidden.len() {
         1 => vec![hidden[0]; hidden_layers],
         n if n == hidden_layers => hidden,
@@ -124,7 +139,9 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
         "auto" if classes => Activation::Softmax,
         "auto" => Activation::Identity,
         "identity" | "sigmoid" | "softmax" => args.output_activation.parse()?,
-        other => bail!("unknown --output-activation '{other}': use auto, identity, sigmoid or softmax"),
+        other => {
+            bail!("unknown --output-activation '{other}': use auto, identity, sigmoid or softmax")
+        }
     };
     let loss = match args.loss.as_str() {
         "auto" => match out_act {
@@ -162,11 +179,20 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs> {
     let path = cli.resume.as_ref().expect("resume");
     let state = ck.training.as_ref().with_context(|| format!("{}: holds no training state: resume needs a checkpoint written by `gpumlp train --out`", path.display()))?;
-    let saved = state.extra.get("args").with_context(|| format!("{}: the run's arguments are missing", path.display()))?;
-    let mut args: TrainArgs = serde_json::from_str(saved).with_context(|| format!("{}: unreadable run arguments", path.display()))?;
+    let saved = state
+        .extra
+        .get("args")
+        .with_context(|| format!("{}: the run's arguments are missing", path.display()))?;
+    let mut args: TrainArgs = serde_json::from_str(saved)
+        .with_context(|| format!("{}: unreadable run arguments", path.display()))?;
     if let Some(layers) = &cli.layers {
         if *layers != ck.spec.sizes {
-            bail!("--resume {}: the checkpoint's model has layers {:?}, not the requested {:?}", path.display(), ck.spec.sizes, layers);
+            bail!(
+                "--resume {}: the checkpoint's model has layers {:?}, not the requested {:?}",
+                path.display(),
+                ck.spec.sizes,
+                layers
+            );
         }
     }
     args.epochs = cli.epochs;
@@ -185,7 +211,12 @@ fn percent(v: Option<f64>) -> String {
 }
 
 fn epoch_line(r: &EpochReport, epochs: usize) -> String {
-    let mut s = format!("epoch {:>3}/{epochs}  loss {:.4}  acc {}", r.epoch, r.train_loss, percent(r.train_accuracy));
+    let mut s = format!(
+        "epoch {:>3}/{epochs}  loss {:.4}  acc {}",
+        r.epoch,
+        r.train_loss,
+        percent(r.train_accuracy)
+    );
     if let Some(v) = r.val_loss {
         s += &format!("  val_loss {:.4}  val_acc {}", v, percent(r.val_accuracy));
     }
@@ -204,8 +235,15 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     let full = load_spec(&args.data)?;
     let (mut train, mut val) = full.split(args.val_split, args.seed)?;
     let norm = match &resumed {
-        Some(ck) => ck.normalization.clone().unwrap_or_else(|| Normalization::identity(train.cols)),
-        None => Normalization::fit(args.normalize.parse::<NormalizeMethod>()?, &train, known_range(&args.data)),
+        Some(ck) => ck
+            .normalization
+            .clone()
+            .unwrap_or_else(|| Normalization::identity(train.cols)),
+        None => Normalization::fit(
+            args.normalize.parse::<NormalizeMethod>()?,
+            &train,
+            known_range(&args.data),
+        ),
     };
     norm.apply(&mut train)?;
     if let Some(v) = &mut val {
@@ -225,9 +263,16 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     // Check that outputs can be written before spending time on training.
     for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
-            bail!("{}: the folder {} does not exist: create it first", p.display(), dir.display());
+            bail!(
+                "{}: the folder {} does not exist: create it first",
+                p.display(),
+                dir.display()
+            );
         }
     }
     let backend = gpumlp::place(&device, &spec, config.optimizer, batch)?;
@@ -235,8 +280,16 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         eprintln!(
             "gpumlp: training {} ({}, {}) on {} | {} train / {} validation samples, batch {batch}",
-            spec.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-"),
-            spec.activations.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+            spec.sizes
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("-"),
+            spec.activations
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(","),
             spec.loss,
             device_name,
             train.rows,
@@ -249,18 +302,44 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             bail!("--verify compares a GPU with the CPU reference, but this run is on the CPU");
         }
         let mut reference = CpuBackend::new(&spec, config.optimizer)?;
-        let report = verify(trainer.backend(), &mut reference, &params, &train, &config, k)?;
+        let report = verify(
+            trainer.backend(),
+            &mut reference,
+            &params,
+            &train,
+            &config,
+            k,
+        )?;
         println!("verify: {k} steps on {} vs the CPU reference: largest parameter deviation {:.3e} (worst at [{}], {:.2}× the tolerance), largest loss deviation {:.3e}", report.device, report.params.max_abs_diff, report.params.index, report.params.ratio, report.losses.max_abs_diff);
         if !report.passed() {
-            eprintln!("gpumlp: verify FAILED\n{}\n{}", report.params, report.losses);
+            eprintln!(
+                "gpumlp: verify FAILED\n{}\n{}",
+                report.params, report.losses
+            );
             return Ok(ExitCode::from(2));
         }
         println!("verify: passed");
         trainer.backend().set_params(&params)?;
-        trainer.backend().set_optimizer_state(&gpumlp::OptimizerState {
-            m: vec![0.0; if config.optimizer.state_slots() >= 1 { spec.param_count() } else { 0 }],
-            v: vec![0.0; if config.optimizer.state_slots() >= 2 { spec.param_count() } else { 0 }],
-        })?;
+        trainer
+            .backend()
+            .set_optimizer_state(&gpumlp::OptimizerState {
+                m: vec![
+                    0.0;
+                    if config.optimizer.state_slots() >= 1 {
+                        spec.param_count()
+                    } else {
+                        0
+                    }
+                ],
+                v: vec![
+                    0.0;
+                    if config.optimizer.state_slots() >= 2 {
+                        spec.param_count()
+                    } else {
+                        0
+                    }
+                ],
+            })?;
     }
     let mut history: Vec<MetricsRecord> = Vec::new();
     if let Some(ck) = &resumed {
@@ -273,7 +352,10 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     trainer.set_train_data(&train)?;
     let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(args.epochs as u64);
-        bar.set_style(ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
+                .expect("valid template"),
+        );
         bar.set_position(trainer.epoch() as u64);
         bar
     });
@@ -284,7 +366,13 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         match &bar {
             Some(b) => {
                 b.set_position(r.epoch as u64);
-                b.set_message(format!("loss {:.4} acc {} val_acc {} {:.0} samples/s", r.train_loss, percent(r.train_accuracy), percent(r.val_accuracy), r.samples_per_second));
+                b.set_message(format!(
+                    "loss {:.4} acc {} val_acc {} {:.0} samples/s",
+                    r.train_loss,
+                    percent(r.train_accuracy),
+                    percent(r.val_accuracy),
+                    r.samples_per_second
+                ));
             }
             None if !args.quiet => eprintln!("{}", epoch_line(&r, args.epochs)),
             None => {}
@@ -322,8 +410,15 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(last) = history.last() {
         match (last.val_loss, last.val_accuracy) {
-            (Some(_), Some(acc)) => println!("held-out accuracy: {:.2}% ({} samples) on {device_name}", acc * 100.0, val.as_ref().map_or(0, |v| v.rows)),
-            (Some(loss), None) => println!("held-out loss: {loss:.6} ({} samples) on {device_name}", val.as_ref().map_or(0, |v| v.rows)),
+            (Some(_), Some(acc)) => println!(
+                "held-out accuracy: {:.2}% ({} samples) on {device_name}",
+                acc * 100.0,
+                val.as_ref().map_or(0, |v| v.rows)
+            ),
+            (Some(loss), None) => println!(
+                "held-out loss: {loss:.6} ({} samples) on {device_name}",
+                val.as_ref().map_or(0, |v| v.rows)
+            ),
             _ => println!("train loss: {:.6} on {device_name}", last.train_loss),
         }
     }
@@ -332,7 +427,12 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         norm.apply(&mut t)?;
         let s = trainer.evaluate(&t)?;
         if t.classes().is_some() {
-            println!("test accuracy: {:.2}% ({} samples), test loss {:.4}", s.accuracy() * 100.0, s.samples, s.mean_loss());
+            println!(
+                "test accuracy: {:.2}% ({} samples), test loss {:.4}",
+                s.accuracy() * 100.0,
+                s.samples,
+                s.mean_loss()
+            );
         } else {
             println!("test loss: {:.6} ({} samples)", s.mean_loss(), s.samples);
         }
@@ -341,7 +441,11 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The checkpoint's model on the requested device, with its parameters.
-pub fn place_saved(ck: &Checkpoint, device: &DeviceArgs, batch: usize) -> anyhow::Result<Box<dyn Backend>> {
+pub fn place_saved(
+    ck: &Checkpoint,
+    device: &DeviceArgs,
+    batch: usize,
+) -> anyhow::Result<Box<dyn Backend>> {
     let mut b = gpumlp::place(&device.device()?, &ck.spec, Optimizer::Sgd, batch)?;
     b.set_params(&ck.params)?;
     Ok(b)
