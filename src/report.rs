@@ -70,12 +70,11 @@ pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
     }
     let tmp = dir.join(format!(".plot-{}.{ext}", std::process::id()));
     let size = (900, 700);
+    // Text is laid out with the bundled DejaVu Sans, so plots need no system fonts.
+    let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
     let drawn = match ext.as_str() {
         "svg" => draw(SVGBackend::new(&tmp, size).into_drawing_area(), records),
-        "png" => {
-            let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
-            draw(BitMapBackend::new(&tmp, size).into_drawing_area(), records)
-        }
+        "png" => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), records),
         _ => {
             return Err(Error::file(path, "a plot must end in .svg or .png"));
         }
