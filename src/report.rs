@@ -122,6 +122,7 @@ where
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("mean loss")
         .label_style((FONT, 14))
         .draw()?;
@@ -158,6 +159,7 @@ where
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("accuracy %")
         .label_style((FONT, 14))
         .draw()?;
