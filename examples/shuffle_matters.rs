@@ -5,8 +5,7 @@
 //! `cargo run --release --example shuffle_matters`
 
 use gpumlp::{
-    Activation, AdapterSelector, Dataset, Device, Loss, ModelSpec, Optimizer, TrainConfig,
-    Trainer,
+    Activation, AdapterSelector, Dataset, Device, Loss, ModelSpec, Optimizer, TrainConfig, Trainer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,7 +33,12 @@ fn points(parabola_first: bool) -> Dataset {
 }
 
 fn train(data: &Dataset, shuffle: bool) -> anyhow::Result<f64> {
-    let spec = ModelSpec::new(&[2, 3, 1], Activation::Sigmoid, Activation::Sigmoid, Loss::BinaryCrossEntropy)?;
+    let spec = ModelSpec::new(
+        &[2, 3, 1],
+        Activation::Sigmoid,
+        Activation::Sigmoid,
+        Loss::BinaryCrossEntropy,
+    )?;
     let config = TrainConfig {
         lr: 0.5,
         optimizer: Optimizer::Sgd,
@@ -44,7 +48,12 @@ fn train(data: &Dataset, shuffle: bool) -> anyhow::Result<f64> {
         shuffle,
         ..Default::default()
     };
-    let backend = gpumlp::place(&Device::Auto(AdapterSelector::default()), &spec, config.optimizer, 10)?;
+    let backend = gpumlp::place(
+        &Device::Auto(AdapterSelector::default()),
+        &spec,
+        config.optimizer,
+        10,
+    )?;
     let mut trainer = Trainer::new(backend, &spec.init_params(7), config)?;
     trainer.fit(data, None, |_| {})?;
     Ok(trainer.evaluate(&points(false))?.accuracy())
@@ -55,9 +64,18 @@ fn main() -> anyhow::Result<()> {
     let random_first = train(&points(false), false)?;
     let parabola_first = train(&points(true), false)?;
     println!("accuracy on all 10,000 points after 20 epochs:");
-    println!("  shuffled every epoch:              {:.1}%", shuffled * 100.0);
-    println!("  in order, random points first:     {:.1}%", random_first * 100.0);
-    println!("  in order, parabola points first:   {:.1}%", parabola_first * 100.0);
+    println!(
+        "  shuffled every epoch:              {:.1}%",
+        shuffled * 100.0
+    );
+    println!(
+        "  in order, random points first:     {:.1}%",
+        random_first * 100.0
+    );
+    println!(
+        "  in order, parabola points first:   {:.1}%",
+        parabola_first * 100.0
+    );
     println!("(the lecture saw about 95%, 75% and 50%)");
     Ok(())
 }

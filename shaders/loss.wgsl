@@ -21,22 +21,25 @@ struct LossDims {
 @group(0) @binding(5) var<storage, read_write> row_stats: array<f32>;// [B, 2]: loss, correct
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;    // [steps, 2]
 
-fn y_of(base: u32, k: u32, max_a: f32, sum_e: f32) -> f32 {
+fn y_of(act: u32, base: u32, k: u32, max_a: f32, sum_e: f32) -> f32 {
     let a = pre[base + k];
-    if (dims.act == ACT_SOFTMAX) {
+    if (act == ACT_SOFTMAX) {
         return exp(a - max_a) / sum_e;
     }
-    return act_apply(dims.act, dims.alpha, a);
+    return act_apply(act, dims.alpha, a);
 }
 
 // One invocation per row: loss J, δ = scale·∂J/∂a, and whether the row is classified correctly.
 @compute @workgroup_size(256)
 fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let z0 = nwg.z - 1u;
     let r = gid.y * nwg.x * 256u + gid.x;
-    if (r >= step.batch) {
+    if (r >= step.batch + z0) {
         return;
     }
-    let n = dims.out;
+    let n = dims.out + z0;
+    let dact = dims.act + z0;
+    let dloss = dims.loss + z0;
     let base = r * n;
     let scale = step.inv_batch;
     var max_a = pre[base];
@@ -44,30 +47,30 @@ fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         max_a = max(max_a, pre[base + k]);
     }
     var sum_e = 0.0;
-    if (dims.act == ACT_SOFTMAX) {
+    if (dact == ACT_SOFTMAX) {
         for (var k = 0u; k < n; k++) {
             sum_e += exp(pre[base + k] - max_a);
         }
     }
     var j = 0.0;
-    if (dims.loss == LOSS_SQUARED_ERROR) {
+    if (dloss == LOSS_SQUARED_ERROR) {
         var dot = 0.0;
         for (var k = 0u; k < n; k++) {
-            let y = y_of(base, k, max_a, sum_e);
+            let y = y_of(dact, base, k, max_a, sum_e);
             let e = y - targets[base + k];
             j += 0.5 * e * e;
             dot += y * e;
         }
         for (var k = 0u; k < n; k++) {
-            let y = y_of(base, k, max_a, sum_e);
+            let y = y_of(dact, base, k, max_a, sum_e);
             let e = y - targets[base + k];
-            if (dims.act == ACT_SOFTMAX) {
+            if (dact == ACT_SOFTMAX) {
                 delta[base + k] = scale * y * (e - dot);
             } else {
-                delta[base + k] = scale * e * act_derivative(dims.act, dims.alpha, pre[base + k]);
+                delta[base + k] = scale * e * act_derivative(dact, dims.alpha, pre[base + k]);
             }
         }
-    } else if (dims.loss == LOSS_CROSS_ENTROPY) {
+    } else if (dloss == LOSS_CROSS_ENTROPY) {
         let lse = max_a + log(sum_e);
         for (var k = 0u; k < n; k++) {
             let t = targets[base + k];
@@ -84,17 +87,17 @@ fn output_delta(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
     // Correctness: the rule of `is_correct` in src/cpu/ops.rs.
     var ok = true;
-    if (n == 1u || dims.loss == LOSS_BINARY_CROSS_ENTROPY) {
+    if (n == 1u || dloss == LOSS_BINARY_CROSS_ENTROPY) {
         for (var k = 0u; k < n; k++) {
-            let y = y_of(base, k, max_a, sum_e);
+            let y = y_of(dact, base, k, max_a, sum_e);
             ok = ok && ((y >= 0.5) == (targets[base + k] >= 0.5));
         }
     } else {
         var best_y = 0u;
         var best_t = 0u;
-        var y_best = y_of(base, 0u, max_a, sum_e);
+        var y_best = y_of(dact, base, 0u, max_a, sum_e);
         for (var k = 1u; k < n; k++) {
-            let y = y_of(base, k, max_a, sum_e);
+            let y = y_of(dact, base, k, max_a, sum_e);
             if (y > y_best) {
                 y_best = y;
                 best_y = k;

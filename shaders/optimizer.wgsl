@@ -30,3 +30,14 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         opt_v[i] = v;
     }
 }
+
+// Gradient accumulation over micro-batches: params[i] += grads[i], where the buffer bound as
+// `params` is the running total of the step's gradient and `grads` one micro-batch's part.
+@compute @workgroup_size(256)
+fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 256u + gid.x;
+    if (i >= count.n) {
+        return;
+    }
+    params[i] += grads[i];
+}

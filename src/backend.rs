@@ -66,4 +66,6 @@ pub trait Backend {
     /// The gradient `∂E/∂params` ([P], including `λW`) of the last step, for tests and
     /// verification. The GPU backend must have been built with gradient capture.
     fn last_gradients(&mut self) -> Result<Vec<f32>>;
+    /// Bytes this model, its batch buffers and its training set hold on the device.
+    fn allocated_bytes(&self) -> u64;
 }

@@ -16,7 +16,11 @@ fn gpumlp(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[track_caller]
@@ -33,14 +37,26 @@ fn fails(args: &[&str], want: &str) -> String {
     let t = text(&o);
     assert!(!o.status.success(), "gpumlp {args:?} should fail:\n{t}");
     assert!(!t.contains("panicked"), "gpumlp {args:?} panicked:\n{t}");
-    assert!(t.contains(want), "gpumlp {args:?}: message should mention '{want}':\n{t}");
+    assert!(
+        t.contains(want),
+        "gpumlp {args:?}: message should mention '{want}':\n{t}"
+    );
     t
 }
 
 /// A number after `label` in the output, e.g. `accuracy: 97.50%`.
 fn number_after(out: &str, label: &str) -> f64 {
-    let i = out.find(label).unwrap_or_else(|| panic!("no '{label}' in:\n{out}")) + label.len();
-    out[i..].trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect::<String>().parse().unwrap()
+    let i = out
+        .find(label)
+        .unwrap_or_else(|| panic!("no '{label}' in:\n{out}"))
+        + label.len();
+    out[i..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect::<String>()
+        .parse()
+        .unwrap()
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -85,23 +101,66 @@ fn saved_model_evaluates_and_predicts_like_training() {
     let model = p(dir.path(), "model.safetensors");
     let metrics = p(dir.path(), "metrics.jsonl");
     let plot = p(dir.path(), "plot.svg");
-    let out = ok(&["train", "--data", &train, "--test", &test, "--epochs", "5", "--out", &model, "--metrics", &metrics, "--plot", &plot, "--normalize", "unit"]);
+    let out = ok(&[
+        "train",
+        "--data",
+        &train,
+        "--test",
+        &test,
+        "--epochs",
+        "5",
+        "--out",
+        &model,
+        "--metrics",
+        &metrics,
+        "--plot",
+        &plot,
+        "--normalize",
+        "unit",
+    ]);
     let trained = number_after(&out, "test accuracy:");
     let eval = ok(&["eval", "--model", &model, "--data", &test]);
-    assert_eq!(number_after(&eval, "accuracy:"), trained, "eval:\n{eval}\ntrain:\n{out}");
+    assert_eq!(
+        number_after(&eval, "accuracy:"),
+        trained,
+        "eval:\n{eval}\ntrain:\n{out}"
+    );
     assert!(eval.contains("confusion matrix"), "{eval}");
     // metrics: one JSON object per epoch with the contract's fields
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 5);
-    for key in ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds", "samples_per_second"] {
-        assert!(lines[4].get(key).is_some(), "metrics line lacks {key}: {}", lines[4]);
+    for key in [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "seconds",
+        "samples_per_second",
+    ] {
+        assert!(
+            lines[4].get(key).is_some(),
+            "metrics line lacks {key}: {}",
+            lines[4]
+        );
     }
     assert_eq!(lines[4]["epoch"], 5);
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
     // predict: a header and one row per sample, class then 10 probabilities summing to 1
     let pred = p(dir.path(), "pred.csv");
-    ok(&["predict", "--model", &model, "--data", &test, "--out", &pred]);
-    let rows: Vec<String> = std::fs::read_to_string(&pred).unwrap().lines().map(String::from).collect();
+    ok(&[
+        "predict", "--model", &model, "--data", &test, "--out", &pred,
+    ]);
+    let rows: Vec<String> = std::fs::read_to_string(&pred)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(rows.len(), 1 + 397, "header + one row per sample");
     assert!(rows[0].starts_with("predicted,p0,"));
     let first: Vec<f64> = rows[1].split(',').map(|v| v.parse().unwrap()).collect();
@@ -113,7 +172,9 @@ fn saved_model_evaluates_and_predicts_like_training() {
 fn png_plot_is_a_png() {
     let dir = tmp();
     let plot = p(dir.path(), "plot.png");
-    ok(&["train", "--epochs", "2", "--layers", "64,16,10", "--plot", &plot, "--quiet"]);
+    ok(&[
+        "train", "--epochs", "2", "--layers", "64,16,10", "--plot", &plot, "--quiet",
+    ]);
     let bytes = std::fs::read(&plot).unwrap();
     assert_eq!(&bytes[1..4], b"PNG");
 }
@@ -123,7 +184,15 @@ fn resume_after_two_of_four_epochs_matches_four_straight() {
     let dir = tmp();
     let straight = p(dir.path(), "straight.safetensors");
     let resumed = p(dir.path(), "resumed.safetensors");
-    let common = ["--layers", "64,32,10", "--optimizer", "adam", "--schedule", "exp:0.9", "--quiet"];
+    let common = [
+        "--layers",
+        "64,32,10",
+        "--optimizer",
+        "adam",
+        "--schedule",
+        "exp:0.9",
+        "--quiet",
+    ];
     let run = |extra: &[&str]| {
         let mut a = vec!["train"];
         a.extend_from_slice(&common);
@@ -137,7 +206,10 @@ fn resume_after_two_of_four_epochs_matches_four_straight() {
     let b = Checkpoint::load(Path::new(&resumed)).unwrap();
     assert_eq!(a.training.as_ref().unwrap().epoch, 4);
     assert_eq!(b.training.as_ref().unwrap().epoch, 4);
-    assert_eq!(a.params, b.params, "resumed parameters differ from an unbroken run");
+    assert_eq!(
+        a.params, b.params,
+        "resumed parameters differ from an unbroken run"
+    );
     assert_eq!(a.training.unwrap().optimizer, b.training.unwrap().optimizer);
 }
 
@@ -147,11 +219,19 @@ fn write_foreign_weights(path: &Path, sizes: &[usize], dtype: Dtype, skip: Optio
     for (i, w) in sizes.windows(2).enumerate() {
         let bytes = |n: usize| -> Vec<u8> {
             match dtype {
-                Dtype::F64 => (0..n).flat_map(|k| (0.01 * (k % 7) as f64).to_le_bytes()).collect(),
-                _ => (0..n).flat_map(|k| (0.01 * (k % 7) as f32).to_le_bytes()).collect(),
+                Dtype::F64 => (0..n)
+                    .flat_map(|k| (0.01 * (k % 7) as f64).to_le_bytes())
+                    .collect(),
+                _ => (0..n)
+                    .flat_map(|k| (0.01 * (k % 7) as f32).to_le_bytes())
+                    .collect(),
             }
         };
-        tensors.push((format!("layers.{i}.weight"), vec![w[1], w[0]], bytes(w[0] * w[1])));
+        tensors.push((
+            format!("layers.{i}.weight"),
+            vec![w[1], w[0]],
+            bytes(w[0] * w[1]),
+        ));
         tensors.push((format!("layers.{i}.bias"), vec![w[1]], bytes(w[1])));
     }
     let views: Vec<(String, TensorView)> = tensors
@@ -169,22 +249,52 @@ fn init_from_another_tools_weights() {
     write_foreign_weights(&init, &[64, 32, 10], Dtype::F32, None);
     let model = p(dir.path(), "m.safetensors");
     let init_s = init.to_string_lossy().into_owned();
-    ok(&["train", "--layers", "64,32,10", "--init", &init_s, "--epochs", "1", "--lr", "1e-12", "--out", &model, "--quiet"]);
+    ok(&[
+        "train", "--layers", "64,32,10", "--init", &init_s, "--epochs", "1", "--lr", "1e-12",
+        "--out", &model, "--quiet",
+    ]);
     let ck = Checkpoint::load(Path::new(&model)).unwrap();
     // W1 is [in, out] here and [out, in] in the file: element (i=1, j=0) is file element (0, 1)
     assert!((ck.params[32] - 0.01).abs() < 1e-6, "{}", ck.params[32]);
-    fails(&["train", "--layers", "64,16,10", "--init", &init_s, "--quiet"], "shape");
+    fails(
+        &[
+            "train", "--layers", "64,16,10", "--init", &init_s, "--quiet",
+        ],
+        "shape",
+    );
     let bad = dir.path().join("f64.safetensors");
     write_foreign_weights(&bad, &[64, 32, 10], Dtype::F64, None);
-    fails(&["train", "--layers", "64,32,10", "--init", bad.to_str().unwrap(), "--quiet"], "F32");
+    fails(
+        &[
+            "train",
+            "--layers",
+            "64,32,10",
+            "--init",
+            bad.to_str().unwrap(),
+            "--quiet",
+        ],
+        "F32",
+    );
     let missing = dir.path().join("missing.safetensors");
     write_foreign_weights(&missing, &[64, 32, 10], Dtype::F32, Some("layers.1.bias"));
-    fails(&["train", "--layers", "64,32,10", "--init", missing.to_str().unwrap(), "--quiet"], "layers.1.bias");
+    fails(
+        &[
+            "train",
+            "--layers",
+            "64,32,10",
+            "--init",
+            missing.to_str().unwrap(),
+            "--quiet",
+        ],
+        "layers.1.bias",
+    );
 }
 
 #[test]
 fn verify_passes_on_this_adapter() {
-    let out = ok(&["train", "--verify", "30", "--epochs", "1", "--layers", "64,32,10", "--device", "gpu"]);
+    let out = ok(&[
+        "train", "--verify", "30", "--epochs", "1", "--layers", "64,32,10", "--device", "gpu",
+    ]);
     assert!(out.contains("verify: passed"), "{out}");
     assert!(out.contains("largest parameter deviation"), "{out}");
 }
@@ -198,9 +308,23 @@ fn info_lists_adapters_and_the_pick() {
 
 #[test]
 fn bench_json_has_the_contract_fields() {
-    let out = ok(&["bench", "--layers", "8,16,4", "--batch", "32", "--steps", "3", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
-    for key in ["system", "adapter", "backend", "layers", "batch", "steps", "seconds", "samples_per_s", "gflops", "final_loss"] {
+    let out = ok(&[
+        "bench", "--layers", "8,16,4", "--batch", "32", "--steps", "3", "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    for key in [
+        "system",
+        "adapter",
+        "backend",
+        "layers",
+        "batch",
+        "steps",
+        "seconds",
+        "samples_per_s",
+        "gflops",
+        "final_loss",
+    ] {
         assert!(v.get(key).is_some(), "bench JSON lacks {key}: {v}");
     }
     assert_eq!(v["steps"], 3);
@@ -218,8 +342,23 @@ fn bad_data_gives_a_clear_error_and_no_output_files() {
     let out = p(dir.path(), "m.safetensors");
     let metrics = p(dir.path(), "m.jsonl");
     let train = |data: &str, want: &str| {
-        fails(&["train", "--data", data, "--out", &out, "--metrics", &metrics, "--quiet"], want);
-        assert!(!Path::new(&out).exists() && !Path::new(&metrics).exists(), "a failed run left output files");
+        fails(
+            &[
+                "train",
+                "--data",
+                data,
+                "--out",
+                &out,
+                "--metrics",
+                &metrics,
+                "--quiet",
+            ],
+            want,
+        );
+        assert!(
+            !Path::new(&out).exists() && !Path::new(&metrics).exists(),
+            "a failed run left output files"
+        );
     };
     train("csv:/nonexistent/x.csv", "/nonexistent/x.csv");
     let f = write(dir.path(), "cols.csv", b"1,2,0\n3,4\n");
@@ -234,17 +373,44 @@ fn bad_data_gives_a_clear_error_and_no_output_files() {
     train(&format!("csv:{}", f.display()), "gzip");
     // a label the model cannot represent
     let f = write(dir.path(), "range.csv", b"1,2,0\n3,4,5\n");
-    fails(&["train", "--data", &format!("csv:{}", f.display()), "--layers", "2,4,3", "--quiet"], "out of range");
+    fails(
+        &[
+            "train",
+            "--data",
+            &format!("csv:{}", f.display()),
+            "--layers",
+            "2,4,3",
+            "--quiet",
+        ],
+        "out of range",
+    );
     // IDX: wrong magic, truncated, count mismatch
     let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2];
     images.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
     let img = write(dir.path(), "img.idx", &images);
     let lab = write(dir.path(), "lab.idx", &[0, 0, 8, 1, 0, 0, 0, 2, 0, 1]);
-    ok(&["train", "--data", &format!("idx:{},{}", img.display(), lab.display()), "--epochs", "1", "--val-split", "0", "--quiet", "--device", "cpu"]);
+    ok(&[
+        "train",
+        "--data",
+        &format!("idx:{},{}", img.display(), lab.display()),
+        "--epochs",
+        "1",
+        "--val-split",
+        "0",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]);
     let wrong = write(dir.path(), "wrong.idx", &[0, 0, 8, 9, 0, 0, 0, 2, 0, 1]);
-    train(&format!("idx:{},{}", img.display(), wrong.display()), "magic");
+    train(
+        &format!("idx:{},{}", img.display(), wrong.display()),
+        "magic",
+    );
     let short = write(dir.path(), "short.idx", &images[..20]);
-    train(&format!("idx:{},{}", short.display(), lab.display()), "truncated");
+    train(
+        &format!("idx:{},{}", short.display(), lab.display()),
+        "truncated",
+    );
     let three = write(dir.path(), "three.idx", &[0, 0, 8, 1, 0, 0, 0, 3, 0, 1, 1]);
     train(&format!("idx:{},{}", img.display(), three.display()), "3");
     train("mnist-please", "digits");
@@ -254,25 +420,110 @@ fn bad_data_gives_a_clear_error_and_no_output_files() {
 fn bad_checkpoints_and_outputs_are_refused_and_nothing_is_lost() {
     let dir = tmp();
     let model = p(dir.path(), "m.safetensors");
-    ok(&["train", "--layers", "64,16,10", "--epochs", "1", "--out", &model, "--quiet"]);
+    ok(&[
+        "train", "--layers", "64,16,10", "--epochs", "1", "--out", &model, "--quiet",
+    ]);
     let saved = std::fs::read(&model).unwrap();
     // a run that fails must leave the existing checkpoint as it was
-    fails(&["train", "--data", "csv:/nonexistent.csv", "--out", &model, "--quiet"], "nonexistent");
-    assert_eq!(std::fs::read(&model).unwrap(), saved, "a failed run changed the checkpoint");
+    fails(
+        &[
+            "train",
+            "--data",
+            "csv:/nonexistent.csv",
+            "--out",
+            &model,
+            "--quiet",
+        ],
+        "nonexistent",
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        saved,
+        "a failed run changed the checkpoint"
+    );
     // resume with a different model
-    fails(&["train", "--resume", &model, "--layers", "64,32,10", "--epochs", "2", "--quiet"], "layers");
+    fails(
+        &[
+            "train", "--resume", &model, "--layers", "64,32,10", "--epochs", "2", "--quiet",
+        ],
+        "layers",
+    );
     // corrupt and truncated checkpoints
-    let corrupt = write(dir.path(), "corrupt.safetensors", b"this is not safetensors");
-    fails(&["eval", "--model", corrupt.to_str().unwrap(), "--data", "digits"], "safetensors");
+    let corrupt = write(
+        dir.path(),
+        "corrupt.safetensors",
+        b"this is not safetensors",
+    );
+    fails(
+        &[
+            "eval",
+            "--model",
+            corrupt.to_str().unwrap(),
+            "--data",
+            "digits",
+        ],
+        "safetensors",
+    );
     let truncated = write(dir.path(), "trunc.safetensors", &saved[..saved.len() / 2]);
-    fails(&["eval", "--model", truncated.to_str().unwrap(), "--data", "digits"], "trunc.safetensors");
-    fails(&["eval", "--model", &p(dir.path(), "absent.safetensors"), "--data", "digits"], "absent.safetensors");
+    fails(
+        &[
+            "eval",
+            "--model",
+            truncated.to_str().unwrap(),
+            "--data",
+            "digits",
+        ],
+        "trunc.safetensors",
+    );
+    fails(
+        &[
+            "eval",
+            "--model",
+            &p(dir.path(), "absent.safetensors"),
+            "--data",
+            "digits",
+        ],
+        "absent.safetensors",
+    );
     // weights-only files cannot be resumed or evaluated (no metadata)
     let foreign = dir.path().join("torch.safetensors");
     write_foreign_weights(&foreign, &[64, 16, 10], Dtype::F32, None);
-    fails(&["eval", "--model", foreign.to_str().unwrap(), "--data", "digits"], "metadata");
-    fails(&["train", "--resume", foreign.to_str().unwrap(), "--quiet"], "metadata");
+    fails(
+        &[
+            "eval",
+            "--model",
+            foreign.to_str().unwrap(),
+            "--data",
+            "digits",
+        ],
+        "metadata",
+    );
+    fails(
+        &["train", "--resume", foreign.to_str().unwrap(), "--quiet"],
+        "metadata",
+    );
     // an output folder that does not exist
-    fails(&["train", "--epochs", "1", "--out", "/nonexistent-dir/m.safetensors", "--quiet"], "does not exist");
-    fails(&["predict", "--model", &model, "--data", "digits", "--out", "/nonexistent-dir/p.csv"], "does not exist");
+    fails(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--out",
+            "/nonexistent-dir/m.safetensors",
+            "--quiet",
+        ],
+        "does not exist",
+    );
+    fails(
+        &[
+            "predict",
+            "--model",
+            &model,
+            "--data",
+            "digits",
+            "--out",
+            "/nonexistent-dir/p.csv",
+        ],
+        "does not exist",
+    );
 }

@@ -4,16 +4,19 @@ use gpumlp::gpu::kernels::Family;
 
 #[test]
 fn every_wgsl_file_parses_and_validates() {
-    for f in Family::ALL {
-        let src = f.source();
+    let sources = Family::ALL
+        .iter()
+        .map(|f| (f.file(), f.source()))
+        .chain([("shaders/fused.wgsl", gpumlp::gpu::fused::source())]);
+    for (file, src) in sources {
         let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}: {}", f.file(), e.emit_to_string(&src)));
+            .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
         naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::all(),
         )
         .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", f.file(), e.emit_to_string(&src)));
+        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&src)));
     }
 }
 
@@ -24,7 +27,8 @@ fn every_file_in_shaders_is_loaded() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            Family::ALL.iter().any(|f| f.source().contains(&text)),
+            Family::ALL.iter().any(|f| f.source().contains(&text))
+                || gpumlp::gpu::fused::source().contains(&text),
             "{} is not part of any kernel family",
             path.display()
         );

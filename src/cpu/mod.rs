@@ -280,4 +280,13 @@ impl Backend for CpuBackend {
     fn last_gradients(&mut self) -> Result<Vec<f32>> {
         Ok(self.grads.clone())
     }
+    fn allocated_bytes(&self) -> u64 {
+        let floats = self.params.len()
+            + self.grads.len()
+            + self.state.m.len()
+            + self.state.v.len()
+            + self.train_x.len()
+            + self.train_t.len();
+        (floats * 4 + self.order.len() * 4) as u64
+    }
 }

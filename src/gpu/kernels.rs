@@ -114,8 +114,61 @@ pub enum MatmulMode {
     Grad = 2,
 }
 
-/// Matmul workgroup tile: 64×64 outputs.
+/// Matmul workgroup tile: 64×64 outputs of the tiled variant. The blocked variant's tile with its
+/// default override constants (128×64) covers at least as much, so a launch that knows only this
+/// constant (the probes) still covers C.
 pub const MATMUL_TILE: u32 = 64;
+
+/// The two matmul kernels in shaders/matmul.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// `matmul_tiled`: 64×64 workgroup tiles staged through workgroup memory, 4×4 register
+    /// tiles per invocation. For GPUs.
+    Tiled,
+    /// `matmul_blocked`: no workgroup memory and no barriers; each of 64 invocations owns a
+    /// 16×8 register block. For CPU adapters (lavapipe, llvmpipe), where every memory access
+    /// is a per-lane scalar loop and barriers split a workgroup into coroutines.
+    Blocked,
+}
+
+/// A matmul launch shape: which kernel, and (blocked) how its 64 invocations split over
+/// columns. Chosen per adapter and per problem shape by [`Kernels::matmul_config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatmulConfig {
+    pub variant: MatmulVariant,
+    /// Blocked: invocations across columns (the `WG_N` override): 1, 2, 4 or 8.
+    pub wg_n: u32,
+}
+
+/// Outputs per invocation of the blocked variant, along rows and along columns.
+const BLOCK_M: u32 = 16;
+const BLOCK_N: u32 = 8;
+/// Invocations per workgroup of the blocked variant.
+const BLOCK_WG: u32 = 64;
+
+impl MatmulConfig {
+    /// The entry point in shaders/matmul.wgsl.
+    pub fn entry(&self) -> &'static str {
+        match self.variant {
+            MatmulVariant::Tiled => "matmul_tiled",
+            MatmulVariant::Blocked => "matmul_blocked",
+        }
+    }
+
+    /// Outputs (rows, columns) one workgroup covers.
+    pub fn tile(&self) -> (u32, u32) {
+        match self.variant {
+            MatmulVariant::Tiled => (MATMUL_TILE, MATMUL_TILE),
+            MatmulVariant::Blocked => (BLOCK_WG / self.wg_n * BLOCK_M, self.wg_n * BLOCK_N),
+        }
+    }
+
+    /// Workgroups (x over columns, y over rows) for a `rows × cols` output.
+    pub fn groups(&self, rows: u32, cols: u32) -> (u32, u32) {
+        let (tm, tn) = self.tile();
+        (cols.div_ceil(tn).max(1), rows.div_ceil(tm).max(1))
+    }
+}
 /// Invocations per workgroup of the 1-D kernels.
 pub const WORKGROUP_1D: u32 = 256;
 
@@ -144,6 +197,8 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
 
 /// Shader modules and bind group layouts, made once per device.
 pub struct Kernels {
+    /// The matmul kernel this adapter runs (by device type).
+    matmul_variant: MatmulVariant,
     modules: Vec<(Family, wgpu::ShaderModule)>,
     layouts: Vec<(Family, wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
 }
@@ -192,7 +247,15 @@ impl Kernels {
             });
             layouts.push((f, bgl, pl));
         }
-        Kernels { modules, layouts }
+        let matmul_variant = match device.adapter_info().device_type {
+            wgpu::DeviceType::Cpu => MatmulVariant::Blocked,
+            _ => MatmulVariant::Tiled,
+        };
+        Kernels {
+            matmul_variant,
+            modules,
+            layouts,
+        }
     }
 
     pub fn bind_group_layout(&self, f: Family) -> &wgpu::BindGroupLayout {
@@ -204,7 +267,22 @@ impl Kernels {
             .1
     }
 
-    /// A compute pipeline for `entry` of family `f` with override constants.
+    /// The matmul launch shape for an output with `cols` columns on this adapter. Blocked: the
+    /// fewest lanes across columns that still cover `cols` (up to 8: a 128×64 tile), so narrow
+    /// outputs (10, 1) do not leave most invocations idle.
+    pub fn matmul_config(&self, cols: u32) -> MatmulConfig {
+        let wg_n = match self.matmul_variant {
+            MatmulVariant::Tiled => 1,
+            MatmulVariant::Blocked => cols.div_ceil(BLOCK_N).next_power_of_two().clamp(1, 8),
+        };
+        MatmulConfig {
+            variant: self.matmul_variant,
+            wg_n,
+        }
+    }
+
+    /// A compute pipeline for `entry` of family `f` with override constants. The matmul's
+    /// generic entry `matmul` resolves to this adapter's variant with its default (64×64) tile.
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
@@ -224,6 +302,11 @@ impl Kernels {
             .find(|(g, _, _)| *g == f)
             .expect("all families")
             .2;
+        let entry = if f == Family::Matmul && entry == "matmul" {
+            self.matmul_config(MATMUL_TILE).entry()
+        } else {
+            entry
+        };
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: Some(layout),
@@ -237,26 +320,27 @@ impl Kernels {
         })
     }
 
-    /// The matmul pipeline for a mode, activation (φ for forward, φ' for delta) and optimizer.
+    /// The matmul pipeline for a launch shape, mode, activation (φ for forward, φ' for delta)
+    /// and optimizer.
     pub fn matmul(
         &self,
         device: &wgpu::Device,
+        cfg: MatmulConfig,
         mode: MatmulMode,
         act: u32,
         opt: u32,
         keep_grad: bool,
     ) -> wgpu::ComputePipeline {
-        self.pipeline(
-            device,
-            Family::Matmul,
-            "matmul",
-            &[
-                ("MODE", mode as u32 as f64),
-                ("ACT", act as f64),
-                ("OPT", opt as f64),
-                ("KEEP_GRAD", keep_grad as u32 as f64),
-            ],
-        )
+        let mut constants = vec![
+            ("MODE", mode as u32 as f64),
+            ("ACT", act as f64),
+            ("OPT", opt as f64),
+            ("KEEP_GRAD", keep_grad as u32 as f64),
+        ];
+        if cfg.variant == MatmulVariant::Blocked {
+            constants.push(("WG_N", cfg.wg_n as f64));
+        }
+        self.pipeline(device, Family::Matmul, cfg.entry(), &constants)
     }
 
     /// A bind group of family `f` over whole buffers, in binding order.

@@ -2,6 +2,7 @@
 //! one command encoder and one submit per training step, with no readback inside a step.
 
 pub mod context;
+pub mod fused;
 pub mod kernels;
 pub mod probe;
 
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{Activation, ModelSpec};
 use crate::optim::{Optimizer, StepHyper};
 use kernels::{
-    groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, OneU32, StepUniform, MATMUL_TILE,
+    groups_1d, Family, Kernels, LossDims, MatmulConfig, MatmulDims, MatmulMode, OneU32, StepUniform,
 };
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
@@ -39,8 +40,8 @@ impl Default for GpuOptions {
 /// How a dispatch's workgroup grid follows the step's batch size.
 #[derive(Clone, Copy, Debug)]
 enum Grid {
-    /// A matmul whose rows are the batch, over `cols` columns.
-    BatchRows { cols: u32 },
+    /// A matmul whose rows are the batch, over `cols` columns, in workgroups of `cfg`'s tile.
+    BatchRows { cols: u32, cfg: MatmulConfig },
     /// A fixed grid.
     Fixed(u32, u32),
     /// A 1-D kernel with `per_row` invocations per batch row.
@@ -66,6 +67,8 @@ struct LayerBuffers {
 /// The training set when it lives on the device, with its gather launches.
 struct DeviceData {
     rows: usize,
+    /// Bytes of the data, order and gather buffers (released when the data is replaced).
+    bytes: u64,
     order: wgpu::Buffer,
     gather: [Dispatch; 2],
     _x: wgpu::Buffer,
@@ -225,6 +228,7 @@ impl GpuBackend {
         for (l, lay) in layout.iter().enumerate() {
             let act = spec.activations[l];
             let input = if l == 0 { &x_batch } else { &layers[l - 1].z };
+            let cfg = kernels.matmul_config(lay.outputs as u32);
             let dims = uniform(bytemuck::bytes_of(&MatmulDims {
                 n: lay.outputs as u32,
                 k: lay.inputs as u32,
@@ -244,7 +248,7 @@ impl GpuBackend {
                     lay.outputs,
                     act
                 ),
-                pipeline: kernels.matmul(device, MatmulMode::Forward, act.code(), 0, false),
+                pipeline: kernels.matmul(device, cfg, MatmulMode::Forward, act.code(), 0, false),
                 bind_group: kernels.bind_group(
                     device,
                     Family::Matmul,
@@ -261,12 +265,14 @@ impl GpuBackend {
                 ),
                 grid: Grid::BatchRows {
                     cols: lay.outputs as u32,
+                    cfg,
                 },
             });
         }
         for (l, lay) in layout.iter().enumerate().rev() {
             if l > 0 {
                 let prev_act = spec.activations[l - 1];
+                let cfg = kernels.matmul_config(lay.inputs as u32);
                 let dims = uniform(bytemuck::bytes_of(&MatmulDims {
                     n: lay.inputs as u32,
                     k: lay.outputs as u32,
@@ -282,7 +288,14 @@ impl GpuBackend {
                         "delta {} [B,{}]x[{},{}]ᵀ ⊙ {}'",
                         l, lay.outputs, lay.inputs, lay.outputs, prev_act
                     ),
-                    pipeline: kernels.matmul(device, MatmulMode::Delta, prev_act.code(), 0, false),
+                    pipeline: kernels.matmul(
+                        device,
+                        cfg,
+                        MatmulMode::Delta,
+                        prev_act.code(),
+                        0,
+                        false,
+                    ),
                     bind_group: kernels.bind_group(
                         device,
                         Family::Matmul,
@@ -299,10 +312,12 @@ impl GpuBackend {
                     ),
                     grid: Grid::BatchRows {
                         cols: lay.inputs as u32,
+                        cfg,
                     },
                 });
             }
             let input = if l == 0 { &x_batch } else { &layers[l - 1].z };
+            let cfg = kernels.matmul_config(lay.outputs as u32);
             let dims = uniform(bytemuck::bytes_of(&MatmulDims {
                 n: lay.outputs as u32,
                 k: 0,
@@ -323,6 +338,7 @@ impl GpuBackend {
                 ),
                 pipeline: kernels.matmul(
                     device,
+                    cfg,
                     MatmulMode::Grad,
                     0,
                     opt_code,
@@ -342,10 +358,10 @@ impl GpuBackend {
                         &opt_v,
                     ],
                 ),
-                grid: Grid::Fixed(
-                    (lay.outputs as u32).div_ceil(MATMUL_TILE),
-                    (lay.inputs as u32 + 1).div_ceil(MATMUL_TILE),
-                ),
+                grid: {
+                    let (x, y) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
+                    Grid::Fixed(x, y)
+                },
             });
         }
         let update = (!options.fused).then(|| {
@@ -455,12 +471,6 @@ impl GpuBackend {
     /// The device this backend runs on.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.ctx
-    }
-
-    /// Bytes of device memory this model and batch allocated (parameters, optimizer state,
-    /// activations, deltas, the training set).
-    pub fn allocated_bytes(&self) -> u64 {
-        self.bytes
     }
 
     /// The largest batch this backend was placed for.
@@ -631,10 +641,7 @@ impl GpuBackend {
 
     fn record(&self, pass: &mut wgpu::ComputePass<'_>, d: &Dispatch, batch: usize) {
         let (x, y) = match d.grid {
-            Grid::BatchRows { cols } => (
-                cols.div_ceil(MATMUL_TILE),
-                (batch as u32).div_ceil(MATMUL_TILE),
-            ),
+            Grid::BatchRows { cols, cfg } => cfg.groups(batch as u32, cols),
             Grid::Fixed(x, y) => (x, y),
             Grid::PerRow { per_row } => groups_1d(
                 batch as u64 * per_row as u64,
@@ -889,7 +896,10 @@ impl Backend for GpuBackend {
         self.check_rows("inputs", x, rows, inp)?;
         self.check_rows("targets", t, rows, out)?;
         self.ensure_stats_capacity(rows);
-        self.data = TrainData::None;
+        if let TrainData::Device(old) = std::mem::replace(&mut self.data, TrainData::None) {
+            self.bytes -= old.bytes;
+        }
+        let before = self.bytes;
         let limit = self.ctx.limits.max_storage_buffer_binding_size;
         if (rows * inp) as u64 * F32 > limit || (rows * out) as u64 * F32 > limit {
             self.data = TrainData::Host(HostData {
@@ -934,6 +944,7 @@ impl Backend for GpuBackend {
         ];
         self.data = TrainData::Device(DeviceData {
             rows,
+            bytes: self.bytes - before,
             order,
             gather,
             _x: data_x,
@@ -1077,5 +1088,8 @@ impl Backend for GpuBackend {
             ));
         }
         self.read(&self.grads, self.spec.param_count())
+    }
+    fn allocated_bytes(&self) -> u64 {
+        self.bytes
     }
 }

@@ -59,10 +59,12 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         t[r * out + rng.random_range(0..out)] = 1.0;
     }
     let mut gpu: Option<gpumlp::GpuBackend> = None;
+    let mut adapter = ("cpu-reference".to_string(), "cpu".to_string());
     let mut backend: Box<dyn Backend> = match args.device.device()? {
         gpumlp::Device::Cpu => Box::new(gpumlp::CpuBackend::new(&spec, Optimizer::Sgd)?),
         gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
             let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);
+            adapter = (ctx.info.name.clone(), ctx.info.backend.clone());
             let options = gpumlp::GpuOptions {
                 fused: !args.unfused,
                 capture_gradients: false,
@@ -104,10 +106,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let gflops =
         6.0 * batch as f64 * spec.macs_per_sample() as f64 * args.steps as f64 / seconds / 1e9;
     let name = backend.name();
-    let (adapter, backend_name) = match name.split_once(": ") {
-        Some((b, rest)) => (rest.to_string(), b.to_string()),
-        None => (name.clone(), "cpu".to_string()),
-    };
+    let (adapter, backend_name) = adapter;
     let layers = args
         .layers
         .iter()

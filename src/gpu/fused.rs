@@ -1,0 +1,535 @@
+//! A fully fused training step for narrow networks (every width, input and output included,
+//! ≤ [`MAX_WIDTH`]), after tiny-cuda-nn's fully fused MLP, in portable WGSL (shaders/fused.wgsl).
+//!
+//! Two dispatches per step:
+//! 1. `fused_tile`: each workgroup walks batch tiles of `tile` rows (tiles `g, g + G, …`). For a
+//!    tile it runs the whole forward (activations ping-pong between two `[tile, stride]` tiles of
+//!    workgroup memory; hidden pre-activations `a` also go to a per-workgroup scratch slice for
+//!    φ'), the loss and output delta, and the whole backward, adding each layer's `[z, 1]ᵀ·δ` into
+//!    the workgroup's own slice of a partial-gradient buffer `[G, P]` (stored on its first tile,
+//!    added after: no atomics, no zeroing pass).
+//! 2. `reduce_update`: one invocation per parameter sums the `G` partials in workgroup order,
+//!    adds `λW` on weights, optionally keeps the gradient, and applies the optimizer update;
+//!    workgroup 0 also reduces the per-invocation loss/correct partials into
+//!    `stats[step_index]`.
+//!
+//! Every sum has a fixed order, so a rerun is bit-identical. The math is that of
+//! `crate::cpu::ops` (the same as the layered schedule).
+
+use super::kernels::{groups_1d, StepUniform, ACTIVATION_WGSL, STEP_WGSL};
+use super::{probe, read_staging, GpuContext};
+use crate::backend::OptimizerState;
+use crate::error::{Error, Result};
+use crate::model::{Activation, ModelSpec};
+use crate::optim::{Optimizer, StepHyper};
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+/// The fused kernel's own WGSL (without its preludes).
+pub const FUSED_WGSL: &str = include_str!("../../shaders/fused.wgsl");
+
+/// The widest layer (input and output included) the fused step accepts.
+pub const MAX_WIDTH: usize = 128;
+/// The largest batch tile, whatever the workgroup memory allows.
+const MAX_TILE: usize = 128;
+/// Invocations per workgroup of the tile pass: at most, and at least.
+const MAX_WG: u32 = 256;
+const MIN_WG: u32 = 64;
+/// Invocations per workgroup of `reduce_update` (fixed in the shader).
+const REDUCE_WG: u32 = 256;
+const F32: u64 = 4;
+
+/// The full module source: activation.wgsl + step.wgsl + fused.wgsl.
+pub fn source() -> String {
+    [ACTIVATION_WGSL, STEP_WGSL, FUSED_WGSL].join("\n")
+}
+
+/// Mirrors `struct Layer` in shaders/fused.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct FusedLayer {
+    inputs: u32,
+    outputs: u32,
+    weight: u32,
+    bias: u32,
+    act: u32,
+    alpha: f32,
+    a_off: u32,
+    _pad: u32,
+}
+
+/// Choices beyond the model: gradient capture and (for tests) the number of partial slices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FusedOptions {
+    /// Write the reduced gradient `∂E/∂params` (incl. `λW`) into [`FusedBuffers::grads`].
+    pub capture_gradients: bool,
+    /// Most workgroups of the tile pass (each owns one `[P]` partial slice). `None`: 64 on a CPU
+    /// adapter, 256 otherwise, and never more than `max_batch` needs.
+    pub max_groups: Option<usize>,
+}
+
+/// The launch shape the fused step picked for a model on an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusedShape {
+    /// Batch rows per tile (a multiple of 4).
+    pub tile: usize,
+    /// Row stride of the workgroup tiles: the widest layer rounded up to 4.
+    pub stride: usize,
+    /// Invocations per workgroup of the tile pass.
+    pub workgroup: u32,
+    /// Most workgroups of the tile pass (partial-gradient slices).
+    pub groups: usize,
+    /// Workgroup memory of the tile pass in bytes: `2 · tile · stride · 4`.
+    pub workgroup_bytes: usize,
+}
+
+impl FusedShape {
+    /// The launch shape for `spec` within `workgroup_limit` bytes of workgroup memory, or `None`
+    /// when `spec` is not eligible (a width above [`MAX_WIDTH`], a step activation) or not even a
+    /// 4-row tile fits.
+    pub fn choose(
+        spec: &ModelSpec,
+        workgroup_limit: u32,
+        max_invocations: u32,
+        max_batch: usize,
+        max_groups: usize,
+    ) -> Option<FusedShape> {
+        if spec.validate().is_err()
+            || spec.activations.contains(&Activation::Step)
+            || spec.sizes.iter().any(|&s| s > MAX_WIDTH)
+        {
+            return None;
+        }
+        let stride = spec.sizes.iter().copied().max()?.next_multiple_of(4);
+        let tile = (workgroup_limit as usize / (2 * stride * F32 as usize) / 4 * 4).min(MAX_TILE);
+        if tile < 4 {
+            return None;
+        }
+        let workgroup = ((tile * stride / 16) as u32)
+            .clamp(MIN_WG, MAX_WG)
+            .max(tile as u32)
+            .min(max_invocations);
+        if (workgroup as usize) < tile {
+            return None;
+        }
+        let groups = max_batch.div_ceil(tile).clamp(1, max_groups.max(1));
+        Some(FusedShape {
+            tile,
+            stride,
+            workgroup,
+            groups,
+            workgroup_bytes: 2 * tile * stride * F32 as usize,
+        })
+    }
+
+    /// Workgroups of the tile pass for a batch of `batch` rows (the shader computes the same).
+    pub fn groups_for(&self, batch: usize) -> u32 {
+        batch.div_ceil(self.tile).clamp(1, self.groups) as u32
+    }
+}
+
+/// The buffers a fused step reads and writes, owned by the caller.
+pub struct FusedBuffers<'a> {
+    /// Uniform [`StepUniform`] (batch, step_index, lr, …), written by the host before each step.
+    pub step: &'a wgpu::Buffer,
+    /// x: [max_batch, in], this step's inputs (already gathered).
+    pub x: &'a wgpu::Buffer,
+    /// t: [max_batch, out], dense targets.
+    pub t: &'a wgpu::Buffer,
+    /// [P], updated in place.
+    pub params: &'a wgpu::Buffer,
+    /// [P], or a 16-byte dummy when the optimizer has no such slot.
+    pub opt_m: &'a wgpu::Buffer,
+    pub opt_v: &'a wgpu::Buffer,
+    /// [P], the gradient when capturing, else a 16-byte dummy.
+    pub grads: &'a wgpu::Buffer,
+    /// [steps, 2]: loss sum and correct count per step.
+    pub stats: &'a wgpu::Buffer,
+}
+
+/// The fused step of one model on one device: pipelines, bind group and scratch, built once.
+pub struct FusedMlp {
+    shape: FusedShape,
+    params: usize,
+    tile_pipeline: wgpu::ComputePipeline,
+    reduce_pipeline: wgpu::ComputePipeline,
+    tile_group: wgpu::BindGroup,
+    reduce_group: wgpu::BindGroup,
+    max_per_dim: u32,
+    bytes: u64,
+    _layers: wgpu::Buffer,
+    _scratch: wgpu::Buffer,
+    _partial: wgpu::Buffer,
+}
+
+impl FusedMlp {
+    /// `None` if `spec` is not eligible (a width > 128, a step activation), does not fit this
+    /// adapter's workgroup memory or binding limits, or the adapter rejects the pipelines.
+    pub fn new(
+        ctx: &GpuContext,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        bufs: &FusedBuffers<'_>,
+        options: FusedOptions,
+    ) -> Option<FusedMlp> {
+        let device = &ctx.device;
+        let cpu = ctx.info.device_type.eq_ignore_ascii_case("cpu");
+        let max_groups = options.max_groups.unwrap_or(if cpu { 64 } else { 256 });
+        let shape = FusedShape::choose(
+            spec,
+            ctx.limits.max_compute_workgroup_storage_size,
+            ctx.limits
+                .max_compute_invocations_per_workgroup
+                .min(ctx.limits.max_compute_workgroup_size_x),
+            max_batch.max(1),
+            max_groups,
+        )?;
+        let p = spec.param_count();
+        let layout = spec.layout();
+        let hidden: usize = layout[..layout.len() - 1].iter().map(|l| l.outputs).sum();
+        let mut a_off = 0;
+        let layers: Vec<FusedLayer> = layout
+            .iter()
+            .zip(&spec.activations)
+            .map(|(l, act)| {
+                let layer = FusedLayer {
+                    inputs: l.inputs as u32,
+                    outputs: l.outputs as u32,
+                    weight: l.weight as u32,
+                    bias: l.bias as u32,
+                    act: act.code(),
+                    alpha: act.alpha(),
+                    a_off: a_off as u32,
+                    _pad: 0,
+                };
+                a_off += shape.tile * l.outputs;
+                layer
+            })
+            .collect();
+        let scratch_len = (shape.groups * shape.tile * hidden).max(4) as u64 * F32;
+        let partial_len =
+            (shape.groups * p + shape.groups * shape.workgroup as usize * 2) as u64 * F32;
+        let limit = ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(ctx.limits.max_buffer_size);
+        if scratch_len > limit || partial_len > limit || p >= u32::MAX as usize / 2 {
+            return None;
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layers_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("fused layers"),
+            contents: bytemuck::cast_slice(&layers),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let storage = |label, size| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let scratch = storage("fused scratch", scratch_len);
+        let partial = storage("fused partial gradients", partial_len);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("shaders/fused.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(source().into()),
+        });
+        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let read = wgpu::BufferBindingType::Storage { read_only: true };
+        let rw = wgpu::BufferBindingType::Storage { read_only: false };
+        // Every binding of the module, with its access; each pass binds only those it uses, so
+        // that the tile pass reads the parameters through a read-only binding (11).
+        let all: [(&wgpu::Buffer, wgpu::BufferBindingType); 12] = [
+            (bufs.step, wgpu::BufferBindingType::Uniform),
+            (&layers_buf, read),
+            (bufs.x, read),
+            (bufs.t, read),
+            (bufs.params, rw),
+            (bufs.opt_m, rw),
+            (bufs.opt_v, rw),
+            (bufs.grads, rw),
+            (bufs.stats, rw),
+            (&scratch, rw),
+            (&partial, rw),
+            (bufs.params, read),
+        ];
+        let group = |bindings: &[u32]| {
+            let entries: Vec<_> = bindings
+                .iter()
+                .map(|&b| entry(b, all[b as usize].1))
+                .collect();
+            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("fused"),
+                entries: &entries,
+            });
+            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("fused"),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
+            let entries: Vec<wgpu::BindGroupEntry> = bindings
+                .iter()
+                .map(|&b| wgpu::BindGroupEntry {
+                    binding: b,
+                    resource: all[b as usize].0.as_entire_binding(),
+                })
+                .collect();
+            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("fused"),
+                layout: &bgl,
+                entries: &entries,
+            });
+            (pl, bg)
+        };
+        let (tile_layout, tile_group) = group(&[0, 1, 2, 3, 9, 10, 11]);
+        let (reduce_layout, reduce_group) = group(&[0, 1, 4, 5, 6, 7, 8, 10]);
+        let constants: Vec<(&str, f64)> = vec![
+            ("TILE", shape.tile as f64),
+            ("STRIDE", shape.stride as f64),
+            ("SM_LEN", (2 * shape.tile * shape.stride) as f64),
+            ("WG", shape.workgroup as f64),
+            ("GROUPS", shape.groups as f64),
+            ("LAYERS", layout.len() as f64),
+            ("PARAMS", p as f64),
+            ("HIDDEN", hidden as f64),
+            ("LOSS", spec.loss.code() as f64),
+            ("OPT", optimizer.kind().code() as f64),
+            ("KEEP_GRAD", options.capture_gradients as u32 as f64),
+        ];
+        let pipeline = |entry: &str, layout: &wgpu::PipelineLayout| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        };
+        let tile_pipeline = pipeline("fused_tile", &tile_layout);
+        let reduce_pipeline = pipeline("reduce_update", &reduce_layout);
+        if pollster::block_on(scope.pop()).is_some() {
+            return None;
+        }
+        Some(FusedMlp {
+            shape,
+            params: p,
+            tile_pipeline,
+            reduce_pipeline,
+            tile_group,
+            reduce_group,
+            max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
+            bytes: layers_buf.size() + scratch.size() + partial.size(),
+            _layers: layers_buf,
+            _scratch: scratch,
+            _partial: partial,
+        })
+    }
+
+    /// Records the whole step (both dispatches) for a batch of `batch` rows (≥ 1, ≤ `max_batch`,
+    /// and equal to the Step uniform's `batch`) into `pass`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, batch: usize) {
+        pass.set_bind_group(0, &self.tile_group, &[]);
+        pass.set_pipeline(&self.tile_pipeline);
+        pass.dispatch_workgroups(self.shape.groups_for(batch), 1, 1);
+        let (gx, gy) = groups_1d(self.params as u64, self.max_per_dim);
+        debug_assert_eq!(REDUCE_WG, super::kernels::WORKGROUP_1D);
+        pass.set_bind_group(0, &self.reduce_group, &[]);
+        pass.set_pipeline(&self.reduce_pipeline);
+        pass.dispatch_workgroups(gx, gy, 1);
+    }
+
+    /// Dispatches per step.
+    pub fn dispatches(&self) -> usize {
+        2
+    }
+
+    /// Bytes of the buffers this step owns (layer table, scratch, partial gradients).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The launch shape chosen for this model and adapter.
+    pub fn shape(&self) -> FusedShape {
+        self.shape
+    }
+}
+
+/// What [`run_step`] reads back: (params after, gradient, [loss sum, correct], optimizer state).
+pub type StepOutputs = (Vec<f32>, Vec<f32>, [f32; 2], OptimizerState);
+
+/// One fused step on host arrays, with gradient capture: creates every buffer, runs the step
+/// and reads back (params after, gradient, [loss sum, correct], optimizer state). For tests.
+#[allow(clippy::too_many_arguments)]
+pub fn run_step(
+    ctx: &GpuContext,
+    spec: &ModelSpec,
+    optimizer: Optimizer,
+    params: &[f32],
+    opt_state: &OptimizerState,
+    x: &[f32],
+    t: &[f32],
+    batch: usize,
+    hyper: &StepHyper,
+) -> Result<StepOutputs> {
+    run_step_with(
+        ctx,
+        spec,
+        optimizer,
+        params,
+        opt_state,
+        x,
+        t,
+        batch,
+        hyper,
+        FusedOptions {
+            capture_gradients: true,
+            max_groups: None,
+        },
+    )
+}
+
+/// [`run_step`] with explicit [`FusedOptions`] (gradients are read back only when captured).
+#[allow(clippy::too_many_arguments)]
+pub fn run_step_with(
+    ctx: &GpuContext,
+    spec: &ModelSpec,
+    optimizer: Optimizer,
+    params: &[f32],
+    opt_state: &OptimizerState,
+    x: &[f32],
+    t: &[f32],
+    batch: usize,
+    hyper: &StepHyper,
+    options: FusedOptions,
+) -> Result<StepOutputs> {
+    let p = spec.param_count();
+    let check = |what: &str, got: usize, want: usize| {
+        if got == want {
+            Ok(())
+        } else {
+            Err(Error::Shape {
+                what: what.into(),
+                expected: want.to_string(),
+                got: got.to_string(),
+            })
+        }
+    };
+    if batch == 0 {
+        return Err(Error::InvalidConfig("batch size must be at least 1".into()));
+    }
+    check("params", params.len(), p)?;
+    check("x", x.len(), batch * spec.inputs())?;
+    check("t", t.len(), batch * spec.outputs())?;
+    let slots = optimizer.state_slots();
+    check(
+        "optimizer m",
+        opt_state.m.len(),
+        if slots >= 1 { p } else { 0 },
+    )?;
+    check(
+        "optimizer v",
+        opt_state.v.len(),
+        if slots >= 2 { p } else { 0 },
+    )?;
+    let device = &ctx.device;
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let init = |label: &str, data: &[f32], usage: wgpu::BufferUsages| {
+        let mut bytes = bytemuck::cast_slice::<f32, u8>(data).to_vec();
+        bytes.resize(bytes.len().max(16), 0);
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: &bytes,
+            usage,
+        })
+    };
+    let rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    let step: StepUniform = probe::step_uniform(batch, hyper);
+    let step_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("fused step"),
+        contents: bytemuck::bytes_of(&step),
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    let x_buf = init("fused x", x, wgpu::BufferUsages::STORAGE);
+    let t_buf = init("fused t", t, wgpu::BufferUsages::STORAGE);
+    let params_buf = init("fused params", params, rw);
+    let m_buf = init("fused m", &opt_state.m, rw);
+    let v_buf = init("fused v", &opt_state.v, rw);
+    let grads_len = if options.capture_gradients { p } else { 0 };
+    let grads_buf = init("fused grads", &vec![0.0; grads_len], rw);
+    let stats_buf = init("fused stats", &[0.0, 0.0], rw);
+    let bufs = FusedBuffers {
+        step: &step_buf,
+        x: &x_buf,
+        t: &t_buf,
+        params: &params_buf,
+        opt_m: &m_buf,
+        opt_v: &v_buf,
+        grads: &grads_buf,
+        stats: &stats_buf,
+    };
+    let fused = FusedMlp::new(ctx, spec, optimizer, batch, &bufs, options).ok_or_else(|| {
+        Error::InvalidModel(format!(
+            "the fused step does not take {:?} on {}: every width must be ≤ {MAX_WIDTH}, no step activation, and a 4-row tile must fit the workgroup memory",
+            spec.sizes, ctx.info
+        ))
+    })?;
+    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("fused step"),
+            timestamp_writes: None,
+        });
+        fused.record(&mut pass, batch);
+    }
+    let readback: Vec<(wgpu::Buffer, usize)> = [
+        (&params_buf, p),
+        (&grads_buf, grads_len),
+        (&stats_buf, 2),
+        (&m_buf, opt_state.m.len()),
+        (&v_buf, opt_state.v.len()),
+    ]
+    .iter()
+    .map(|(b, len)| {
+        let s = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("fused readback"),
+            size: b.size(),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        enc.copy_buffer_to_buffer(b, 0, &s, 0, b.size());
+        (s, *len)
+    })
+    .collect();
+    ctx.queue.submit([enc.finish()]);
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!("fused step: {e}")));
+    }
+    let mut out = Vec::new();
+    for (s, len) in &readback {
+        let mut v = read_staging(ctx, s)?;
+        v.truncate(*len);
+        out.push(v);
+    }
+    let v = out.pop().unwrap_or_default();
+    let m = out.pop().unwrap_or_default();
+    let stats = out.pop().unwrap_or_default();
+    let grads = out.pop().unwrap_or_default();
+    let params = out.pop().unwrap_or_default();
+    Ok((params, grads, [stats[0], stats[1]], OptimizerState { m, v }))
+}
