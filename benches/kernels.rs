@@ -268,11 +268,29 @@ fn training_steps(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch as u64));
         if let Some(ctx) = &ctx {
             if sizes[1] < 4096 || large_ok(ctx) {
-                for (label, fused) in [("gpu", true), ("gpu-unfused", false)] {
-                    let options = GpuOptions {
-                        fused,
-                        capture_gradients: false,
-                    };
+                let narrow = sizes.iter().all(|&w| w <= 128);
+                let schedules = [
+                    ("gpu", GpuOptions::default()),
+                    (
+                        "gpu-unfused",
+                        GpuOptions {
+                            fused: false,
+                            fused_mlp: Some(false),
+                            ..Default::default()
+                        },
+                    ),
+                    (
+                        "gpu-fully-fused",
+                        GpuOptions {
+                            fused_mlp: Some(true),
+                            ..Default::default()
+                        },
+                    ),
+                ];
+                for (label, options) in schedules {
+                    if label == "gpu-fully-fused" && !narrow {
+                        continue;
+                    }
                     let mut g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, batch, options)
                         .unwrap();
                     placed(&mut g, &spec, batch);

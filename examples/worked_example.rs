@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             let keep = GpuOptions {
                 fused: true,
                 capture_gradients: true,
+                ..Default::default()
             };
             runs.push((
                 Box::new(GpuBackend::new(

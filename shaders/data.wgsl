@@ -16,11 +16,15 @@ struct Gather {
 
 @compute @workgroup_size(256)
 fn gather_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    // nwg.z is 1: z0 is an opaque 0 that keeps lavapipe from baking these uniforms into the
+    // shader and recompiling it at every dispatch (see matmul.wgsl).
+    let z0 = nwg.z - 1u;
+    let width = g.width + z0;
     let i = gid.y * nwg.x * 256u + gid.x;
-    if (i >= step.batch * g.width) {
+    if (i >= (step.batch + z0) * width) {
         return;
     }
-    let r = i / g.width;
-    let c = i - r * g.width;
-    dst[i] = src[order[step.row_start + r] * g.width + c];
+    let r = i / width;
+    let c = i - r * width;
+    dst[i] = src[order[step.row_start + z0 + r] * width + c];
 }

@@ -116,9 +116,10 @@ var<workgroup> partial: array<vec2<f32>, 256>;
 
 // One workgroup: stats[step_index] = Σ_rows (loss, correct), in a fixed order (deterministic).
 @compute @workgroup_size(256)
-fn reduce_stats(@builtin(local_invocation_index) lid: u32) {
+fn reduce_stats(@builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let batch = step.batch + nwg.z - 1u; // opaque 0: no per-dispatch recompile on lavapipe
     var acc = vec2<f32>(0.0, 0.0);
-    for (var r = lid; r < step.batch; r += 256u) {
+    for (var r = lid; r < batch; r += 256u) {
         acc += vec2<f32>(row_stats[2u * r], row_stats[2u * r + 1u]);
     }
     partial[lid] = acc;
@@ -139,11 +140,12 @@ fn reduce_stats(@builtin(local_invocation_index) lid: u32) {
 // holds the outputs here).
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let z0 = nwg.z - 1u; // opaque 0: no per-dispatch recompile on lavapipe
     let r = gid.y * nwg.x * 256u + gid.x;
-    if (r >= step.batch) {
+    if (r >= step.batch + z0) {
         return;
     }
-    let n = dims.out;
+    let n = dims.out + z0;
     let base = r * n;
     var max_a = pre[base];
     for (var k = 1u; k < n; k++) {

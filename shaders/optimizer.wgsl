@@ -17,7 +17,7 @@ struct Count {
 @compute @workgroup_size(256)
 fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 256u + gid.x;
-    if (i >= count.n) {
+    if (i >= count.n + nwg.z - 1u) { // opaque 0: no per-dispatch recompile on lavapipe
         return;
     }
     var m = opt_m[i];
@@ -36,7 +36,7 @@ fn update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @compute @workgroup_size(256)
 fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.y * nwg.x * 256u + gid.x;
-    if (i >= count.n) {
+    if (i >= count.n + nwg.z - 1u) { // opaque 0: no per-dispatch recompile on lavapipe
         return;
     }
     params[i] += grads[i];

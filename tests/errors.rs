@@ -165,7 +165,7 @@ fn bad_configs_are_refused() {
 }
 
 #[test]
-fn a_batch_over_the_binding_limit_names_the_layer_and_a_batch_that_fits() {
+fn a_batch_over_the_binding_limit_runs_as_micro_batches_and_too_many_parameters_are_refused() {
     let spec = ModelSpec::new(
         &[3, 1 << 16, 2],
         Activation::Relu,
@@ -175,20 +175,35 @@ fn a_batch_over_the_binding_limit_names_the_layer_and_a_batch_that_fits() {
     .unwrap();
     for ctx in gpus() {
         let limit = ctx.limits.max_storage_buffer_binding_size;
-        let batch = (limit / (4 << 16)) as usize + 1;
-        let e = GpuBackend::new(
+        let fits = (limit / (4 << 16)) as usize;
+        let g = GpuBackend::new(
             ctx.clone(),
             &spec,
             Optimizer::Sgd,
-            batch,
+            fits + 1,
             GpuOptions::default(),
         )
-        .err()
         .unwrap();
+        assert_eq!(
+            g.micro_batch(),
+            fits,
+            "{}: layer 1 [batch × 65536] fits {fits} rows",
+            ctx.info
+        );
+        let huge = ModelSpec::new(
+            &[1 << 13, 1 << 13, 2],
+            Activation::Relu,
+            Activation::Softmax,
+            Loss::CrossEntropy,
+        )
+        .unwrap();
+        let e = GpuBackend::new(ctx.clone(), &huge, Optimizer::Sgd, 1, GpuOptions::default())
+            .err()
+            .unwrap();
         let msg = e.to_string();
         assert!(matches!(e, Error::DeviceLimit(_)), "{msg}");
         assert!(
-            msg.contains("layer 1") && msg.contains(&format!("--batch {}", batch - 1)),
+            msg.contains("parameters") && msg.contains("fewer or narrower layers"),
             "{msg}"
         );
     }

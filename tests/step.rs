@@ -64,7 +64,7 @@ fn compare_one_step(
     opt: Optimizer,
     l2: f32,
     rows: usize,
-    fused: bool,
+    options: GpuOptions,
     worst: &mut [f32; 4],
 ) {
     let x = uniform(rows * spec.inputs(), -1.0, 1.0, 30);
@@ -73,8 +73,8 @@ fn compare_one_step(
     let hyper = opt.hyper(0.1, 1, l2);
     let order: Vec<u32> = (0..rows as u32).collect();
     let options = GpuOptions {
-        fused,
         capture_gradients: true,
+        ..options
     };
     let mut gpu = GpuBackend::new(ctx.clone(), spec, opt, rows, options).unwrap();
     let mut cpu = CpuBackend::new(spec, opt).unwrap();
@@ -93,7 +93,7 @@ fn compare_one_step(
     }
     let (g, c) = (&results[0], &results[1]);
     let what = format!(
-        "{} ({}) {:?} {} l2={l2} fused={fused}",
+        "{} ({}) {:?} {} l2={l2} {options:?}",
         ctx.info,
         spec.sizes
             .iter()
@@ -139,7 +139,15 @@ fn one_step_matches_reference_for_every_activation_and_loss() {
                     loss,
                 )
                 .unwrap();
-                compare_one_step(ctx, &spec, Optimizer::Sgd, 0.01, 33, true, &mut worst);
+                compare_one_step(
+                    ctx,
+                    &spec,
+                    Optimizer::Sgd,
+                    0.01,
+                    33,
+                    GpuOptions::default(),
+                    &mut worst,
+                );
             }
         }
         report(format!("{}: largest |GPU − CPU| after one step: outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}", ctx.info, worst[0], worst[1], worst[2], worst[3]));
@@ -163,8 +171,12 @@ fn one_step_matches_reference_for_every_optimizer_fused_and_unfused() {
             Optimizer::adam(),
         ] {
             for fused in [true, false] {
-                compare_one_step(ctx, &spec, opt, 0.001, 1, fused, &mut worst);
-                compare_one_step(ctx, &spec, opt, 0.001, 257, fused, &mut worst);
+                let options = GpuOptions {
+                    fused,
+                    ..Default::default()
+                };
+                compare_one_step(ctx, &spec, opt, 0.001, 1, options, &mut worst);
+                compare_one_step(ctx, &spec, opt, 0.001, 257, options, &mut worst);
             }
         }
     }
@@ -187,7 +199,7 @@ fn batch_spanning_many_workgroups_matches_reference() {
             Optimizer::Momentum { mu: 0.9 },
             0.0,
             1000,
-            true,
+            GpuOptions::default(),
             &mut worst,
         );
     }
@@ -391,5 +403,77 @@ fn device_memory_does_not_grow_across_epochs_or_new_data() {
             "{}: 7-65-3 with Adam, batch 32, 300 rows: {after_first} bytes allocated",
             ctx.info
         ));
+    }
+}
+
+#[test]
+fn micro_batches_with_gradient_accumulation_match_one_big_batch() {
+    let spec = ModelSpec::new(
+        &[7, 65, 63, 10],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    for ctx in gpus() {
+        let mut worst = [0.0f32; 4];
+        for (opt, micro, rows) in [
+            (Optimizer::adam(), 7, 33),
+            (Optimizer::Sgd, 64, 257),
+            (Optimizer::Momentum { mu: 0.9 }, 1, 5),
+        ] {
+            let options = GpuOptions {
+                micro_batch: Some(micro),
+                ..Default::default()
+            };
+            compare_one_step(ctx, &spec, opt, 0.01, rows, options, &mut worst);
+        }
+        report(format!(
+            "{}: micro-batched steps: largest |GPU − CPU| gradients {:.2e}, parameters {:.2e}",
+            ctx.info, worst[2], worst[3]
+        ));
+    }
+}
+
+#[test]
+fn fully_fused_narrow_step_matches_reference_when_scheduled() {
+    let spec = ModelSpec::new(
+        &[64, 128, 128, 10],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    for ctx in gpus() {
+        let options = GpuOptions {
+            fused_mlp: Some(true),
+            ..Default::default()
+        };
+        let g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 300, options).unwrap();
+        assert!(
+            g.uses_fused_mlp(),
+            "{}: 64-128-128-10 is eligible for the fused step",
+            ctx.info
+        );
+        assert_eq!(g.dispatches_per_step(), 2);
+        let mut worst = [0.0f32; 4];
+        compare_one_step(
+            ctx,
+            &spec,
+            Optimizer::Momentum { mu: 0.9 },
+            0.01,
+            300,
+            options,
+            &mut worst,
+        );
+        let wide = ModelSpec::new(
+            &[64, 129, 10],
+            Activation::Relu,
+            Activation::Softmax,
+            Loss::CrossEntropy,
+        )
+        .unwrap();
+        let g = GpuBackend::new(ctx.clone(), &wide, Optimizer::Sgd, 300, options).unwrap();
+        assert!(!g.uses_fused_mlp(), "a 129-wide layer is not eligible");
     }
 }

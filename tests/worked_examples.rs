@@ -16,6 +16,7 @@ fn backends(spec: &ModelSpec, batch: usize) -> Vec<Box<dyn Backend>> {
         let options = GpuOptions {
             fused: true,
             capture_gradients: true,
+            ..Default::default()
         };
         v.push(Box::new(
             GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, batch, options).unwrap(),

@@ -12,6 +12,7 @@ use crate::backend::{Backend, BatchStats, OptimizerState};
 use crate::error::{Error, Result};
 use crate::model::{Activation, ModelSpec};
 use crate::optim::{Optimizer, StepHyper};
+use fused::{FusedBuffers, FusedMlp, FusedOptions};
 use kernels::{
     groups_1d, Family, Kernels, LossDims, MatmulConfig, MatmulDims, MatmulMode, OneU32, StepUniform,
 };
@@ -26,6 +27,13 @@ pub struct GpuOptions {
     pub fused: bool,
     /// Also write every step's gradient to a buffer, for [`Backend::last_gradients`].
     pub capture_gradients: bool,
+    /// Split each step into micro-batches of at most this many rows, accumulating the gradient
+    /// (same result as one big batch). `None`: only when a batch does not fit one binding.
+    pub micro_batch: Option<usize>,
+    /// The fully fused step for narrow nets (every width ≤ 128, `fused.rs`): `None` uses it where
+    /// it is faster (GPUs; on CPU adapters the layered schedule measured faster), `Some(true)`
+    /// wherever the net is eligible, `Some(false)` never.
+    pub fused_mlp: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -33,6 +41,8 @@ impl Default for GpuOptions {
         GpuOptions {
             fused: true,
             capture_gradients: false,
+            micro_batch: None,
+            fused_mlp: None,
         }
     }
 }
@@ -55,6 +65,25 @@ struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     grid: Grid,
+}
+
+/// One thing a step records: a kernel launch, or the fully fused step (two launches).
+enum Item<'a> {
+    Kernel(&'a Dispatch),
+    Fused(&'a FusedMlp),
+}
+
+impl Item<'_> {
+    fn label(&self) -> String {
+        match self {
+            Item::Kernel(d) => d.label.clone(),
+            Item::Fused(f) => format!(
+                "fully fused step ({} dispatches, {}-row tiles)",
+                f.dispatches(),
+                f.shape().tile
+            ),
+        }
+    }
 }
 
 /// Per-layer activations and deltas, each `[max_batch, out_l]`.
@@ -97,9 +126,17 @@ pub struct GpuBackend {
     optimizer: Optimizer,
     options: GpuOptions,
     max_batch: usize,
+    /// Rows the batch buffers hold; a step of more rows runs as micro-batches of this size.
+    micro: usize,
     kernels: Kernels,
     params: wgpu::Buffer,
     grads: wgpu::Buffer,
+    /// The step's gradient summed over micro-batches (micro-batching only).
+    grad_total: Option<wgpu::Buffer>,
+    /// `grad_total += grads` (micro-batching only).
+    accumulate: Option<Dispatch>,
+    /// The fully fused step for narrow nets, when it is used.
+    fused_mlp: Option<FusedMlp>,
     opt_m: wgpu::Buffer,
     opt_v: wgpu::Buffer,
     x_batch: wgpu::Buffer,
@@ -115,8 +152,10 @@ pub struct GpuBackend {
     backward: Vec<Dispatch>,
     update: Option<Dispatch>,
     data: TrainData,
-    /// Rows of each step queued since `begin_epoch`.
+    /// Rows of each stats slot written since `begin_epoch` (a micro-batched step uses several).
     epoch_lens: Vec<usize>,
+    /// The step each stats slot belongs to.
+    slot_steps: Vec<usize>,
     bytes: u64,
 }
 
@@ -136,10 +175,11 @@ impl GpuBackend {
         if max_batch == 0 {
             return Err(Error::InvalidConfig("batch size must be at least 1".into()));
         }
-        check_fits(&ctx, spec, max_batch)?;
+        let fits = check_fits(&ctx, spec, max_batch)?;
+        let micro = options.micro_batch.unwrap_or(fits).clamp(1, fits);
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope_v = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = Self::build(ctx.clone(), spec, optimizer, max_batch, options);
+        let built = Self::build(ctx.clone(), spec, optimizer, max_batch, micro, options);
         let validation = pollster::block_on(scope_v.pop());
         let oom = pollster::block_on(scope.pop());
         if let Some(e) = oom {
@@ -158,8 +198,13 @@ impl GpuBackend {
         spec: &ModelSpec,
         optimizer: Optimizer,
         max_batch: usize,
-        options: GpuOptions,
+        micro: usize,
+        mut options: GpuOptions,
     ) -> Self {
+        let micro_batching = micro < max_batch;
+        // Micro-batches write partial gradients and update once, in a separate pass.
+        options.fused &= !micro_batching;
+        let rows = micro;
         let device = &ctx.device;
         let kernels = Kernels::new(device);
         let mut bytes = 0u64;
@@ -188,19 +233,20 @@ impl GpuBackend {
         );
         let opt_m = storage("opt_m", if slots >= 1 { p } else { 1 });
         let opt_v = storage("opt_v", if slots >= 2 { p } else { 1 });
-        let x_batch = storage("x_batch", max_batch * spec.inputs());
-        let t_batch = storage("t_batch", max_batch * spec.outputs());
+        let grad_total = micro_batching.then(|| storage("grad_total", p));
+        let x_batch = storage("x_batch", rows * spec.inputs());
+        let t_batch = storage("t_batch", rows * spec.outputs());
         let layers: Vec<LayerBuffers> = spec
             .sizes
             .iter()
             .skip(1)
             .map(|&w| LayerBuffers {
-                a: storage("a", max_batch * w),
-                z: storage("z", max_batch * w),
-                delta: storage("delta", max_batch * w),
+                a: storage("a", rows * w),
+                z: storage("z", rows * w),
+                delta: storage("delta", rows * w),
             })
             .collect();
-        let row_stats = storage("row_stats", max_batch * 2);
+        let row_stats = storage("row_stats", rows * 2);
         let stats_capacity = 1024;
         let stats = storage("stats", stats_capacity * 2);
         let step_uniform = device.create_buffer(&wgpu::BufferDescriptor {
@@ -364,12 +410,23 @@ impl GpuBackend {
                 },
             });
         }
+        let count = uniform(bytemuck::bytes_of(&OneU32 {
+            value: p as u32,
+            _pad: [0; 3],
+        }));
+        let (gx, gy) = groups_1d(p as u64, ctx.limits.max_compute_workgroups_per_dimension);
+        let accumulate = grad_total.as_ref().map(|total| Dispatch {
+            label: format!("gradient accumulation [{p}]"),
+            pipeline: kernels.pipeline(device, Family::Optimizer, "accumulate", &[]),
+            bind_group: kernels.bind_group(
+                device,
+                Family::Optimizer,
+                &[&count, &step_uniform, &grads, total, &opt_m, &opt_v],
+            ),
+            grid: Grid::Fixed(gx, gy),
+        });
         let update = (!options.fused).then(|| {
-            let count = uniform(bytemuck::bytes_of(&OneU32 {
-                value: p as u32,
-                _pad: [0; 3],
-            }));
-            let (gx, gy) = groups_1d(p as u64, ctx.limits.max_compute_workgroups_per_dimension);
+            let source = grad_total.as_ref().unwrap_or(&grads);
             Dispatch {
                 label: format!("optimizer update [{p}]"),
                 pipeline: kernels.pipeline(
@@ -381,7 +438,7 @@ impl GpuBackend {
                 bind_group: kernels.bind_group(
                     device,
                     Family::Optimizer,
-                    &[&count, &step_uniform, &grads, &params, &opt_m, &opt_v],
+                    &[&count, &step_uniform, source, &params, &opt_m, &opt_v],
                 ),
                 grid: Grid::Fixed(gx, gy),
             }
@@ -439,15 +496,50 @@ impl GpuBackend {
             ),
             grid: Grid::PerRow { per_row: 1 },
         });
+        let use_fused = options.fused
+            && options
+                .fused_mlp
+                .unwrap_or(!ctx.info.device_type.eq_ignore_ascii_case("cpu"));
+        let fused_mlp = if use_fused {
+            FusedMlp::new(
+                &ctx,
+                spec,
+                optimizer,
+                rows,
+                &FusedBuffers {
+                    step: &step_uniform,
+                    x: &x_batch,
+                    t: &t_batch,
+                    params: &params,
+                    opt_m: &opt_m,
+                    opt_v: &opt_v,
+                    grads: &grads,
+                    stats: &stats,
+                },
+                FusedOptions {
+                    capture_gradients: options.capture_gradients,
+                    max_groups: None,
+                },
+            )
+        } else {
+            None
+        };
+        if let Some(f) = &fused_mlp {
+            bytes += f.allocated_bytes();
+        }
         GpuBackend {
             ctx,
             spec: spec.clone(),
             optimizer,
             options,
             max_batch,
+            micro,
             kernels,
             params,
             grads,
+            grad_total,
+            accumulate,
+            fused_mlp,
             opt_m,
             opt_v,
             x_batch,
@@ -464,8 +556,20 @@ impl GpuBackend {
             update,
             data: TrainData::None,
             epoch_lens: Vec::new(),
+            slot_steps: Vec::new(),
             bytes,
         }
+    }
+
+    /// Rows per micro-batch (the batch buffers' size): equal to `max_batch` unless a step is
+    /// split with gradient accumulation.
+    pub fn micro_batch(&self) -> usize {
+        self.micro
+    }
+
+    /// Whether steps run as the fully fused narrow-MLP kernel.
+    pub fn uses_fused_mlp(&self) -> bool {
+        self.fused_mlp.is_some()
     }
 
     /// The device this backend runs on.
@@ -542,6 +646,30 @@ impl GpuBackend {
         );
         self.loss[0].bind_group = bg.clone();
         self.loss[1].bind_group = bg;
+        if let Some(old) = self.fused_mlp.take() {
+            self.bytes -= old.allocated_bytes();
+            self.fused_mlp = FusedMlp::new(
+                &self.ctx,
+                &self.spec,
+                self.optimizer,
+                self.micro,
+                &FusedBuffers {
+                    step: &self.step_uniform,
+                    x: &self.x_batch,
+                    t: &self.t_batch,
+                    params: &self.params,
+                    opt_m: &self.opt_m,
+                    opt_v: &self.opt_v,
+                    grads: &self.grads,
+                    stats: &self.stats,
+                },
+                FusedOptions {
+                    capture_gradients: self.options.capture_gradients,
+                    max_groups: None,
+                },
+            );
+            self.bytes += self.fused_mlp.as_ref().map_or(0, |f| f.allocated_bytes());
+        }
     }
 
     /// Runs one training step with each dispatch in its own timed pass and returns the time of
@@ -558,12 +686,15 @@ impl GpuBackend {
                 self.ctx.info
             )));
         }
-        self.write_step(len, self.epoch_lens.len(), start, hyper);
-        let mut d: Vec<&Dispatch> = Vec::new();
-        if let TrainData::Device(data) = &self.data {
-            d.extend(data.gather.iter());
+        if len > self.micro {
+            return Err(Error::InvalidConfig(format!(
+                "profile a step of at most {} rows (one micro-batch)",
+                self.micro
+            )));
         }
-        d.extend(self.step_dispatches());
+        self.ensure_stats_capacity(self.epoch_lens.len() + 1);
+        self.write_step(len, self.epoch_lens.len(), start, hyper, 1.0 / len as f32);
+        let d = self.step_items();
         let device = &self.ctx.device;
         let count = (d.len() * 2) as u32;
         let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -588,7 +719,7 @@ impl GpuBackend {
         });
         for (i, x) in d.iter().enumerate() {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&x.label),
+                label: Some(&x.label()),
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                     query_set: &queries,
                     beginning_of_pass_write_index: Some(2 * i as u32),
@@ -603,7 +734,9 @@ impl GpuBackend {
         let raw = read_staging(&self.ctx, &staging)?;
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let labels: Vec<String> = d.iter().map(|x| x.label.clone()).collect();
+        let labels: Vec<String> = d.iter().map(|x| x.label()).collect();
+        self.slot_steps
+            .push(self.slot_steps.last().map_or(0, |s| s + 1));
         self.epoch_lens.push(len);
         Ok(labels
             .into_iter()
@@ -617,7 +750,16 @@ impl GpuBackend {
             .collect())
     }
 
-    fn write_step(&self, batch: usize, step_index: usize, row_start: usize, h: &StepHyper) {
+    /// The per-step uniform. `inv_batch` scales the output delta: 1/rows of the whole step, also
+    /// for each of its micro-batches.
+    fn write_step(
+        &self,
+        batch: usize,
+        step_index: usize,
+        row_start: usize,
+        h: &StepHyper,
+        inv_batch: f32,
+    ) {
         let u = StepUniform {
             batch: batch as u32,
             step_index: step_index as u32,
@@ -631,7 +773,7 @@ impl GpuBackend {
             eps: h.eps,
             bias_correction1: h.bias_correction1,
             bias_correction2: h.bias_correction2,
-            inv_batch: 1.0 / batch as f32,
+            inv_batch,
             _pad2: [0.0; 3],
         };
         self.ctx
@@ -639,7 +781,11 @@ impl GpuBackend {
             .write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&u));
     }
 
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>, d: &Dispatch, batch: usize) {
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, item: &Item<'_>, batch: usize) {
+        let d = match item {
+            Item::Kernel(d) => d,
+            Item::Fused(f) => return f.record(pass, batch),
+        };
         let (x, y) = match d.grid {
             Grid::BatchRows { cols, cfg } => cfg.groups(batch as u32, cols),
             Grid::Fixed(x, y) => (x, y),
@@ -653,8 +799,9 @@ impl GpuBackend {
         pass.dispatch_workgroups(x, y, 1);
     }
 
-    /// Records and submits `dispatches` over a batch of `batch` rows, in one encoder.
-    fn submit(&self, batch: usize, dispatches: &[&Dispatch]) {
+    /// Records and submits `items` over a batch of `batch` rows, in one encoder; `clear` is
+    /// zeroed first.
+    fn submit(&self, batch: usize, items: &[Item<'_>], clear: Option<&wgpu::Buffer>) {
         let mut enc = self
             .ctx
             .device
@@ -666,30 +813,55 @@ impl GpuBackend {
                 label: Some("step"),
                 timestamp_writes: None,
             });
-            for d in dispatches {
+            for d in items {
                 self.record(&mut pass, d, batch);
             }
+        }
+        if let Some(b) = clear {
+            // recorded after the pass, so put it in an encoder of its own, submitted first
+            let mut first =
+                self.ctx
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("clear"),
+                    });
+            first.clear_buffer(b, 0, None);
+            self.ctx.queue.submit([first.finish(), enc.finish()]);
+            return;
         }
         self.ctx.queue.submit([enc.finish()]);
     }
 
-    /// The dispatches of one training step, in order (without the gather).
-    fn step_dispatches(&self) -> Vec<&Dispatch> {
-        let mut v: Vec<&Dispatch> = self.forward.iter().collect();
-        v.extend(self.loss.iter());
-        v.extend(self.backward.iter());
-        v.extend(self.update.iter());
+    /// What one (micro-)batch records, in order: gathers, then the fused step or the layered
+    /// forward, loss, backward (with gradient accumulation or the update where separate).
+    fn step_items(&self) -> Vec<Item<'_>> {
+        let mut v: Vec<Item> = Vec::new();
+        if let TrainData::Device(data) = &self.data {
+            v.extend(data.gather.iter().map(Item::Kernel));
+        }
+        if let Some(f) = &self.fused_mlp {
+            v.push(Item::Fused(f));
+            return v;
+        }
+        v.extend(self.forward.iter().map(Item::Kernel));
+        v.extend(self.loss.iter().map(Item::Kernel));
+        v.extend(self.backward.iter().map(Item::Kernel));
+        v.extend(self.accumulate.iter().map(Item::Kernel));
+        if self.accumulate.is_none() {
+            v.extend(self.update.iter().map(Item::Kernel));
+        }
         v
     }
 
     /// Dispatches per training step (gathers included when the data lives on the device).
     pub fn dispatches_per_step(&self) -> usize {
-        self.step_dispatches().len()
-            + if matches!(self.data, TrainData::Device(_)) {
-                2
-            } else {
-                0
-            }
+        self.step_items()
+            .iter()
+            .map(|i| match i {
+                Item::Kernel(_) => 1,
+                Item::Fused(f) => f.dispatches(),
+            })
+            .sum()
     }
 
     /// Reads `count` f32 from `buf` (a readback: only between steps).
@@ -748,17 +920,17 @@ impl GpuBackend {
         let mut start = 0;
         let mut chunk = 0;
         while start < rows {
-            let len = self.max_batch.min(rows - start);
+            let len = self.micro.min(rows - start);
             self.upload(&self.x_batch, &x[start * inp..(start + len) * inp]);
             if let Some(t) = t {
                 self.upload(&self.t_batch, &t[start * out..(start + len) * out]);
             }
-            self.write_step(len, chunk, 0, &hyper);
-            let mut d: Vec<&Dispatch> = self.forward.iter().collect();
+            self.write_step(len, chunk, 0, &hyper, 1.0 / len as f32);
+            let mut d: Vec<Item> = self.forward.iter().map(Item::Kernel).collect();
             if t.is_some() {
-                d.extend(self.loss.iter());
+                d.extend(self.loss.iter().map(Item::Kernel));
             } else if let Some(s) = &self.softmax {
-                d.push(s);
+                d.push(Item::Kernel(s));
             }
             let mut enc = self
                 .ctx
@@ -804,9 +976,10 @@ fn read_staging(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
     Ok(data)
 }
 
-/// Checks every binding of a model at `batch` against the device's limit, naming the layer and a
-/// batch that would fit.
-fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<()> {
+/// The largest batch up to `batch` whose every binding fits the device's limit: a larger batch
+/// runs as micro-batches of this size. Errors when the parameters or a single row do not fit,
+/// naming what to change.
+fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<usize> {
     let limit = ctx.limits.max_storage_buffer_binding_size;
     let params = spec.param_count() as u64 * F32;
     if params > limit {
@@ -816,22 +989,23 @@ fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<()> {
             ctx.info
         )));
     }
+    let mut fits = batch;
     for (l, &w) in spec.sizes.iter().enumerate() {
-        let need = batch as u64 * w as u64 * F32;
-        if need > limit {
-            let fits = (limit / (w as u64 * F32)).max(1);
+        let rows = limit / (w as u64 * F32);
+        if rows == 0 {
             let what = if l == 0 {
-                "the input batch".to_string()
+                "an input row".to_string()
             } else {
-                format!("layer {l}'s activations")
+                format!("one row of layer {l}")
             };
             return Err(Error::DeviceLimit(format!(
-                "{what} [batch {batch} × {w}] need {need} bytes, over this device's storage binding limit of {limit} bytes ({}); use --batch {fits} or less",
+                "{what} ({w} values) is over this device's storage binding limit of {limit} bytes ({}); use narrower layers",
                 ctx.info
             )));
         }
+        fits = fits.min(rows as usize);
     }
-    Ok(())
+    Ok(fits)
 }
 
 impl Backend for GpuBackend {
@@ -978,6 +1152,7 @@ impl Backend for GpuBackend {
             TrainData::None => {}
         }
         self.epoch_lens.clear();
+        self.slot_steps.clear();
         Ok(())
     }
 
@@ -995,42 +1170,68 @@ impl Backend for GpuBackend {
                 self.max_batch
             )));
         }
-        self.ensure_stats_capacity(self.epoch_lens.len() + 1);
-        if let TrainData::Host(h) = &self.data {
-            let (inp, out) = (self.spec.inputs(), self.spec.outputs());
-            let mut x = Vec::with_capacity(len * inp);
-            let mut t = Vec::with_capacity(len * out);
-            for &r in &h.order[start..start + len] {
-                let r = r as usize;
-                x.extend_from_slice(&h.x[r * inp..(r + 1) * inp]);
-                t.extend_from_slice(&h.t[r * out..(r + 1) * out]);
+        let step_no = self.slot_steps.last().map_or(0, |s| s + 1);
+        // One submit per step; a step larger than the batch buffers runs as micro-batches that
+        // accumulate the gradient (λW added once), then one update.
+        let chunks = len.div_ceil(self.micro);
+        for c in 0..chunks {
+            let offset = c * self.micro;
+            let rows_here = self.micro.min(len - offset);
+            self.ensure_stats_capacity(self.epoch_lens.len() + 1);
+            if let TrainData::Host(h) = &self.data {
+                let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+                let mut x = Vec::with_capacity(rows_here * inp);
+                let mut t = Vec::with_capacity(rows_here * out);
+                for &r in &h.order[start + offset..start + offset + rows_here] {
+                    let r = r as usize;
+                    x.extend_from_slice(&h.x[r * inp..(r + 1) * inp]);
+                    t.extend_from_slice(&h.t[r * out..(r + 1) * out]);
+                }
+                self.upload(&self.x_batch, &x);
+                self.upload(&self.t_batch, &t);
             }
-            self.upload(&self.x_batch, &x);
-            self.upload(&self.t_batch, &t);
+            let mut h = *hyper;
+            if c > 0 {
+                h.l2 = 0.0;
+            }
+            self.write_step(
+                rows_here,
+                self.epoch_lens.len(),
+                start + offset,
+                &h,
+                1.0 / len as f32,
+            );
+            let mut items = self.step_items();
+            if c + 1 == chunks && self.accumulate.is_some() {
+                items.extend(self.update.iter().map(Item::Kernel));
+            }
+            let clear = if c == 0 {
+                self.grad_total.as_ref()
+            } else {
+                None
+            };
+            self.submit(rows_here, &items, clear);
+            self.epoch_lens.push(rows_here);
+            self.slot_steps.push(step_no);
         }
-        self.write_step(len, self.epoch_lens.len(), start, hyper);
-        let mut d: Vec<&Dispatch> = Vec::new();
-        if let TrainData::Device(data) = &self.data {
-            d.extend(data.gather.iter());
-        }
-        d.extend(self.step_dispatches());
-        self.submit(len, &d);
-        self.epoch_lens.push(len);
         Ok(())
     }
 
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {
         let lens = std::mem::take(&mut self.epoch_lens);
+        let steps = std::mem::take(&mut self.slot_steps);
         let raw = self.read(&self.stats, lens.len() * 2)?;
-        Ok(raw
-            .chunks(2)
-            .zip(lens)
-            .map(|(c, len)| BatchStats {
-                loss_sum: c[0] as f64,
-                correct: c[1] as u64,
-                samples: len as u64,
-            })
-            .collect())
+        let mut out: Vec<BatchStats> = Vec::new();
+        for ((c, len), step) in raw.chunks(2).zip(lens).zip(steps) {
+            if out.len() <= step {
+                out.push(BatchStats::default());
+            }
+            let s = &mut out[step];
+            s.loss_sum += c[0] as f64;
+            s.correct += c[1] as u64;
+            s.samples += len as u64;
+        }
+        Ok(out)
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
@@ -1066,7 +1267,7 @@ impl Backend for GpuBackend {
                 "evaluate inside an epoch: call finish_epoch first".into(),
             ));
         }
-        let chunks = rows.div_ceil(self.max_batch);
+        let chunks = rows.div_ceil(self.micro);
         self.ensure_stats_capacity(chunks);
         self.forward_chunks(x, Some(t), rows, |_, _, _, _| {});
         let raw = self.read(&self.stats, chunks * 2)?;
@@ -1087,7 +1288,8 @@ impl Backend for GpuBackend {
                 "gradients are not kept by the fused schedule: place the model with GpuOptions { capture_gradients: true, .. }".into(),
             ));
         }
-        self.read(&self.grads, self.spec.param_count())
+        let grads = self.grad_total.as_ref().unwrap_or(&self.grads);
+        self.read(grads, self.spec.param_count())
     }
     fn allocated_bytes(&self) -> u64 {
         self.bytes

@@ -31,6 +31,12 @@ pub struct BenchArgs {
     /// Use the first, unfused schedule (separate optimizer pass) for comparison.
     #[arg(long)]
     pub unfused: bool,
+    /// Force the fully fused narrow-MLP step (every width ≤ 128) even where it is not the default.
+    #[arg(long)]
+    pub fused_mlp: bool,
+    /// Force the layered schedule (never the fully fused step).
+    #[arg(long)]
+    pub layered: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -68,6 +74,14 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             let options = gpumlp::GpuOptions {
                 fused: !args.unfused,
                 capture_gradients: false,
+                fused_mlp: if args.fused_mlp {
+                    Some(true)
+                } else if args.layered {
+                    Some(false)
+                } else {
+                    None
+                },
+                ..Default::default()
             };
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
             if args.profile {
