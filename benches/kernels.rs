@@ -208,14 +208,12 @@ fn matmul_forms(c: &mut Criterion) {
             continue;
         }
         let spec = spec(sizes);
-        let mut g = GpuBackend::new(
-            ctx.clone(),
-            &spec,
-            Optimizer::Sgd,
-            batch,
-            GpuOptions::default(),
-        )
-        .unwrap();
+        // the layered schedule, whose kernels are the three forms
+        let layered = GpuOptions {
+            fused_mlp: Some(false),
+            ..Default::default()
+        };
+        let mut g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, batch, layered).unwrap();
         placed(&mut g, &spec, batch);
         let flops = form_flops(sizes, batch);
         let mut group = c.benchmark_group(format!("matmul/{}", name(sizes, batch)));

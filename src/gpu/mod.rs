@@ -496,10 +496,12 @@ impl GpuBackend {
             ),
             grid: Grid::PerRow { per_row: 1 },
         });
-        let use_fused = options.fused
-            && options
-                .fused_mlp
-                .unwrap_or(!ctx.info.device_type.eq_ignore_ascii_case("cpu"));
+        // Where the fully fused step is faster: on GPUs (tiny-cuda-nn's result; we could not
+        // measure one here), and on CPU adapters only for tiny steps, where dispatch overhead
+        // dominates (2-16-2 b256: 2.2x faster on lavapipe; 64-128-128-10 b4096: 1.8x slower).
+        let cpu_adapter = ctx.info.device_type.eq_ignore_ascii_case("cpu");
+        let tiny_step = rows * spec.macs_per_sample() <= 1 << 20;
+        let use_fused = options.fused && options.fused_mlp.unwrap_or(!cpu_adapter || tiny_step);
         let fused_mlp = if use_fused {
             FusedMlp::new(
                 &ctx,
