@@ -51,9 +51,8 @@ fn ck_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so
-/// an existing file is never left half-written or lost when the write fails.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The folder `path` will be written in, or an error when it does not exist.
+pub fn output_dir(path: &Path) -> Result<std::path::PathBuf> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -67,6 +66,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
             ),
         ));
     }
+    Ok(dir)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so
+/// an existing file is never left half-written or lost when the write fails.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = output_dir(path)?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::file(path, "not a file path"))?

@@ -55,19 +55,7 @@ pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::file(
-            path,
-            format!(
-                "the folder {} does not exist: create it first",
-                dir.display()
-            ),
-        ));
-    }
+    let dir = crate::checkpoint::output_dir(path)?;
     let tmp = dir.join(format!(".plot-{}.{ext}", std::process::id()));
     let size = (900, 700);
     // Text is laid out with the bundled DejaVu Sans, so plots need no system fonts.

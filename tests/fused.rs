@@ -4,56 +4,14 @@
 
 mod common;
 
-use common::{gpus, one_hot, uniform};
+use common::{
+    gpus, one_hot, report, targets, uniform, GRAD_TOL, HIDDEN, OUTPUT_PAIRS, OUTPUT_TOL, PARAM_TOL,
+};
 use gpumlp::backend::Backend;
 use gpumlp::gpu::fused::{self, FusedBuffers, FusedMlp, FusedOptions};
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
-use gpumlp::{CpuBackend, GpuContext, OptimizerState, Tolerance};
-use std::io::Write;
-
-/// The tolerances of tests/step.rs, for the same reasons.
-/// Loss: f32 sums in another order and a few ulps from exp/tanh.
-const OUTPUT_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
-/// Gradients are sums over the batch of products of small deltas: absolute error dominates.
-const GRAD_TOL: Tolerance = Tolerance::new(1e-3, 2e-6);
-/// Parameters after one update: `w − η g` carries the gradient's error times η.
-const PARAM_TOL: Tolerance = Tolerance::new(1e-5, 1e-6);
-
-const HIDDEN: [Activation; 5] = [
-    Activation::Identity,
-    Activation::Sigmoid,
-    Activation::Tanh,
-    Activation::Relu,
-    Activation::LeakyRelu(0.01),
-];
-
-const OUTPUT_PAIRS: [(Activation, Loss); 8] = [
-    (Activation::Identity, Loss::SquaredError),
-    (Activation::Sigmoid, Loss::SquaredError),
-    (Activation::Tanh, Loss::SquaredError),
-    (Activation::Relu, Loss::SquaredError),
-    (Activation::LeakyRelu(0.01), Loss::SquaredError),
-    (Activation::Softmax, Loss::SquaredError),
-    (Activation::Softmax, Loss::CrossEntropy),
-    (Activation::Sigmoid, Loss::BinaryCrossEntropy),
-];
-
-fn report(line: String) {
-    let _ = writeln!(std::io::stderr(), "[gpumlp tests] {line}");
-}
-
-fn targets(spec: &ModelSpec, rows: usize, seed: u64) -> Vec<f32> {
-    let out = spec.outputs();
-    match spec.loss {
-        Loss::BinaryCrossEntropy => uniform(rows * out, 0.0, 1.0, seed)
-            .iter()
-            .map(|v| v.round())
-            .collect(),
-        _ if out > 1 => one_hot(rows, out, seed),
-        _ => uniform(rows * out, 0.0, 1.0, seed),
-    }
-}
+use gpumlp::{CpuBackend, GpuContext, OptimizerState};
 
 fn sizes_name(spec: &ModelSpec) -> String {
     spec.sizes

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{awkward_shapes, gpus, one_hot, uniform};
+use common::{awkward_shapes, gpus, one_hot, uniform, OUTPUT_PAIRS};
 use gpumlp::cpu::ops::{self, MatmulForm};
 use gpumlp::gpu::probe;
 use gpumlp::model::{Activation, Loss};
@@ -145,18 +145,6 @@ fn delta_epilogue_applies_every_derivative_with_relu_prime_of_zero_one() {
         }
     }
 }
-
-/// Output activation and loss pairs that make sense.
-pub const OUTPUT_PAIRS: [(Activation, Loss); 8] = [
-    (Activation::Identity, Loss::SquaredError),
-    (Activation::Sigmoid, Loss::SquaredError),
-    (Activation::Tanh, Loss::SquaredError),
-    (Activation::Relu, Loss::SquaredError),
-    (Activation::LeakyRelu(0.01), Loss::SquaredError),
-    (Activation::Softmax, Loss::SquaredError),
-    (Activation::Softmax, Loss::CrossEntropy),
-    (Activation::Sigmoid, Loss::BinaryCrossEntropy),
-];
 
 #[test]
 fn output_delta_loss_and_reduction_match_reference() {

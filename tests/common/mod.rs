@@ -1,7 +1,8 @@
 //! Shared by the integration tests: every GPU adapter found, deterministic data, tolerances.
 #![allow(dead_code)]
 
-use gpumlp::{AdapterSelector, GpuContext};
+use gpumlp::model::{Activation, Loss, ModelSpec};
+use gpumlp::{AdapterSelector, GpuContext, Tolerance};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io::Write;
@@ -58,4 +59,51 @@ pub fn awkward_shapes() -> Vec<(usize, usize, usize)> {
     }
     v.push((300, 190, 270));
     v
+}
+
+/// Outputs, activations and the loss after one step: f32 sums in another order and a few ulps
+/// from exp/tanh.
+pub const OUTPUT_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
+/// Gradients are sums over the batch of products of small deltas: absolute error dominates.
+pub const GRAD_TOL: Tolerance = Tolerance::new(1e-3, 2e-6);
+/// Parameters after one update: `w − η g` carries the gradient's error times η.
+pub const PARAM_TOL: Tolerance = Tolerance::new(1e-5, 1e-6);
+
+/// Every hidden activation that trains.
+pub const HIDDEN: [Activation; 5] = [
+    Activation::Identity,
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Relu,
+    Activation::LeakyRelu(0.01),
+];
+
+/// Output activation and loss pairs that make sense.
+pub const OUTPUT_PAIRS: [(Activation, Loss); 8] = [
+    (Activation::Identity, Loss::SquaredError),
+    (Activation::Sigmoid, Loss::SquaredError),
+    (Activation::Tanh, Loss::SquaredError),
+    (Activation::Relu, Loss::SquaredError),
+    (Activation::LeakyRelu(0.01), Loss::SquaredError),
+    (Activation::Softmax, Loss::SquaredError),
+    (Activation::Softmax, Loss::CrossEntropy),
+    (Activation::Sigmoid, Loss::BinaryCrossEntropy),
+];
+
+/// A line on stderr that shows even when the harness captures output.
+pub fn report(line: String) {
+    let _ = writeln!(std::io::stderr(), "[gpumlp tests] {line}");
+}
+
+/// Targets that suit the model's loss: 0/1 for BCE, one-hot rows, or values in [0, 1).
+pub fn targets(spec: &ModelSpec, rows: usize, seed: u64) -> Vec<f32> {
+    let out = spec.outputs();
+    match spec.loss {
+        Loss::BinaryCrossEntropy => uniform(rows * out, 0.0, 1.0, seed)
+            .iter()
+            .map(|v| v.round())
+            .collect(),
+        _ if out > 1 => one_hot(rows, out, seed),
+        _ => uniform(rows * out, 0.0, 1.0, seed),
+    }
 }

@@ -263,17 +263,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     // Check that outputs can be written before spending time on training.
     for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        if !dir.is_dir() {
-            bail!(
-                "{}: the folder {} does not exist: create it first",
-                p.display(),
-                dir.display()
-            );
-        }
+        gpumlp::checkpoint::output_dir(p)?;
     }
     let backend = gpumlp::place(&device, &spec, config.optimizer, batch)?;
     let device_name = backend.name();

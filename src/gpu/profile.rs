@@ -1,0 +1,83 @@
+//! `bench --profile`: one step with every dispatch timed by timestamp queries.
+
+use super::*;
+
+impl GpuBackend {
+    /// Runs one training step with each dispatch in its own timed pass and returns the time of
+    /// each (label, seconds). Needs timestamp queries; for `bench --profile`, not for training.
+    pub fn profile_step(
+        &mut self,
+        start: usize,
+        len: usize,
+        hyper: &StepHyper,
+    ) -> Result<Vec<(String, f64)>> {
+        if !self.ctx.timestamps {
+            return Err(Error::Gpu(format!(
+                "{} does not support timestamp queries, so kernels cannot be timed",
+                self.ctx.info
+            )));
+        }
+        if len > self.micro {
+            return Err(Error::InvalidConfig(format!(
+                "profile a step of at most {} rows (one micro-batch)",
+                self.micro
+            )));
+        }
+        self.ensure_stats_capacity(self.epoch_lens.len() + 1);
+        self.write_step(len, self.epoch_lens.len(), start, hyper, 1.0 / len as f32);
+        let d = self.step_items();
+        let device = &self.ctx.device;
+        let count = (d.len() * 2) as u32;
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile readback"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("profile"),
+        });
+        for (i, x) in d.iter().enumerate() {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&x.label()),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            self.record(&mut pass, x, len);
+        }
+        enc.resolve_query_set(&queries, 0..count, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, count as u64 * 8);
+        self.ctx.queue.submit([enc.finish()]);
+        let raw = read_staging(&self.ctx, &staging)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let labels: Vec<String> = d.iter().map(|x| x.label()).collect();
+        self.slot_steps
+            .push(self.slot_steps.last().map_or(0, |s| s + 1));
+        self.epoch_lens.push(len);
+        Ok(labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                (
+                    l,
+                    ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
+                )
+            })
+            .collect())
+    }
+}

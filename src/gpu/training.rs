@@ -1,0 +1,292 @@
+//! The `Backend` trait for the wgpu backend: data upload, epochs, steps (micro-batched where a
+//! step does not fit the buffers), readbacks between epochs, prediction and evaluation.
+
+use super::*;
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        self.ctx.info.to_string()
+    }
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        if params.len() != self.spec.param_count() {
+            return Err(Error::shape(
+                "parameters",
+                self.spec.param_count(),
+                params.len(),
+            ));
+        }
+        crate::data::check_finite("parameters", params, params.len())?;
+        self.upload(&self.params, params);
+        Ok(())
+    }
+    fn params(&mut self) -> Result<Vec<f32>> {
+        self.read(&self.params, self.spec.param_count())
+    }
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let p = self.spec.param_count();
+        let slots = self.optimizer.state_slots();
+        let want = |n: usize| if slots >= n { p } else { 0 };
+        if state.m.len() != want(1) || state.v.len() != want(2) {
+            return Err(Error::shape(
+                "optimizer state",
+                format!("m: {}, v: {}", want(1), want(2)),
+                format!("m: {}, v: {}", state.m.len(), state.v.len()),
+            ));
+        }
+        self.upload(&self.opt_m, &state.m);
+        self.upload(&self.opt_v, &state.v);
+        Ok(())
+    }
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let p = self.spec.param_count();
+        let slots = self.optimizer.state_slots();
+        Ok(OptimizerState {
+            m: if slots >= 1 {
+                self.read(&self.opt_m, p)?
+            } else {
+                Vec::new()
+            },
+            v: if slots >= 2 {
+                self.read(&self.opt_v, p)?
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn set_train_data(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<()> {
+        if rows == 0 {
+            return Err(Error::InvalidData("the training set is empty".into()));
+        }
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        self.check_rows("inputs", x, rows, inp)?;
+        self.check_rows("targets", t, rows, out)?;
+        self.ensure_stats_capacity(rows);
+        if let TrainData::Device(old) = std::mem::replace(&mut self.data, TrainData::None) {
+            self.bytes -= old.bytes;
+        }
+        let before = self.bytes;
+        let limit = self.ctx.limits.max_storage_buffer_binding_size;
+        if (rows * inp) as u64 * F32 > limit || (rows * out) as u64 * F32 > limit {
+            self.data = TrainData::Host(HostData {
+                x: x.to_vec(),
+                t: t.to_vec(),
+                rows,
+                order: Vec::new(),
+            });
+            return Ok(());
+        }
+        let data_x = self.storage_buffer("data_x", bytemuck::cast_slice(x));
+        let data_t = self.storage_buffer("data_t", bytemuck::cast_slice(t));
+        let order = self.storage_buffer("order", bytemuck::cast_slice(&vec![0u32; rows]));
+        let device = &self.ctx.device;
+        let gather = |src: &wgpu::Buffer, dst: &wgpu::Buffer, width: usize| {
+            let dims = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("gather"),
+                contents: bytemuck::bytes_of(&OneU32 {
+                    value: width as u32,
+                    _pad: [0; 3],
+                }),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            Dispatch {
+                label: format!("gather rows [B,{width}]"),
+                pipeline: self
+                    .kernels
+                    .pipeline(device, Family::Data, "gather_rows", &[]),
+                bind_group: self.kernels.bind_group(
+                    device,
+                    Family::Data,
+                    &[&dims, &self.step_uniform, &order, src, dst],
+                ),
+                grid: Grid::PerRow {
+                    per_row: width as u32,
+                },
+            }
+        };
+        let gather = [
+            gather(&data_x, &self.x_batch, inp),
+            gather(&data_t, &self.t_batch, out),
+        ];
+        self.data = TrainData::Device(DeviceData {
+            rows,
+            bytes: self.bytes - before,
+            order,
+            gather,
+            _x: data_x,
+            _t: data_t,
+        });
+        Ok(())
+    }
+
+    fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
+        let rows = match &self.data {
+            TrainData::None => {
+                return Err(Error::InvalidConfig(
+                    "no training data: call set_train_data first".into(),
+                ))
+            }
+            TrainData::Device(d) => d.rows,
+            TrainData::Host(h) => h.rows,
+        };
+        if order.len() != rows || order.iter().any(|&i| i as usize >= rows) {
+            return Err(Error::InvalidConfig(format!(
+                "epoch order must index the {rows} training rows"
+            )));
+        }
+        match &mut self.data {
+            TrainData::Device(d) => {
+                self.ctx
+                    .queue
+                    .write_buffer(&d.order, 0, bytemuck::cast_slice(order))
+            }
+            TrainData::Host(h) => h.order = order.to_vec(),
+            TrainData::None => {}
+        }
+        self.epoch_lens.clear();
+        self.slot_steps.clear();
+        Ok(())
+    }
+
+    fn step(&mut self, start: usize, len: usize, hyper: &StepHyper) -> Result<()> {
+        self.spec.check_trainable()?;
+        let rows = match &self.data {
+            TrainData::Device(d) => d.rows,
+            TrainData::Host(h) => h.rows,
+            TrainData::None => 0,
+        };
+        if len == 0 || len > self.max_batch || start + len > rows {
+            return Err(Error::InvalidConfig(format!(
+                "step rows {start}..{} must be 1..={} rows inside the epoch's {rows}",
+                start + len,
+                self.max_batch
+            )));
+        }
+        let step_no = self.slot_steps.last().map_or(0, |s| s + 1);
+        // One submit per step; a step larger than the batch buffers runs as micro-batches that
+        // accumulate the gradient (λW added once), then one update.
+        let chunks = len.div_ceil(self.micro);
+        for c in 0..chunks {
+            let offset = c * self.micro;
+            let rows_here = self.micro.min(len - offset);
+            self.ensure_stats_capacity(self.epoch_lens.len() + 1);
+            if let TrainData::Host(h) = &self.data {
+                let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+                let mut x = Vec::with_capacity(rows_here * inp);
+                let mut t = Vec::with_capacity(rows_here * out);
+                for &r in &h.order[start + offset..start + offset + rows_here] {
+                    let r = r as usize;
+                    x.extend_from_slice(&h.x[r * inp..(r + 1) * inp]);
+                    t.extend_from_slice(&h.t[r * out..(r + 1) * out]);
+                }
+                self.upload(&self.x_batch, &x);
+                self.upload(&self.t_batch, &t);
+            }
+            let mut h = *hyper;
+            if c > 0 {
+                h.l2 = 0.0;
+            }
+            self.write_step(
+                rows_here,
+                self.epoch_lens.len(),
+                start + offset,
+                &h,
+                1.0 / len as f32,
+            );
+            let mut items = self.step_items();
+            if c + 1 == chunks && self.accumulate.is_some() {
+                items.extend(self.update.iter().map(Item::Kernel));
+            }
+            let clear = if c == 0 {
+                self.grad_total.as_ref()
+            } else {
+                None
+            };
+            self.submit(rows_here, &items, clear);
+            self.epoch_lens.push(rows_here);
+            self.slot_steps.push(step_no);
+        }
+        Ok(())
+    }
+
+    fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {
+        let lens = std::mem::take(&mut self.epoch_lens);
+        let steps = std::mem::take(&mut self.slot_steps);
+        let raw = self.read(&self.stats, lens.len() * 2)?;
+        let mut out: Vec<BatchStats> = Vec::new();
+        for ((c, len), step) in raw.chunks(2).zip(lens).zip(steps) {
+            if out.len() <= step {
+                out.push(BatchStats::default());
+            }
+            let s = &mut out[step];
+            s.loss_sum += c[0] as f64;
+            s.correct += c[1] as u64;
+            s.samples += len as u64;
+        }
+        Ok(out)
+    }
+
+    fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.check_rows("inputs", x, rows, self.spec.inputs())?;
+        let out = self.spec.outputs();
+        let size = (rows * out) as u64 * F32;
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("predict"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.forward_chunks(x, None, rows, |me, start, len, enc| {
+            let z = &me.layers.last().expect("a layer").z;
+            enc.copy_buffer_to_buffer(
+                z,
+                0,
+                &staging,
+                (start * out) as u64 * F32,
+                (len * out) as u64 * F32,
+            );
+        });
+        let mut y = read_staging(&self.ctx, &staging)?;
+        y.truncate(rows * out);
+        Ok(y)
+    }
+
+    fn evaluate(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<BatchStats> {
+        self.check_rows("inputs", x, rows, self.spec.inputs())?;
+        self.check_rows("targets", t, rows, self.spec.outputs())?;
+        if !self.epoch_lens.is_empty() {
+            return Err(Error::InvalidConfig(
+                "evaluate inside an epoch: call finish_epoch first".into(),
+            ));
+        }
+        let chunks = rows.div_ceil(self.micro);
+        self.ensure_stats_capacity(chunks);
+        self.forward_chunks(x, Some(t), rows, |_, _, _, _| {});
+        let raw = self.read(&self.stats, chunks * 2)?;
+        let mut s = BatchStats {
+            samples: rows as u64,
+            ..Default::default()
+        };
+        for c in raw.chunks(2) {
+            s.loss_sum += c[0] as f64;
+            s.correct += c[1] as u64;
+        }
+        Ok(s)
+    }
+
+    fn last_gradients(&mut self) -> Result<Vec<f32>> {
+        if self.options.fused && !self.options.capture_gradients {
+            return Err(Error::InvalidConfig(
+                "gradients are not kept by the fused schedule: place the model with GpuOptions { capture_gradients: true, .. }".into(),
+            ));
+        }
+        let grads = self.grad_total.as_ref().unwrap_or(&self.grads);
+        self.read(grads, self.spec.param_count())
+    }
+    fn allocated_bytes(&self) -> u64 {
+        self.bytes
+    }
+}
