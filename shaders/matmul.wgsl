@@ -20,6 +20,11 @@ override MODE: u32 = 0u;
 override ACT: u32 = 0u;      // forward: φ; delta: the previous layer's φ'
 override OPT: u32 = 0u;      // grad: the optimizer (OPT_NONE writes the gradient only)
 override KEEP_GRAD: bool = false;
+// grad only: split K (the batch) over the dispatch's z slices; each slice writes its raw partial
+// sum to out[z · (m+1)·n + row·n + col] and `grad_reduce` adds the slices in a fixed order and
+// runs the epilogue. For tall, thin gradients ([65, B]·[B, 64] at B = 65536) that would
+// otherwise keep one or two workgroups busy while the rest of the device idles.
+override SPLIT_K: bool = false;
 
 struct Dims {
     n: u32,       // columns of C
@@ -79,6 +84,39 @@ fn load_b(row: u32, col: u32, inner: u32) -> f32 {
     return rhs[dims.b_off + row * dims.n + col];
 }
 
+// The K range of this workgroup: all of it, or slice wid.z of nwg.z (multiples of 16).
+fn k_range(inner: u32, wid_z: u32, slices: u32) -> vec2<u32> {
+    if (!SPLIT_K) {
+        return vec2<u32>(0u, inner);
+    }
+    let chunk = ((inner + slices - 1u) / slices + 15u) / 16u * 16u;
+    let begin = min(wid_z * chunk, inner);
+    return vec2<u32>(begin, min(begin + chunk, inner));
+}
+
+// Where a split-K slice leaves its partial of C[row, col] (rows = m + 1).
+fn store_partial(row: u32, col: u32, v: f32, slice: u32) {
+    out[(slice * (dims.m + 1u) + row) * dims.n + col] = v;
+}
+
+// Sums the split-K partials of every C element in slice order, then runs the grad epilogue.
+// dims.k holds the number of slices here. One invocation per element of [(m+1), n].
+@compute @workgroup_size(256)
+fn grad_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let z0 = min(nwg.z, 1u) - 1u;
+    let n = dims.n + z0;
+    let total = (dims.m + 1u) * n;
+    let e = gid.y * nwg.x * 256u + gid.x;
+    if (e >= total) {
+        return;
+    }
+    var v = 0.0;
+    for (var s = 0u; s < dims.k + z0; s++) {
+        v += lhs[s * total + e];
+    }
+    store_c(e / n, e % n, v);
+}
+
 // The fused epilogue for C[row, col] = v of the current MODE (shared by both variants).
 fn store_c(row: u32, col: u32, v: f32) {
     let idx = dims.c_off + row * dims.n + col;
@@ -109,7 +147,11 @@ fn store_c(row: u32, col: u32, v: f32) {
 }
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
     var rows: u32;
     var inner: u32;
     if (MODE == MODE_GRAD) {
@@ -127,7 +169,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let tid = lid.y * 16u + lid.x;
 
     var acc: array<array<f32, TN>, TM>;
-    for (var k0 = 0u; k0 < inner; k0 += BK) {
+    let kr = k_range(inner, wid.z, nwg.z);
+    for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         for (var i = 0u; i < 4u; i++) {
             let idx = tid + i * 256u;
             // A tile: contiguous along the operand's stored rows.
@@ -179,7 +222,11 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             if (col >= dims.n) {
                 continue;
             }
-            store_c(row, col, acc[i][j]);
+            if (SPLIT_K) {
+                store_partial(row, col, acc[i][j], wid.z);
+            } else {
+                store_c(row, col, acc[i][j]);
+            }
         }
     }
 }
@@ -341,7 +388,8 @@ fn matmul_blocked(
     var c14_1 = vec4<f32>(0.0);
     var c15_0 = vec4<f32>(0.0);
     var c15_1 = vec4<f32>(0.0);
-    for (var q = 0u; q < inner; q++) {
+    let kr = k_range(inner, wid.z, nwg.z);
+    for (var q = kr.x; q < kr.y; q++) {
         let qa = q * a_q;
         let qb = q * b_q;
         let b0 = vec4<f32>(rhs[bi0 + qb], rhs[bi1 + qb], rhs[bi2 + qb], rhs[bi3 + qb]);
@@ -544,7 +592,11 @@ fn matmul_blocked(
             if (col >= n) {
                 break;
             }
-            store_c(row, col, acc[i * BTN + j]);
+            if (SPLIT_K) {
+                store_partial(row, col, acc[i * BTN + j], wid.z);
+            } else {
+                store_c(row, col, acc[i * BTN + j]);
+            }
         }
     }
 }

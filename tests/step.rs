@@ -161,6 +161,34 @@ fn batch_spanning_many_workgroups_matches_reference() {
             &mut worst,
         );
     }
+    // Tall, thin gradients ([33, B]·[B, 64] and [65, B]·[B, 1]) at a large batch: split-K over
+    // the batch with a fixed-order reduction.
+    let thin = ModelSpec::new(
+        &[32, 64, 1],
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Loss::BinaryCrossEntropy,
+    )
+    .unwrap();
+    for ctx in gpus() {
+        let mut worst = [0.0f32; 4];
+        compare_one_step(
+            ctx,
+            &thin,
+            Optimizer::adam(),
+            0.01,
+            4099,
+            GpuOptions {
+                fused_mlp: Some(false),
+                ..Default::default()
+            },
+            &mut worst,
+        );
+        report(format!(
+            "{}: split-K gradients at batch 4099: largest |GPU − CPU| gradients {:.2e}",
+            ctx.info, worst[2]
+        ));
+    }
 }
 
 fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (Vec<f64>, Vec<f32>) {

@@ -330,12 +330,14 @@ impl Kernels {
         act: u32,
         opt: u32,
         keep_grad: bool,
+        split_k: bool,
     ) -> wgpu::ComputePipeline {
         let mut constants = vec![
             ("MODE", mode as u32 as f64),
             ("ACT", act as f64),
             ("OPT", opt as f64),
             ("KEEP_GRAD", keep_grad as u32 as f64),
+            ("SPLIT_K", split_k as u32 as f64),
         ];
         if cfg.variant == MatmulVariant::Blocked {
             constants.push(("WG_N", cfg.wg_n as f64));

@@ -57,6 +57,8 @@ enum Grid {
     BatchRows { cols: u32, cfg: MatmulConfig },
     /// A fixed grid.
     Fixed(u32, u32),
+    /// A fixed grid with `z` split-K slices.
+    Split(u32, u32, u32),
     /// A 1-D kernel with `per_row` invocations per batch row.
     PerRow { per_row: u32 },
 }
@@ -269,6 +271,12 @@ impl GpuBackend {
         let (x, y) = match d.grid {
             Grid::BatchRows { cols, cfg } => cfg.groups(batch as u32, cols),
             Grid::Fixed(x, y) => (x, y),
+            Grid::Split(x, y, z) => {
+                pass.set_pipeline(&d.pipeline);
+                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.dispatch_workgroups(x, y, z);
+                return;
+            }
             Grid::PerRow { per_row } => groups_1d(
                 batch as u64 * per_row as u64,
                 self.ctx.limits.max_compute_workgroups_per_dimension,

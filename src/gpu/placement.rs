@@ -60,6 +60,24 @@ impl GpuBackend {
         let row_stats = storage("row_stats", rows * 2);
         let stats_capacity = 1024;
         let stats = storage("stats", stats_capacity * 2);
+        let cpu_adapter = ctx.info.device_type.eq_ignore_ascii_case("cpu");
+        let kernels_cfg = |cols: usize| kernels.matmul_config(cols as u32);
+        // One buffer for every split-K layer's partial sums: [slices, in + 1, out] at most.
+        let partials_len = spec
+            .layout()
+            .iter()
+            .map(|l| {
+                let (gx, gy) = kernels_cfg(l.outputs).groups(l.inputs as u32 + 1, l.outputs as u32);
+                let slices = split_k_slices(gx * gy, rows, cpu_adapter) as usize;
+                if slices > 1 {
+                    slices * (l.inputs + 1) * l.outputs
+                } else {
+                    0
+                }
+            })
+            .max()
+            .unwrap_or(0);
+        let partials = (partials_len > 0).then(|| storage("split-K partials", partials_len));
         let step_uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
             size: std::mem::size_of::<StepUniform>() as u64,
@@ -105,7 +123,15 @@ impl GpuBackend {
                     lay.outputs,
                     act
                 ),
-                pipeline: kernels.matmul(device, cfg, MatmulMode::Forward, act.code(), 0, false),
+                pipeline: kernels.matmul(
+                    device,
+                    cfg,
+                    MatmulMode::Forward,
+                    act.code(),
+                    0,
+                    false,
+                    false,
+                ),
                 bind_group: kernels.bind_group(
                     device,
                     Family::Matmul,
@@ -152,6 +178,7 @@ impl GpuBackend {
                         prev_act.code(),
                         0,
                         false,
+                        false,
                     ),
                     bind_group: kernels.bind_group(
                         device,
@@ -185,41 +212,113 @@ impl GpuBackend {
                 c_off: lay.weight as u32,
                 aux_off: 0,
             }));
-            backward.push(Dispatch {
-                label: format!(
-                    "grad{} {} [{},B]x[B,{}]",
-                    if options.fused { "+update" } else { "" },
-                    l + 1,
-                    lay.inputs + 1,
-                    lay.outputs
-                ),
-                pipeline: kernels.matmul(
+            // Split K (the batch) where the gradient has too few tiles to fill the device.
+            let (gx, gy) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
+            let slices = split_k_slices(gx * gy, rows, cpu_adapter);
+            let label = format!(
+                "grad{} {} [{},B]x[B,{}]",
+                if options.fused { "+update" } else { "" },
+                l + 1,
+                lay.inputs + 1,
+                lay.outputs
+            );
+            let grad_pipeline = |split: bool| {
+                kernels.matmul(
                     device,
                     cfg,
                     MatmulMode::Grad,
                     0,
                     opt_code,
                     options.capture_gradients,
-                ),
-                bind_group: kernels.bind_group(
-                    device,
-                    Family::Matmul,
-                    &[
-                        &dims,
-                        &step_uniform,
-                        input,
-                        &layers[l].delta,
-                        &grads,
-                        &params,
-                        &opt_m,
-                        &opt_v,
-                    ],
-                ),
-                grid: {
-                    let (x, y) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
-                    Grid::Fixed(x, y)
-                },
-            });
+                    split,
+                )
+            };
+            if slices == 1 {
+                backward.push(Dispatch {
+                    label,
+                    pipeline: grad_pipeline(false),
+                    bind_group: kernels.bind_group(
+                        device,
+                        Family::Matmul,
+                        &[
+                            &dims,
+                            &step_uniform,
+                            input,
+                            &layers[l].delta,
+                            &grads,
+                            &params,
+                            &opt_m,
+                            &opt_v,
+                        ],
+                    ),
+                    grid: Grid::Fixed(gx, gy),
+                });
+            } else {
+                let partials = partials.as_ref().expect("allocated for split layers");
+                backward.push(Dispatch {
+                    label: format!("{label} split-K ×{slices}"),
+                    pipeline: grad_pipeline(true),
+                    bind_group: kernels.bind_group(
+                        device,
+                        Family::Matmul,
+                        &[
+                            &dims,
+                            &step_uniform,
+                            input,
+                            &layers[l].delta,
+                            partials,
+                            &params,
+                            &opt_m,
+                            &opt_v,
+                        ],
+                    ),
+                    grid: Grid::Split(gx, gy, slices),
+                });
+                let reduce_dims = uniform(bytemuck::bytes_of(&MatmulDims {
+                    n: lay.outputs as u32,
+                    k: slices,
+                    m: lay.inputs as u32,
+                    alpha: 0.0,
+                    a_off: 0,
+                    b_off: 0,
+                    c_off: lay.weight as u32,
+                    aux_off: 0,
+                }));
+                let elems = ((lay.inputs + 1) * lay.outputs) as u64;
+                let (rx, ry) = groups_1d(elems, ctx.limits.max_compute_workgroups_per_dimension);
+                backward.push(Dispatch {
+                    label: format!(
+                        "grad {} split-K reduction{}",
+                        l + 1,
+                        if options.fused { " +update" } else { "" }
+                    ),
+                    pipeline: kernels.pipeline(
+                        device,
+                        Family::Matmul,
+                        "grad_reduce",
+                        &[
+                            ("MODE", MatmulMode::Grad as u32 as f64),
+                            ("OPT", opt_code as f64),
+                            ("KEEP_GRAD", options.capture_gradients as u32 as f64),
+                        ],
+                    ),
+                    bind_group: kernels.bind_group(
+                        device,
+                        Family::Matmul,
+                        &[
+                            &reduce_dims,
+                            &step_uniform,
+                            partials,
+                            &layers[l].delta,
+                            &grads,
+                            &params,
+                            &opt_m,
+                            &opt_v,
+                        ],
+                    ),
+                    grid: Grid::Fixed(rx, ry),
+                });
+            }
         }
         let count = uniform(bytemuck::bytes_of(&OneU32 {
             value: p as u32,
@@ -310,7 +409,6 @@ impl GpuBackend {
         // Where the fully fused step is faster: on GPUs (tiny-cuda-nn's result; we could not
         // measure one here), and on CPU adapters only for tiny steps, where dispatch overhead
         // dominates (2-16-2 b256: 2.2x faster on lavapipe; 64-128-128-10 b4096: 1.8x slower).
-        let cpu_adapter = ctx.info.device_type.eq_ignore_ascii_case("cpu");
         let tiny_step = rows * spec.macs_per_sample() <= 1 << 20;
         let use_fused = options.fused && options.fused_mlp.unwrap_or(!cpu_adapter || tiny_step);
         let fused_mlp = if use_fused {
@@ -450,4 +548,15 @@ impl GpuBackend {
             self.bytes += self.fused_mlp.as_ref().map_or(0, |f| f.allocated_bytes());
         }
     }
+}
+
+/// Split-K slices for a gradient matmul with `tiles` output workgroups over a batch of `rows`:
+/// enough to keep the device busy (a CPU adapter's few cores, a GPU's many multiprocessors),
+/// at least 256 batch rows per slice, at most 64 slices.
+fn split_k_slices(tiles: u32, rows: usize, cpu_adapter: bool) -> u32 {
+    let busy = if cpu_adapter { 8 } else { 256 };
+    if tiles >= busy || rows < 512 {
+        return 1;
+    }
+    (busy / tiles).min((rows / 256) as u32).clamp(1, 64)
 }
