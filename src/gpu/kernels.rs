@@ -322,6 +322,7 @@ impl Kernels {
 
     /// The matmul pipeline for a launch shape, mode, activation (φ for forward, φ' for delta)
     /// and optimizer.
+    #[allow(clippy::too_many_arguments)] // one per override constant of the pipeline
     pub fn matmul(
         &self,
         device: &wgpu::Device,
