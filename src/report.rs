@@ -85,73 +85,70 @@ where
 {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(350);
-    let epochs = records.len().max(1) as f64;
     let series = |f: fn(&MetricsRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         records
             .iter()
             .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
             .collect()
     };
-    let train_loss = series(|r| Some(r.train_loss));
-    let val_loss = series(|r| r.val_loss);
-    let max_loss = train_loss
+    let losses = [series(|r| Some(r.train_loss)), series(|r| r.val_loss)];
+    let max_loss = losses.iter().flatten().map(|p| p.1).fold(1e-6, f64::max) * 1.05;
+    panel(
+        &top,
+        "loss",
+        "mean loss",
+        0.0..max_loss,
+        records.len(),
+        &losses,
+    )?;
+    let accuracies = [
+        series(|r| r.train_accuracy.map(|a| a * 100.0)),
+        series(|r| r.val_accuracy.map(|a| a * 100.0)),
+    ];
+    let min_acc = accuracies
         .iter()
-        .chain(&val_loss)
+        .flatten()
         .map(|p| p.1)
-        .fold(0.0f64, f64::max)
-        .max(1e-6)
-        * 1.05;
-    let mut chart = ChartBuilder::on(&top)
-        .caption("loss", (FONT, 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..epochs, 0.0..max_loss)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("mean loss")
-        .label_style((FONT, 14))
-        .draw()?;
-    for (data, color, name) in [(&train_loss, BLUE, "train"), (&val_loss, RED, "validation")] {
-        if !data.is_empty() {
-            chart
-                .draw_series(LineSeries::new(data.iter().cloned(), color.stroke_width(2)))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-        }
-    }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 14))
-        .border_style(BLACK)
-        .background_style(WHITE)
-        .draw()?;
+        .fold(100.0, f64::min);
+    let range = (min_acc - 1.0).clamp(0.0, 99.0)..100.0;
+    panel(
+        &bottom,
+        "accuracy",
+        "accuracy %",
+        range,
+        records.len(),
+        &accuracies,
+    )?;
+    root.present()?;
+    Ok(())
+}
 
-    let train_acc = series(|r| r.train_accuracy.map(|a| a * 100.0));
-    let val_acc = series(|r| r.val_accuracy.map(|a| a * 100.0));
-    let min_acc = train_acc
-        .iter()
-        .chain(&val_acc)
-        .map(|p| p.1)
-        .fold(100.0f64, f64::min);
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("accuracy", (FONT, 22))
+/// One chart: train (blue) and validation (red) per epoch, with a legend when there is data.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    y_desc: &str,
+    y_range: std::ops::Range<f64>,
+    epochs: usize,
+    lines: &[Vec<(f64, f64)>; 2],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..epochs, (min_acc - 1.0).clamp(0.0, 99.0)..100.0)?;
+        .build_cartesian_2d(0.0..epochs.max(1) as f64, y_range)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("accuracy %")
+        .y_desc(y_desc)
         .label_style((FONT, 14))
         .draw()?;
-    for (data, color, name) in [(&train_acc, BLUE, "train"), (&val_acc, RED, "validation")] {
+    for (data, color, name) in [(&lines[0], BLUE, "train"), (&lines[1], RED, "validation")] {
         if !data.is_empty() {
             chart
                 .draw_series(LineSeries::new(data.iter().cloned(), color.stroke_width(2)))?
@@ -161,7 +158,7 @@ where
                 });
         }
     }
-    if !train_acc.is_empty() {
+    if lines.iter().any(|l| !l.is_empty()) {
         chart
             .configure_series_labels()
             .label_font((FONT, 14))
@@ -169,6 +166,5 @@ where
             .background_style(WHITE)
             .draw()?;
     }
-    root.present()?;
     Ok(())
 }
