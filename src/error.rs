@@ -55,11 +55,12 @@ pub enum Error {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
 
-    #[error("I/O error on {path}: {source}")]
+    // The cause is part of the message and deliberately not a `#[source]`: callers that print
+    // the whole chain (anyhow's `{:#}`) would otherwise show it twice.
+    #[error("I/O error on {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("checkpoint {path}: {message}")]
@@ -73,7 +74,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

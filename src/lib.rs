@@ -50,7 +50,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Device {
     /// The best GPU adapter matching the selector (and `GPUMLP_BACKEND`/`GPUMLP_ADAPTER`); the
-    /// CPU reference, with a note on stderr, when there is none.
+    /// CPU reference when there is none ([`place_with_fallback`] says why; nothing is printed).
     Auto(AdapterSelector),
     /// A GPU adapter, or an error that says how to get one.
     Gpu(AdapterSelector),
@@ -58,36 +58,55 @@ pub enum Device {
     Cpu,
 }
 
-/// Places `spec` on `device` for batches of up to `max_batch` rows.
+/// Places `spec` on `device` for batches of up to `max_batch` rows. With [`Device::Auto`] and no
+/// usable GPU adapter this silently returns the CPU reference: use [`place_with_fallback`] to
+/// learn why, or [`Backend::name`] to see where the model went.
 pub fn place(
     device: &Device,
     spec: &ModelSpec,
     optimizer: Optimizer,
     max_batch: usize,
 ) -> Result<Box<dyn Backend>> {
+    place_with_fallback(device, spec, optimizer, max_batch).map(|(backend, _)| backend)
+}
+
+/// Like [`place`], and also returns why [`Device::Auto`] fell back to the CPU reference (the
+/// [`Error::NoAdapter`] it met), or `None` when it did not. The library prints nothing: a caller
+/// that wants to tell its user (as `gpumlp` does on stderr, unless `--quiet`) prints this.
+pub fn place_with_fallback(
+    device: &Device,
+    spec: &ModelSpec,
+    optimizer: Optimizer,
+    max_batch: usize,
+) -> Result<(Box<dyn Backend>, Option<Error>)> {
     match device {
-        Device::Cpu => Ok(Box::new(CpuBackend::new(spec, optimizer)?)),
+        Device::Cpu => Ok((Box::new(CpuBackend::new(spec, optimizer)?), None)),
         Device::Gpu(sel) => {
             let ctx = Arc::new(GpuContext::new(&sel.clone().or_env())?);
-            Ok(Box::new(GpuBackend::new(
-                ctx,
-                spec,
-                optimizer,
-                max_batch,
-                GpuOptions::default(),
-            )?))
+            Ok((
+                Box::new(GpuBackend::new(
+                    ctx,
+                    spec,
+                    optimizer,
+                    max_batch,
+                    GpuOptions::default(),
+                )?),
+                None,
+            ))
         }
         Device::Auto(sel) => match GpuContext::new(&sel.clone().or_env()) {
-            Ok(ctx) => Ok(Box::new(GpuBackend::new(
-                Arc::new(ctx),
-                spec,
-                optimizer,
-                max_batch,
-                GpuOptions::default(),
-            )?)),
+            Ok(ctx) => Ok((
+                Box::new(GpuBackend::new(
+                    Arc::new(ctx),
+                    spec,
+                    optimizer,
+                    max_batch,
+                    GpuOptions::default(),
+                )?),
+                None,
+            )),
             Err(e @ Error::NoAdapter { .. }) => {
-                eprintln!("gpumlp: {e}\ngpumlp: running on the CPU reference instead");
-                Ok(Box::new(CpuBackend::new(spec, optimizer)?))
+                Ok((Box::new(CpuBackend::new(spec, optimizer)?), Some(e)))
             }
             Err(e) => Err(e),
         },

@@ -48,30 +48,41 @@ pub fn write_metrics(path: &Path, records: &[MetricsRecord]) -> Result<()> {
 const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
 
-/// Draws loss (top) and accuracy (bottom) per epoch, train and validation, to an `.svg` or
-/// `.png` file, written atomically.
-pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
-    let ext = path
+/// The image format a plot path asks for, `"svg"` or `"png"` (by its extension, any case), or an
+/// error that says which are supported. `gpumlp train` checks this before training.
+pub fn plot_format(path: &Path) -> Result<&'static str> {
+    match path
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+        .as_deref()
+    {
+        Some("svg") => Ok("svg"),
+        Some("png") => Ok("png"),
+        _ => Err(Error::file(path, "a plot must end in .svg or .png")),
+    }
+}
+
+/// Draws loss (top) and accuracy (bottom) per epoch, train and validation, to an `.svg` or
+/// `.png` file, written atomically (a temporary file, removed on any error, then a rename).
+pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
+    let ext = plot_format(path)?;
     let dir = crate::checkpoint::output_dir(path)?;
     let tmp = dir.join(format!(".plot-{}.{ext}", std::process::id()));
     let size = (900, 700);
     // Text is laid out with the bundled DejaVu Sans, so plots need no system fonts.
     let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
-    let drawn = match ext.as_str() {
+    let drawn = match ext {
         "svg" => draw(SVGBackend::new(&tmp, size).into_drawing_area(), records),
-        "png" => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), records),
-        _ => {
-            return Err(Error::file(path, "a plot must end in .svg or .png"));
-        }
+        _ => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), records),
     };
     if let Err(e) = drawn {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::file(path, format!("drawing the plot failed: {e}")));
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;

@@ -527,3 +527,381 @@ fn bad_checkpoints_and_outputs_are_refused_and_nothing_is_lost() {
         "does not exist",
     );
 }
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn metrics_epochs(path: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn resume_with_no_flags_continues_the_saved_run_with_its_outputs() {
+    let dir = tmp();
+    let straight = p(dir.path(), "straight.safetensors");
+    let model = p(dir.path(), "m.safetensors");
+    let metrics = p(dir.path(), "m.jsonl");
+    let plot = p(dir.path(), "m.svg");
+    let common = ["--layers", "64,16,10", "--optimizer", "adam", "--quiet"];
+    let run = |extra: &[&str]| {
+        let mut a = vec!["train"];
+        a.extend_from_slice(&common);
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    run(&["--epochs", "3", "--out", &straight]);
+    // A `--epochs 3` run stopped after its second epoch: its checkpoint records the command.
+    run(&[
+        "--epochs",
+        "2",
+        "--out",
+        &model,
+        "--metrics",
+        &metrics,
+        "--plot",
+        &plot,
+    ]);
+    let mut ck = Checkpoint::load(Path::new(&model)).unwrap();
+    let state = ck.training.as_mut().unwrap();
+    let mut saved: serde_json::Value = serde_json::from_str(&state.extra["args"]).unwrap();
+    saved["epochs"] = 3.into();
+    state.extra.insert("args".into(), saved.to_string());
+    ck.save(Path::new(&model)).unwrap();
+    let before = metrics_epochs(&metrics);
+    assert_eq!(before.len(), 2);
+    std::fs::remove_file(&plot).unwrap();
+
+    // No --epochs, --out, --metrics or --plot: all come from the checkpoint (not clap's defaults).
+    ok(&["train", "--resume", &model, "--quiet"]);
+    let resumed = Checkpoint::load(Path::new(&model)).unwrap();
+    assert_eq!(
+        resumed.training.as_ref().unwrap().epoch,
+        3,
+        "resume trained to the saved run's 3 epochs"
+    );
+    let a = Checkpoint::load(Path::new(&straight)).unwrap();
+    assert_eq!(
+        a.params, resumed.params,
+        "resumed parameters differ from an unbroken run"
+    );
+    let after = metrics_epochs(&metrics);
+    let epochs: Vec<_> = after.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2, 3], "the metrics file holds every epoch");
+    assert_eq!(after[..2], before[..], "the earlier epochs' lines are kept");
+    assert!(
+        std::fs::read_to_string(&plot).unwrap().contains("<svg"),
+        "the saved run's plot is drawn again"
+    );
+    // --epochs given on the command line still wins, and may not go backwards.
+    fails(
+        &["train", "--resume", &model, "--epochs", "2", "--quiet"],
+        "already trained",
+    );
+    ok(&["train", "--resume", &model, "--epochs", "4", "--quiet"]);
+    let ck = Checkpoint::load(Path::new(&model)).unwrap();
+    assert_eq!(ck.training.unwrap().epoch, 4);
+    assert_eq!(metrics_epochs(&metrics).len(), 4);
+}
+
+#[test]
+fn resume_refuses_flags_that_contradict_the_checkpoint() {
+    let dir = tmp();
+    let model = p(dir.path(), "m.safetensors");
+    ok(&[
+        "train",
+        "--layers",
+        "64,16,10",
+        "--optimizer",
+        "momentum",
+        "--epochs",
+        "1",
+        "--out",
+        &model,
+        "--quiet",
+    ]);
+    let saved = std::fs::read(&model).unwrap();
+    let refused = |flags: &[&str], wants: &[&str]| {
+        let mut a = vec!["train", "--resume", &model, "--epochs", "2", "--quiet"];
+        a.extend_from_slice(flags);
+        let t = fails(&a, wants[0]);
+        for w in wants {
+            assert!(
+                t.contains(w),
+                "gpumlp {a:?}: message should mention '{w}':\n{t}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(&model).unwrap(),
+            saved,
+            "a refused resume changed the checkpoint"
+        );
+    };
+    refused(
+        &["--layers", "64,32,10"],
+        &["--layers 64,32,10", "--layers 64,16,10"],
+    );
+    refused(
+        &["--optimizer", "adam"],
+        &["--optimizer adam", "--optimizer momentum"],
+    );
+    refused(&["--lr", "0.5"], &["--lr 0.5", "--lr 0.05"]);
+    refused(&["--batch", "64"], &["--batch 64", "--batch 32"]);
+    refused(&["--seed", "7"], &["--seed 7", "--seed 0"]);
+    refused(
+        &["--activation", "tanh"],
+        &["--activation tanh", "--activation relu"],
+    );
+    refused(&["--loss", "squared-error"], &["--loss squared-error"]);
+    refused(&["--normalize", "unit"], &["--normalize unit"]);
+    refused(&["--data", "fashion-mnist"], &["--data fashion-mnist"]);
+    // the same values, given explicitly, are fine
+    ok(&[
+        "train",
+        "--resume",
+        &model,
+        "--epochs",
+        "2",
+        "--layers",
+        "64,16,10",
+        "--optimizer",
+        "momentum",
+        "--activation",
+        "relu",
+        "--lr",
+        "0.05",
+        "--quiet",
+    ]);
+    assert_eq!(
+        Checkpoint::load(Path::new(&model))
+            .unwrap()
+            .training
+            .unwrap()
+            .epoch,
+        2
+    );
+}
+
+#[test]
+fn bad_flags_fail_before_training_and_write_nothing() {
+    let dir = tmp();
+    let out = p(dir.path(), "m.safetensors");
+    let metrics = p(dir.path(), "m.jsonl");
+    let plot = p(dir.path(), "m.svg");
+    let f = write(dir.path(), "three.csv", b"1,2,0\n3,4,1\n");
+    let narrow = format!("csv:{}", f.display());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--test", "csv:/nonexistent/t.csv"],
+            "/nonexistent/t.csv",
+        ),
+        (vec!["--test", &narrow], "2 features"),
+        (vec!["--plot", "m.jpg"], ".svg or .png"),
+        (vec!["--epochs", "0"], "--epochs must be at least 1"),
+        (vec!["--verify", "0"], "at least 1"),
+        (
+            vec!["--device", "cpu", "--backend", "vulkan"],
+            "--device cpu",
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut a = vec!["train", "--out", &out, "--metrics", &metrics];
+        if !flags.contains(&"--plot") {
+            a.extend_from_slice(&["--plot", &plot]);
+        }
+        if !flags.contains(&"--epochs") {
+            a.extend_from_slice(&["--epochs", "3"]);
+        }
+        a.extend_from_slice(&flags);
+        let t = fails(&a, want);
+        assert!(
+            !t.contains("epoch   1") && !t.contains("gpumlp: training"),
+            "gpumlp {a:?} started training before failing:\n{t}"
+        );
+        assert_eq!(
+            listing(dir.path()),
+            ["three.csv"],
+            "gpumlp {a:?} left files behind"
+        );
+    }
+    // the same checks in eval and predict where they apply
+    fails(
+        &[
+            "eval",
+            "--model",
+            &out,
+            "--data",
+            "digits",
+            "--device",
+            "cpu",
+            "--backend",
+            "gl",
+        ],
+        "--device cpu",
+    );
+}
+
+#[test]
+fn unwritable_output_folders_are_refused_before_training() {
+    let dir = tmp();
+    // a "folder" that is a regular file: refused for every user, root included
+    let file = write(dir.path(), "plain-file", b"x");
+    for flag in ["--out", "--metrics", "--plot"] {
+        let target = file.join("x.svg").to_string_lossy().into_owned();
+        let t = fails(&["train", "--epochs", "3", flag, &target], "not a folder");
+        assert!(!t.contains("epoch   1"), "trained before failing:\n{t}");
+    }
+    // an output path that is itself a folder
+    fails(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        "is a folder",
+    );
+    // a folder without write permission (root writes anyway: then there is nothing to refuse)
+    use std::os::unix::fs::PermissionsExt;
+    let ro = dir.path().join("read-only");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    if std::fs::write(ro.join("probe"), b"x").is_ok() {
+        eprintln!("skipping the read-only folder check: this user (root?) can write in it");
+    } else {
+        let target = ro.join("m.safetensors").to_string_lossy().into_owned();
+        fails(
+            &["train", "--epochs", "3", "--out", &target],
+            "cannot write",
+        );
+    }
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn failed_runs_leave_an_existing_checkpoint_intact_and_no_temporary_files() {
+    let dir = tmp();
+    let model = p(dir.path(), "m.safetensors");
+    ok(&[
+        "train", "--layers", "64,16,10", "--epochs", "1", "--out", &model, "--quiet",
+    ]);
+    let saved = std::fs::read(&model).unwrap();
+    let attempts: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--out", &model, "--test", "csv:/nonexistent.csv"],
+            "nonexistent",
+        ),
+        (vec!["--out", &model, "--plot", "p.gif"], ".svg or .png"),
+        (vec!["--out", &model, "--epochs", "0"], "--epochs"),
+        (
+            vec!["--resume", &model, "--out", &model, "--optimizer", "adam"],
+            "--optimizer",
+        ),
+        (
+            vec![
+                "--resume",
+                &model,
+                "--epochs",
+                "3",
+                "--test",
+                "csv:/nonexistent.csv",
+            ],
+            "nonexistent",
+        ),
+        (vec!["--resume", &model, "--layers", "64,8,10"], "--layers"),
+    ];
+    for (flags, want) in attempts {
+        let mut a = vec!["train", "--quiet"];
+        a.extend_from_slice(&flags);
+        fails(&a, want);
+        assert_eq!(
+            std::fs::read(&model).unwrap(),
+            saved,
+            "gpumlp {a:?} changed the checkpoint"
+        );
+        assert_eq!(
+            listing(dir.path()),
+            ["m.safetensors"],
+            "gpumlp {a:?} left a temporary file"
+        );
+    }
+    // a successful run rewrites it atomically and leaves no temporary file either
+    ok(&["train", "--resume", &model, "--epochs", "2", "--quiet"]);
+    assert_ne!(std::fs::read(&model).unwrap(), saved);
+    assert_eq!(listing(dir.path()), ["m.safetensors"]);
+}
+
+#[test]
+fn no_adapter_note_is_on_stderr_unless_quiet() {
+    let run = |quiet: bool| {
+        let mut a = vec!["train", "--epochs", "1", "--layers", "64,8,10"];
+        if quiet {
+            a.push("--quiet");
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_gpumlp"))
+            .args(&a)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .env("GPUMLP_ADAPTER", "no-such-adapter-anywhere")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (stdout, stderr) = run(false);
+    assert!(
+        stderr.contains("running on the CPU reference instead"),
+        "stderr:\n{stderr}"
+    );
+    assert!(stdout.contains("cpu-reference"), "stdout:\n{stdout}");
+    let (_, stderr) = run(true);
+    assert!(
+        !stderr.contains("CPU reference"),
+        "--quiet still printed the fallback note:\n{stderr}"
+    );
+}
+
+#[test]
+fn predict_names_raw_outputs_y_and_probabilities_p() {
+    let dir = tmp();
+    let test = digits_csv(dir.path(), "test.csv", 0..50);
+    let model = p(dir.path(), "identity.safetensors");
+    ok(&[
+        "train",
+        "--layers",
+        "64,16,10",
+        "--output-activation",
+        "identity",
+        "--loss",
+        "squared-error",
+        "--epochs",
+        "1",
+        "--out",
+        &model,
+        "--quiet",
+    ]);
+    let pred = p(dir.path(), "pred.csv");
+    ok(&[
+        "predict", "--model", &model, "--data", &test, "--out", &pred,
+    ]);
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.starts_with("predicted,y0,") && !header.contains(",p"),
+        "identity outputs are not probabilities: {header}"
+    );
+    assert_eq!(text.lines().count(), 51);
+}

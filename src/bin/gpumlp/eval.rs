@@ -7,7 +7,7 @@ use clap::Args;
 use gpumlp::checkpoint::{atomic_write, Checkpoint};
 use gpumlp::cpu::ops::argmax;
 use gpumlp::data::load_spec;
-use gpumlp::{Dataset, Targets};
+use gpumlp::{Activation, Dataset, Targets};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -71,6 +71,7 @@ fn predicted_classes(y: &[f32], out: usize) -> Vec<usize> {
 }
 
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    args.device.device()?; // contradictory device flags fail before any file is read
     let (ck, ds) = load(&args.model, &args.data)?;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
     let t = ds.dense_targets(&ck.spec)?;
@@ -106,14 +107,22 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
+    // Check the flags and the output folder before reading the model and data.
+    args.device.device()?;
+    gpumlp::checkpoint::output_dir(&args.out)?;
     let (ck, ds) = load(&args.model, &args.data)?;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
     let y = b.predict(&ds.features, ds.rows)?;
     let out = ck.spec.outputs();
+    // Columns are probabilities (p0, …) only when the output layer makes them (softmax, or a
+    // one-unit sigmoid for two classes); other outputs are raw values (y0, …).
+    let last = ck.spec.activations.last().copied();
+    let probabilities = matches!(last, Some(Activation::Softmax | Activation::Sigmoid));
+    let prefix = if probabilities { "p" } else { "y" };
     let mut csv = String::new();
     if ck.spec.is_classifier() || ds.classes().is_some() {
         let pred = predicted_classes(&y, out);
-        if out == 1 {
+        if out == 1 && last == Some(Activation::Sigmoid) {
             csv += "predicted,p0,p1\n";
             for (p, v) in pred.iter().zip(&y) {
                 csv += &format!("{p},{},{}\n", 1.0 - v, v);
@@ -121,7 +130,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         } else {
             csv += "predicted";
             for k in 0..out {
-                csv += &format!(",p{k}");
+                csv += &format!(",{prefix}{k}");
             }
             csv.push('\n');
             for (p, row) in pred.iter().zip(y.chunks(out)) {

@@ -5,8 +5,9 @@ mod bench;
 mod eval;
 mod train;
 
-use clap::{Args, Parser, Subcommand};
-use gpumlp::{AdapterSelector, Device};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use gpumlp::{AdapterSelector, Backend, Device, ModelSpec, Optimizer};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 
@@ -48,6 +49,11 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     pub fn device(&self) -> anyhow::Result<Device> {
+        if let (Some(b), "cpu") = (&self.backend, self.device.as_str()) {
+            anyhow::bail!(
+                "--backend {b} picks a GPU backend, but --device cpu runs on the CPU reference: give one or the other"
+            );
+        }
         let sel = AdapterSelector {
             backend: self.backend.clone(),
             name: None,
@@ -58,6 +64,23 @@ impl DeviceArgs {
             "cpu" => Device::Cpu,
             other => anyhow::bail!("unknown --device '{other}': use auto, gpu or cpu"),
         })
+    }
+
+    /// Places `spec` on this device; when `auto` finds no GPU adapter it says so on stderr
+    /// (unless `quiet`) and runs on the CPU reference.
+    pub fn place(
+        &self,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        quiet: bool,
+    ) -> anyhow::Result<Box<dyn Backend>> {
+        let (backend, fallback) =
+            gpumlp::place_with_fallback(&self.device()?, spec, optimizer, max_batch)?;
+        if let (Some(why), false) = (fallback, quiet) {
+            eprintln!("gpumlp: {why}\ngpumlp: running on the CPU reference instead");
+        }
+        Ok(backend)
     }
 }
 
@@ -97,9 +120,21 @@ fn main() -> ExitCode {
         // Silences EGL's complaint on headless machines (the GL backend probes it).
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Train(args) => train::run(*args),
+        Command::Train(mut args) => {
+            // Which flags the user typed (not clap's defaults): `--resume` keeps the saved run's
+            // value of every flag not given, and refuses a given one that contradicts it.
+            if let Some(m) = matches.subcommand_matches("train") {
+                args.given = m
+                    .ids()
+                    .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                    .map(|id| id.to_string())
+                    .collect();
+            }
+            train::run(*args)
+        }
         Command::Eval(args) => eval::run_eval(args).map(|_| ExitCode::SUCCESS),
         Command::Predict(args) => eval::run_predict(args).map(|_| ExitCode::SUCCESS),
         Command::Info => info().map(|_| ExitCode::SUCCESS),

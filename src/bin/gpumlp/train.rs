@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::{load_weights_file, Checkpoint, TrainingState};
 use gpumlp::data::{known_range, load_spec, Normalization, NormalizeMethod};
-use gpumlp::report::{plot, write_metrics, MetricsRecord};
+use gpumlp::report::{plot, plot_format, write_metrics, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
     Activation, Backend, CpuBackend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
@@ -13,9 +13,9 @@ use gpumlp::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
@@ -90,6 +90,11 @@ pub struct TrainArgs {
     pub verify: Option<usize>,
     #[arg(long)]
     pub quiet: bool,
+    /// The flags typed on the command line (by clap id), filled in by `main` from clap's value
+    /// sources: `--resume` keeps the saved run's value of every flag not given. Not saved.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub given: BTreeSet<String>,
 }
 
 /// The model for these arguments and data.
@@ -175,7 +180,10 @@ fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     })
 }
 
-/// The arguments of a resumed run: the saved run's, with this invocation's outputs and epochs.
+/// The arguments of a resumed run: the saved run's, so that it continues as if it had never
+/// stopped. Where this command gives `--epochs`, `--out`, `--metrics`, `--plot`, `--test`,
+/// `--device` or `--backend`, its value wins; `--quiet` and `--verify` are this command's. A
+/// model or training flag that is given must agree with the checkpoint.
 fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs> {
     let path = cli.resume.as_ref().expect("resume");
     let state = ck.training.as_ref().with_context(|| format!("{}: holds no training state: resume needs a checkpoint written by `gpumlp train --out`", path.display()))?;
@@ -185,25 +193,175 @@ fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs> {
         .with_context(|| format!("{}: the run's arguments are missing", path.display()))?;
     let mut args: TrainArgs = serde_json::from_str(saved)
         .with_context(|| format!("{}: unreadable run arguments", path.display()))?;
-    if let Some(layers) = &cli.layers {
-        if *layers != ck.spec.sizes {
-            bail!(
-                "--resume {}: the checkpoint's model has layers {:?}, not the requested {:?}",
-                path.display(),
-                ck.spec.sizes,
-                layers
-            );
-        }
+    check_resume_conflicts(cli, &args, ck, path)?;
+    let given = |id: &str| cli.given.contains(id);
+    if given("epochs") {
+        args.epochs = cli.epochs;
     }
-    args.epochs = cli.epochs;
-    args.out = cli.out.clone().or(args.out);
-    args.metrics = cli.metrics.clone();
-    args.plot = cli.plot.clone();
+    if given("out") {
+        args.out = cli.out.clone();
+    }
+    if given("metrics") {
+        args.metrics = cli.metrics.clone();
+    }
+    if given("plot") {
+        args.plot = cli.plot.clone();
+    }
+    if given("test") {
+        args.test = cli.test.clone();
+    }
+    if given("device") || given("backend") {
+        args.device = cli.device.clone();
+    }
     args.quiet = cli.quiet;
-    args.device = cli.device.clone();
     args.verify = cli.verify;
     args.resume = cli.resume.clone();
+    args.given = cli.given.clone();
+    if args.epochs < state.epoch {
+        bail!(
+            "--resume {}: --epochs {} is fewer than the {} epochs this checkpoint has already trained (--epochs counts the total, those done included)",
+            path.display(),
+            args.epochs,
+            state.epoch
+        );
+    }
     Ok(args)
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    v.iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Refuses a model or training flag given with `--resume` that differs from the saved run,
+/// naming the flag, the saved value and the requested one.
+fn check_resume_conflicts(
+    cli: &TrainArgs,
+    saved: &TrainArgs,
+    ck: &Checkpoint,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let given = |id: &str| cli.given.contains(id);
+    let conflict = |flag: &str, had: String, asked: String| -> anyhow::Result<()> {
+        bail!(
+            "--resume {}: --{flag} {asked} was requested, but the checkpoint's run has --{flag} {had}: leave --{flag} out to continue the saved run, or start a new run without --resume",
+            path.display()
+        )
+    };
+    let acts = &ck.spec.activations;
+    let (hidden, out_act) = acts.split_at(acts.len() - 1);
+    let out_act = out_act[0];
+    if given("data") && cli.data != saved.data {
+        conflict("data", saved.data.clone(), cli.data.clone())?;
+    }
+    if let (true, Some(layers)) = (given("layers"), &cli.layers) {
+        if *layers != ck.spec.sizes {
+            conflict("layers", join(&ck.spec.sizes), join(layers))?;
+        }
+    }
+    if given("activation") {
+        let asked: Vec<Activation> = cli
+            .activation
+            .split(',')
+            .map(|a| a.parse())
+            .collect::<Result<_, _>>()?;
+        let same = asked.as_slice() == hidden
+            || (asked.len() == 1 && hidden.iter().all(|a| *a == asked[0]));
+        if !same {
+            let had: Vec<String> = hidden.iter().map(|a| a.name()).collect();
+            conflict("activation", had.join(","), cli.activation.clone())?;
+        }
+    }
+    // `auto` agrees with a saved `auto`; a named choice agrees with what the model has.
+    let described = |saved: &str, actual: String| {
+        if saved == "auto" {
+            format!("auto (= {actual})")
+        } else {
+            saved.to_string()
+        }
+    };
+    if given("output_activation") && cli.output_activation != saved.output_activation {
+        let same = cli.output_activation != "auto"
+            && cli.output_activation.parse::<Activation>()? == out_act;
+        if !same {
+            conflict(
+                "output-activation",
+                described(&saved.output_activation, out_act.name()),
+                cli.output_activation.clone(),
+            )?;
+        }
+    }
+    if given("loss") && cli.loss != saved.loss {
+        let same = cli.loss != "auto" && cli.loss.parse::<Loss>()? == ck.spec.loss;
+        if !same {
+            conflict(
+                "loss",
+                described(&saved.loss, ck.spec.loss.name().into()),
+                cli.loss.clone(),
+            )?;
+        }
+    }
+    if given("optimizer") && cli.optimizer != saved.optimizer {
+        conflict("optimizer", saved.optimizer.clone(), cli.optimizer.clone())?;
+    }
+    if let (true, Some(lr)) = (given("lr"), cli.lr) {
+        let had = build_config(saved)?.lr;
+        if lr != had {
+            conflict("lr", had.to_string(), lr.to_string())?;
+        }
+    }
+    for (id, flag, had, asked) in [
+        ("momentum", "momentum", saved.momentum, cli.momentum),
+        ("l2", "l2", saved.l2, cli.l2),
+        ("val_split", "val-split", saved.val_split, cli.val_split),
+    ] {
+        if given(id) && had != asked {
+            conflict(flag, had.to_string(), asked.to_string())?;
+        }
+    }
+    if given("schedule") && cli.schedule.parse::<Schedule>()? != saved.schedule.parse()? {
+        conflict("schedule", saved.schedule.clone(), cli.schedule.clone())?;
+    }
+    if given("batch") && cli.batch != saved.batch {
+        conflict("batch", saved.batch.to_string(), cli.batch.to_string())?;
+    }
+    if given("seed") && cli.seed != saved.seed {
+        conflict("seed", saved.seed.to_string(), cli.seed.to_string())?;
+    }
+    if given("no_shuffle") && !saved.no_shuffle {
+        bail!(
+            "--resume {}: --no-shuffle was requested, but the checkpoint's run shuffled: leave --no-shuffle out to continue the saved run, or start a new run without --resume",
+            path.display()
+        );
+    }
+    if given("normalize") && cli.normalize.parse::<NormalizeMethod>()? != saved.normalize.parse()? {
+        conflict("normalize", saved.normalize.clone(), cli.normalize.clone())?;
+    }
+    if given("init") && cli.init != saved.init {
+        let show = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("(none)".into(), |p| p.display().to_string())
+        };
+        conflict("init", show(&saved.init), show(&cli.init))?;
+    }
+    Ok(())
+}
+
+/// Checks on the flags alone, before any file is read: each must make sense by itself.
+fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1 (it is the total number of epochs to train)");
+    }
+    if args.verify == Some(0) {
+        bail!("--verify K compares the first K steps: K must be at least 1");
+    }
+    if let Some(p) = &args.plot {
+        plot_format(p)?;
+    }
+    args.device.device()?;
+    Ok(())
 }
 
 fn percent(v: Option<f64>) -> String {
@@ -224,14 +382,24 @@ fn epoch_line(r: &EpochReport, epochs: usize) -> String {
 }
 
 pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
+    check_flags(&cli)?;
     let resumed = match &cli.resume {
         Some(p) => Some(Checkpoint::load(p)?),
         None => None,
     };
     let args = match &resumed {
-        Some(ck) => resume_args(&cli, ck)?,
+        Some(ck) => {
+            let args = resume_args(&cli, ck)?;
+            check_flags(&args)?;
+            args
+        }
         None => cli,
     };
+    // Check that outputs can be written before reading data or spending time on training.
+    for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
+        gpumlp::checkpoint::output_dir(p)?;
+    }
+    let device = args.device.device()?;
     let full = load_spec(&args.data)?;
     let (mut train, mut val) = full.split(args.val_split, args.seed)?;
     let norm = match &resumed {
@@ -254,18 +422,28 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         None => build_spec(&args, &train)?,
     };
     let config = build_config(&args)?;
-    let device = args.device.device()?;
     let batch = config.batch_size.clamp(1, train.rows);
+    // The test set is read and checked against the model now, not after training.
+    let test = match &args.test {
+        Some(t) => Some(load_test(t, &spec, &norm, &args.data)?),
+        None => None,
+    };
     let params = match (&resumed, &args.init) {
         (Some(ck), _) => ck.params.clone(),
         (None, Some(init)) => load_weights_file(init, &spec)?,
         (None, None) => spec.init_params(args.seed),
     };
-    // Check that outputs can be written before spending time on training.
-    for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
-        gpumlp::checkpoint::output_dir(p)?;
+    if let (Some(ck), false) = (&resumed, args.quiet) {
+        let done = ck.training.as_ref().map_or(0, |t| t.epoch);
+        eprintln!(
+            "gpumlp: resuming {} after epoch {done} of {}",
+            args.resume.as_ref().expect("resumed").display(),
+            args.epochs
+        );
     }
-    let backend = gpumlp::place(&device, &spec, config.optimizer, batch)?;
+    let backend = args
+        .device
+        .place(&spec, config.optimizer, batch, args.quiet)?;
     let device_name = backend.name();
     if !args.quiet {
         eprintln!(
@@ -412,10 +590,8 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             _ => println!("train loss: {:.6} on {device_name}", last.train_loss),
         }
     }
-    if let Some(test) = &args.test {
-        let mut t = load_spec(test)?;
-        norm.apply(&mut t)?;
-        let s = trainer.evaluate(&t)?;
+    if let Some(t) = &test {
+        let s = trainer.evaluate(t)?;
         if t.classes().is_some() {
             println!(
                 "test accuracy: {:.2}% ({} samples), test loss {:.4}",
@@ -430,13 +606,36 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `--test` set, normalized like the training data and checked against the model (feature
+/// count, labels and target widths).
+fn load_test(
+    test: &str,
+    spec: &ModelSpec,
+    norm: &Normalization,
+    data: &str,
+) -> anyhow::Result<Dataset> {
+    let mut t = load_spec(test).with_context(|| format!("--test {test}"))?;
+    if t.cols != spec.inputs() {
+        bail!(
+            "--test {test}: {} features per sample, but the model takes {} (the features of --data {data}): the test set needs the same columns",
+            t.cols,
+            spec.inputs()
+        );
+    }
+    norm.apply(&mut t)
+        .with_context(|| format!("--test {test}"))?;
+    t.dense_targets(spec)
+        .with_context(|| format!("--test {test}: does not fit the model's outputs"))?;
+    Ok(t)
+}
+
 /// The checkpoint's model on the requested device, with its parameters.
 pub fn place_saved(
     ck: &Checkpoint,
     device: &DeviceArgs,
     batch: usize,
 ) -> anyhow::Result<Box<dyn Backend>> {
-    let mut b = gpumlp::place(&device.device()?, &ck.spec, Optimizer::Sgd, batch)?;
+    let mut b = device.place(&ck.spec, Optimizer::Sgd, batch, false)?;
     b.set_params(&ck.params)?;
     Ok(b)
 }
