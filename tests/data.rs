@@ -144,6 +144,60 @@ fn csv_errors_name_line_and_column() {
 }
 
 #[test]
+fn csv_first_row_is_a_header_only_when_none_of_its_fields_is_a_number() {
+    // A first row that mixes numbers and text is data with a bad field: reported with line and
+    // column, never silently dropped as a header.
+    for (text, target, parts) in [
+        (
+            "1,x,0\n2,3,1\n",
+            LAST,
+            vec!["line 1, column 2", "\"x\" is not a number", "header"],
+        ),
+        (
+            "x,1,0\n2,3,1\n",
+            LAST,
+            vec!["line 1, column 1", "\"x\"", "rename"],
+        ),
+        // The label column too; a blank line before the first row does not change that.
+        (
+            "\n1,2,y\n2,3,1\n",
+            LAST,
+            vec!["line 2, column 3", "class label \"y\"", "header"],
+        ),
+        // A header with a numeric column name is read as data.
+        (
+            "id,2019,label\n1,2,0\n",
+            LAST,
+            vec!["line 1, column 1", "\"id\"", "rename"],
+        ),
+        ("a,b,t\n1,2,0.5\n", values(1), vec![]),
+    ] {
+        let r = csv(text, target.clone());
+        if parts.is_empty() {
+            assert_eq!(r.unwrap().rows, 1, "{text:?}");
+            continue;
+        }
+        err_has(r, &parts);
+    }
+    // Only the first row gets the header hint: a later bad row gets the usual message.
+    let msg = err_has(csv("1,2,0\n1,x,0\n", LAST), &["line 2, column 2"]);
+    assert!(!msg.contains("header only when"), "{msg}");
+    // Headers: every field text (quoted, spaced or empty), and the data all numbers.
+    for text in [
+        "a,b,label\n1,2,0\n3,4,1\n",
+        "\"a\", \"b\" ,label\n1,2,0\n3,4,1\n",
+        ",b,label\n1,2,0\n3,4,1\n",
+    ] {
+        let d = csv(text, LAST).unwrap();
+        assert_eq!((d.rows, d.cols), (2, 2), "{text:?}");
+        assert_eq!(d.features, vec![1.0, 2.0, 3.0, 4.0], "{text:?}");
+    }
+    // Without a header, the first row is data and counted.
+    let d = csv("1,2,0\n3,4,1\n", LAST).unwrap();
+    assert_eq!(d.rows, 2);
+}
+
+#[test]
 fn csv_missing_files() {
     err_has(
         load_csv(Path::new("/nonexistent/x.csv"), LAST),

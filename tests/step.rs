@@ -10,8 +10,8 @@ use gpumlp::backend::Backend;
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
 use gpumlp::{
-    CpuBackend, Dataset, GpuBackend, GpuContext, GpuOptions, Schedule, Tolerance, TrainConfig,
-    Trainer,
+    CpuBackend, Dataset, EpochReport, GpuBackend, GpuContext, GpuOptions, Schedule, Tolerance,
+    TrainConfig, Trainer,
 };
 use std::sync::Arc;
 
@@ -289,6 +289,195 @@ fn fifty_step_trajectory_matches_reference_and_reruns_bit_identically() {
             .zip(&gpu_params)
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{}: rerun parameters must be bit-identical", ctx.info);
+    }
+}
+
+/// 83 rows in batches of 16: five full batches and a partial one of 3 rows per epoch.
+const PARTIAL_ROWS: usize = 83;
+const PARTIAL_EPOCHS: usize = 4;
+
+fn partial_batch_data() -> (ModelSpec, Dataset) {
+    let spec = ModelSpec::new(
+        &[7, 65, 3],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let x = uniform(PARTIAL_ROWS * 7, -1.0, 1.0, 60);
+    let labels: Vec<u32> = x
+        .chunks(7)
+        .map(|r| {
+            if r[0] - r[3] > 0.2 {
+                0
+            } else if r[1] + r[5] > 0.0 {
+                1
+            } else {
+                2
+            }
+        })
+        .collect();
+    (spec, Dataset::from_classes(x, 7, labels, 3).unwrap())
+}
+
+/// Step decay, halving every 2 epochs: η = 0.1, 0.1, 0.05, 0.05.
+const STEP_DECAY: Schedule = Schedule::Step {
+    every: 2,
+    gamma: 0.5,
+};
+
+/// A Trainer run over the partial-batch data: per-epoch reports and the final parameters.
+fn partial_batch_run(
+    backend: Box<dyn Backend>,
+    spec: &ModelSpec,
+    data: &Dataset,
+    shuffle: bool,
+) -> (Vec<EpochReport>, Vec<f32>) {
+    let config = TrainConfig {
+        lr: 0.1,
+        optimizer: Optimizer::Momentum { mu: 0.9 },
+        l2: 1e-3,
+        batch_size: 16,
+        epochs: PARTIAL_EPOCHS,
+        seed: 11,
+        shuffle,
+        schedule: STEP_DECAY,
+    };
+    let mut trainer = Trainer::new(backend, &spec.init_params(5), config).unwrap();
+    let reports = trainer.fit(data, None, |_| {}).unwrap();
+    assert_eq!(
+        trainer.steps(),
+        6 * PARTIAL_EPOCHS as u64,
+        "83 rows in batches of 16: 6 steps an epoch, the last of 3 rows"
+    );
+    let lrs: Vec<f32> = reports.iter().map(|r| r.lr).collect();
+    assert_eq!(lrs, vec![0.1, 0.1, 0.05, 0.05], "step decay every 2 epochs");
+    (reports, trainer.params().unwrap())
+}
+
+fn losses(reports: &[EpochReport]) -> Vec<f32> {
+    reports.iter().map(|r| r.train_loss as f32).collect()
+}
+
+fn bit_identical(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// The Trainer's shuffle, its last partial batch (mean over 3 rows, not 16) and the step-decay
+/// schedule, on both backends: per-epoch losses, accuracies and final parameters agree.
+#[test]
+fn trainer_with_partial_batches_shuffle_and_step_decay_matches_reference() {
+    let (spec, data) = partial_batch_data();
+    let cpu = || Box::new(CpuBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap());
+    for shuffle in [true, false] {
+        let (cpu_reports, cpu_params) = partial_batch_run(cpu(), &spec, &data, shuffle);
+        assert!(
+            cpu_reports.last().unwrap().train_loss < cpu_reports[0].train_loss,
+            "the reference should learn: {cpu_reports:?}"
+        );
+        for ctx in gpus() {
+            let gpu = GpuBackend::new(
+                ctx.clone(),
+                &spec,
+                Optimizer::Momentum { mu: 0.9 },
+                16,
+                GpuOptions::default(),
+            )
+            .unwrap();
+            let (gpu_reports, gpu_params) = partial_batch_run(Box::new(gpu), &spec, &data, shuffle);
+            let what = format!("{}: 83 rows, batch 16, shuffle {shuffle}", ctx.info);
+            let l = Tolerance::new(1e-3, 1e-5).assert_close(
+                &format!("{what}: per-epoch losses"),
+                &losses(&gpu_reports),
+                &losses(&cpu_reports),
+            );
+            for (g, c) in gpu_reports.iter().zip(&cpu_reports) {
+                // A row whose top two outputs are within rounding may flip: allow one row.
+                let (g, c) = (g.train_accuracy.unwrap(), c.train_accuracy.unwrap());
+                assert!(
+                    (g - c).abs() <= 1.0 / PARTIAL_ROWS as f64 + 1e-12,
+                    "{what}: accuracy {g} vs {c}"
+                );
+            }
+            let p = Tolerance::new(1e-3, 1e-4).assert_close(
+                &format!("{what}: final parameters"),
+                &gpu_params,
+                &cpu_params,
+            );
+            report(format!(
+                "{what}, step decay: largest |GPU − CPU| loss {:.2e}, parameters {:.2e}",
+                l.max_abs_diff, p.max_abs_diff
+            ));
+        }
+    }
+}
+
+/// Places a fresh model on one backend.
+type Place<'a> = Box<dyn Fn() -> Box<dyn Backend> + 'a>;
+
+/// Shuffling changes the trajectory (the batches hold other rows), and each setting is
+/// deterministic: a rerun on the same backend is bit-identical.
+#[test]
+fn shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically() {
+    let (spec, data) = partial_batch_data();
+    let mut backends: Vec<(String, Place)> = vec![(
+        "cpu".into(),
+        Box::new(|| Box::new(CpuBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap())),
+    )];
+    for ctx in gpus() {
+        let spec = spec.clone();
+        backends.push((
+            ctx.info.to_string(),
+            Box::new(move || {
+                Box::new(
+                    GpuBackend::new(
+                        ctx.clone(),
+                        &spec,
+                        Optimizer::Momentum { mu: 0.9 },
+                        16,
+                        GpuOptions::default(),
+                    )
+                    .unwrap(),
+                )
+            }),
+        ));
+    }
+    for (name, place) in &backends {
+        let (on_reports, on_params) = partial_batch_run(place(), &spec, &data, true);
+        let (off_reports, off_params) = partial_batch_run(place(), &spec, &data, false);
+        let changed = on_params
+            .iter()
+            .zip(&off_params)
+            .filter(|(a, b)| (*a - *b).abs() > 1e-4)
+            .count();
+        assert!(
+            changed > on_params.len() / 10,
+            "{name}: shuffle on and off should train differently, but only {changed} of {} \
+             parameters differ by more than 1e-4",
+            on_params.len()
+        );
+        assert_ne!(
+            losses(&on_reports),
+            losses(&off_reports),
+            "{name}: shuffle on and off gave the same losses"
+        );
+        for (shuffle, reports, params) in [
+            (true, &on_reports, &on_params),
+            (false, &off_reports, &off_params),
+        ] {
+            let (again_reports, again_params) = partial_batch_run(place(), &spec, &data, shuffle);
+            let bits =
+                |r: &[EpochReport]| r.iter().map(|e| e.train_loss.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&again_reports),
+                bits(reports),
+                "{name}: shuffle {shuffle}: rerun losses differ"
+            );
+            assert!(
+                bit_identical(&again_params, params),
+                "{name}: shuffle {shuffle}: rerun parameters differ"
+            );
+        }
     }
 }
 

@@ -1,9 +1,13 @@
 //! CSV datasets: numbers separated by commas, one sample per line, plain or gzip-compressed.
 //!
-//! The header is detected: when the first row has a non-empty field that is not a number, it
-//! names the columns. Blank lines are skipped, fields may be surrounded by spaces or double
-//! quotes, and line endings may be `\n` or `\r\n`. Error messages count lines and columns from 1,
-//! like an editor; a label column chosen by index (`label=COL`) counts from 0.
+//! The header is detected: the first row names the columns when it has a non-empty field and
+//! none of its fields is a number (empty names are allowed). A first row that mixes numbers and
+//! text, such as `1,x,0`, is read as data, so its bad field is reported with its line and column
+//! like any other row's instead of the row being dropped as a header. The price: a header with a
+//! numeric name (`id,2019,label`) is read as data too, and its error says to rename the column.
+//! Blank lines are skipped, fields may be surrounded by spaces or double quotes, and line endings
+//! may be `\n` or `\r\n`. Error messages count lines and columns from 1, like an editor; a label
+//! column chosen by index (`label=COL`) counts from 0.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -66,6 +70,8 @@ struct Parser<'a, R> {
     /// The current line without its line ending or surrounding whitespace.
     line: String,
     header: Option<Vec<String>>,
+    /// The line number of the first non-blank line (the header, if there is one).
+    first_line: usize,
 }
 
 impl<'a, R: BufRead> Parser<'a, R> {
@@ -78,6 +84,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
             buf: Vec::new(),
             line: String::new(),
             header: None,
+            first_line: 0,
         }
     }
 
@@ -138,9 +145,8 @@ impl<'a, R: BufRead> Parser<'a, R> {
         let first: Vec<String> = fields(&self.line).map(String::from).collect();
         let first_line = self.line_no;
         let width = first.len();
-        let is_header = first
-            .iter()
-            .any(|f| !f.is_empty() && f.parse::<f64>().is_err());
+        let is_header = is_header(&first);
+        self.first_line = first_line;
         // The first line is parsed again below unless it is the header.
         let mut pending = !is_header;
         if is_header {
@@ -260,6 +266,17 @@ impl<'a, R: BufRead> Parser<'a, R> {
         }
     }
 
+    /// For a field that is not a number on the first row: why that row was not taken as a header.
+    fn first_row_hint(&self) -> &'static str {
+        if self.header.is_none() && self.line_no == self.first_line {
+            " (the first row is read as a header only when none of its fields is a number, and \
+             this one mixes numbers and text: fix the field or, if the row is a header, rename \
+             its numeric columns)"
+        } else {
+            ""
+        }
+    }
+
     /// A finite f32 feature or target value.
     fn number(&self, field: &str, col: usize) -> Result<f32> {
         let v = self.finite(field, col)?;
@@ -283,9 +300,10 @@ impl<'a, R: BufRead> Parser<'a, R> {
         }
         let Ok(v) = field.parse::<f64>() else {
             return Err(self.error(format!(
-                "{}: \"{field}\" is not a number; every field after the optional header row must \
-                 be a number",
-                self.where_(col)
+                "{}: \"{field}\" is not a number{}; every field after the optional header row \
+                 must be a number",
+                self.where_(col),
+                self.first_row_hint()
             )));
         };
         if !v.is_finite() {
@@ -308,7 +326,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
             ))
         };
         let Ok(v) = field.parse::<f64>() else {
-            return Err(bad("is not a number"));
+            return Err(bad(&format!("is not a number{}", self.first_row_hint())));
         };
         if !v.is_finite() {
             return Err(bad("is not finite"));
@@ -327,6 +345,12 @@ impl<'a, R: BufRead> Parser<'a, R> {
         }
         Ok(v as u32)
     }
+}
+
+/// Whether the first row is a header: at least one non-empty field, and no field that parses as
+/// a number. A row like `1,x,0` is data with a bad field, not a header.
+fn is_header(first: &[String]) -> bool {
+    first.iter().any(|f| !f.is_empty()) && first.iter().all(|f| f.parse::<f64>().is_err())
 }
 
 /// The fields of `line`, each without surrounding whitespace or one pair of double quotes.

@@ -9,17 +9,34 @@ use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
 /// Every usable adapter on this machine (narrowed by GPUMLP_BACKEND / GPUMLP_ADAPTER), opened
-/// once per test binary. Fails with a clear message when there is none.
+/// once per test binary. Fails with a clear message when there is none, and, under CI (see
+/// [`on_ci`]) with no narrowing, when Vulkan or GL is missing: CI must prove that the suite ran on
+/// both lavapipe and llvmpipe.
 pub fn gpus() -> &'static [Arc<GpuContext>] {
     static ALL: OnceLock<Vec<Arc<GpuContext>>> = OnceLock::new();
     ALL.get_or_init(|| {
-        let all = GpuContext::all(&AdapterSelector::from_env())
+        let selector = AdapterSelector::from_env();
+        let all = GpuContext::all(&selector)
             .unwrap_or_else(|e| panic!("opening GPU adapters failed: {e}"));
         assert!(
             !all.is_empty(),
             "no GPU adapter found: the GPU tests need one. Install a driver, or a software \
              Vulkan device: apt-get install -y mesa-vulkan-drivers libvulkan1"
         );
+        if on_ci() && selector == AdapterSelector::default() {
+            let found: Vec<String> = all.iter().map(|c| c.info.to_string()).collect();
+            for (backend, packages) in [
+                ("vulkan", "mesa-vulkan-drivers libvulkan1"),
+                ("gl", "libegl1 libegl-mesa0 libgl1-mesa-dri"),
+            ] {
+                assert!(
+                    all.iter().any(|c| c.info.backend == backend),
+                    "CI is set, so the GPU tests must run on a {backend} adapter too (lavapipe \
+                     for vulkan, llvmpipe for gl), but the adapters found are {found:?}. Install \
+                     {packages} (as .ci/run does), or unset CI to test on what is here."
+                );
+            }
+        }
         // Written to stderr directly so that it shows even when the test harness captures output.
         let mut err = std::io::stderr();
         for c in &all {
@@ -27,6 +44,12 @@ pub fn gpus() -> &'static [Arc<GpuContext>] {
         }
         all.into_iter().map(Arc::new).collect()
     })
+}
+
+/// Whether the environment says this is a CI run: `CI` set to anything but empty, `0` or `false`.
+pub fn on_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.trim().to_ascii_lowercase().as_str(), "" | "0" | "false"))
 }
 
 /// `n` values uniform in [lo, hi) from `seed`.
