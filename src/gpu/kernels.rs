@@ -6,6 +6,9 @@ use bytemuck::{Pod, Zeroable};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Matmul,
+    /// The CPU-adapter matmul with subgroup broadcasts: matmul.wgsl + matmul_subgroup.wgsl,
+    /// built only on devices with the SUBGROUP feature.
+    MatmulSubgroup,
     Loss,
     Optimizer,
     Data,
@@ -16,13 +19,15 @@ pub const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 /// Shared WGSL: the per-step uniform and the optimizer update.
 pub const STEP_WGSL: &str = include_str!("../../shaders/step.wgsl");
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+pub const MATMUL_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Matmul,
+        Family::MatmulSubgroup,
         Family::Loss,
         Family::Optimizer,
         Family::Data,
@@ -33,6 +38,10 @@ impl Family {
     pub fn source(self) -> String {
         let (preludes, own): (&[&str], &str) = match self {
             Family::Matmul => (&[ACTIVATION_WGSL, STEP_WGSL], MATMUL_WGSL),
+            Family::MatmulSubgroup => (
+                &[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL],
+                MATMUL_SUBGROUP_WGSL,
+            ),
             Family::Loss => (&[ACTIVATION_WGSL, STEP_WGSL], LOSS_WGSL),
             Family::Optimizer => (&[STEP_WGSL], OPTIMIZER_WGSL),
             Family::Data => (&[STEP_WGSL], DATA_WGSL),
@@ -47,6 +56,7 @@ impl Family {
     pub fn file(self) -> &'static str {
         match self {
             Family::Matmul => "shaders/matmul.wgsl",
+            Family::MatmulSubgroup => "shaders/matmul_subgroup.wgsl",
             Family::Loss => "shaders/loss.wgsl",
             Family::Optimizer => "shaders/optimizer.wgsl",
             Family::Data => "shaders/data.wgsl",
@@ -129,6 +139,10 @@ pub enum MatmulVariant {
     /// 16×8 register block. For CPU adapters (lavapipe, llvmpipe), where every memory access
     /// is a per-lane scalar loop and barriers split a workgroup into coroutines.
     Blocked,
+    /// `matmul_sg_{forward,delta,grad}` (shaders/matmul_subgroup.wgsl): vec4 loads of
+    /// 16-byte-aligned operands shared across 8-lane subgroups by broadcasts. For CPU adapters
+    /// with 8-lane subgroups, on shapes whose widths and offsets are multiples of 4.
+    Subgroup(MatmulMode),
 }
 
 /// A matmul launch shape: which kernel, and (blocked) how its 64 invocations split over
@@ -140,6 +154,8 @@ pub struct MatmulConfig {
     pub wg_n: u32,
 }
 
+/// Outputs (rows, columns) per workgroup of `matmul_sg_grad`: 2 x 4 subgroups of 32 x 16.
+const SG_GRAD_TILE: (u32, u32) = (64, 64);
 /// Outputs per invocation of the blocked variant, along rows and along columns.
 const BLOCK_M: u32 = 16;
 const BLOCK_N: u32 = 8;
@@ -152,6 +168,17 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Tiled => "matmul_tiled",
             MatmulVariant::Blocked => "matmul_blocked",
+            MatmulVariant::Subgroup(MatmulMode::Forward) => "matmul_sg_forward",
+            MatmulVariant::Subgroup(MatmulMode::Delta) => "matmul_sg_delta",
+            MatmulVariant::Subgroup(MatmulMode::Grad) => "matmul_sg_grad",
+        }
+    }
+
+    /// The family whose module and bind group layout the kernel uses.
+    pub fn family(&self) -> Family {
+        match self.variant {
+            MatmulVariant::Subgroup(_) => Family::MatmulSubgroup,
+            _ => Family::Matmul,
         }
     }
 
@@ -160,11 +187,21 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Tiled => (MATMUL_TILE, MATMUL_TILE),
             MatmulVariant::Blocked => (BLOCK_WG / self.wg_n * BLOCK_M, self.wg_n * BLOCK_N),
+            // 8 subgroups: forward/delta 4 x 2 of (16 rows x 32 columns)
+            MatmulVariant::Subgroup(MatmulMode::Grad) => (SG_GRAD_TILE.0, SG_GRAD_TILE.1),
+            MatmulVariant::Subgroup(_) => (64, 64),
         }
     }
 
     /// Workgroups (x over columns, y over rows) for a `rows × cols` output.
     pub fn groups(&self, rows: u32, cols: u32) -> (u32, u32) {
+        // The subgroup gradient kernel makes the last (bias) row from its column sums of δ:
+        // its row tiles cover only W's rows.
+        let rows = if self.variant == MatmulVariant::Subgroup(MatmulMode::Grad) {
+            rows.saturating_sub(1)
+        } else {
+            rows
+        };
         let (tm, tn) = self.tile();
         (cols.div_ceil(tn).max(1), rows.div_ceil(tm).max(1))
     }
@@ -187,6 +224,10 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
         Family::Matmul => &[
             Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
         ],
+        // bindings 8, 9: lhs and rhs again, as vec4 arrays
+        Family::MatmulSubgroup => &[
+            Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
+        ],
         Family::Loss => &[
             Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite,
         ],
@@ -199,6 +240,9 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
 pub struct Kernels {
     /// The matmul kernel this adapter runs (by device type).
     matmul_variant: MatmulVariant,
+    /// Whether `MatmulVariant::Subgroup` can run here (CPU adapter, 8-lane subgroups, the
+    /// SUBGROUP feature enabled on the device).
+    subgroup_matmul: bool,
     modules: Vec<(Family, wgpu::ShaderModule)>,
     layouts: Vec<(Family, wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
 }
@@ -207,7 +251,14 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let mut modules = Vec::new();
         let mut layouts = Vec::new();
+        let subgroup_matmul = device.adapter_info().device_type == wgpu::DeviceType::Cpu
+            && device.features().contains(wgpu::Features::SUBGROUP)
+            && device.adapter_info().subgroup_min_size == 8
+            && device.adapter_info().subgroup_max_size == 8;
         for f in Family::ALL {
+            if f == Family::MatmulSubgroup && !subgroup_matmul {
+                continue;
+            }
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(f.file()),
                 source: wgpu::ShaderSource::Wgsl(f.source().into()),
@@ -253,6 +304,7 @@ impl Kernels {
         };
         Kernels {
             matmul_variant,
+            subgroup_matmul,
             modules,
             layouts,
         }
@@ -272,13 +324,41 @@ impl Kernels {
     /// outputs (10, 1) do not leave most invocations idle.
     pub fn matmul_config(&self, cols: u32) -> MatmulConfig {
         let wg_n = match self.matmul_variant {
-            MatmulVariant::Tiled => 1,
             MatmulVariant::Blocked => cols.div_ceil(BLOCK_N).next_power_of_two().clamp(1, 8),
+            _ => 1,
         };
         MatmulConfig {
             variant: self.matmul_variant,
             wg_n,
         }
+    }
+
+    /// Turns the subgroup matmul off (for comparisons): every launch uses this adapter's
+    /// default variant.
+    pub fn without_subgroup_matmul(mut self) -> Self {
+        self.subgroup_matmul = false;
+        self
+    }
+
+    /// The matmul launch shape for one launch of `mode` with `dims`: the subgroup kernel where
+    /// it can run and every operand row is 16-byte aligned, else [`Self::matmul_config`] for
+    /// the output's columns.
+    pub fn matmul_config_for(&self, mode: MatmulMode, dims: &MatmulDims) -> MatmulConfig {
+        let aligned = |v: &[u32]| v.iter().all(|&x| x > 0 && x.is_multiple_of(4));
+        let offsets = dims.a_off.is_multiple_of(4) && dims.b_off.is_multiple_of(4);
+        let fits = match mode {
+            MatmulMode::Forward => aligned(&[dims.k, dims.n]),
+            MatmulMode::Delta => aligned(&[dims.k]) && dims.n > 0,
+            MatmulMode::Grad => aligned(&[dims.m, dims.n]),
+        };
+        if self.subgroup_matmul && offsets && fits {
+            return MatmulConfig {
+                variant: MatmulVariant::Subgroup(mode),
+                wg_n: 1,
+            };
+        }
+        let cols = dims.n;
+        self.matmul_config(cols)
     }
 
     /// A compute pipeline for `entry` of family `f` with override constants. The matmul's
@@ -343,7 +423,22 @@ impl Kernels {
         if cfg.variant == MatmulVariant::Blocked {
             constants.push(("WG_N", cfg.wg_n as f64));
         }
-        self.pipeline(device, Family::Matmul, cfg.entry(), &constants)
+        self.pipeline(device, cfg.family(), cfg.entry(), &constants)
+    }
+
+    /// The bind group of a matmul launch over `buffers` (bindings 0..8 of matmul.wgsl); the
+    /// subgroup kernel also binds lhs and rhs again as vec4 arrays.
+    pub fn matmul_bind_group(
+        &self,
+        device: &wgpu::Device,
+        cfg: MatmulConfig,
+        buffers: &[&wgpu::Buffer; 8],
+    ) -> wgpu::BindGroup {
+        let mut all = buffers.to_vec();
+        if cfg.family() == Family::MatmulSubgroup {
+            all.extend([buffers[2], buffers[3]]);
+        }
+        self.bind_group(device, cfg.family(), &all)
     }
 
     /// A bind group of family `f` over whole buffers, in binding order.

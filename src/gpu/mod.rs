@@ -37,6 +37,9 @@ pub struct GpuOptions {
     /// it is faster (GPUs; on CPU adapters the layered schedule measured faster), `Some(true)`
     /// wherever the net is eligible, `Some(false)` never.
     pub fused_mlp: Option<bool>,
+    /// The subgroup matmul (shaders/matmul_subgroup.wgsl) where it can run: CPU adapters with
+    /// 8-lane subgroups, on layers whose widths are multiples of 4. Off: `matmul_blocked`.
+    pub subgroup_matmul: bool,
 }
 
 impl Default for GpuOptions {
@@ -46,6 +49,7 @@ impl Default for GpuOptions {
             capture_gradients: false,
             micro_batch: None,
             fused_mlp: None,
+            subgroup_matmul: true,
         }
     }
 }

@@ -17,7 +17,10 @@ impl GpuBackend {
         options.fused &= !micro_batching;
         let rows = micro;
         let device = &ctx.device;
-        let kernels = Kernels::new(device);
+        let mut kernels = Kernels::new(device);
+        if !options.subgroup_matmul {
+            kernels = kernels.without_subgroup_matmul();
+        }
         let mut bytes = 0u64;
         let mut storage = |label: &str, len: usize| -> wgpu::Buffer {
             let size = (len.max(4) as u64) * F32;
@@ -61,13 +64,25 @@ impl GpuBackend {
         let stats_capacity = 1024;
         let stats = storage("stats", stats_capacity * 2);
         let cpu_adapter = ctx.info.device_type.eq_ignore_ascii_case("cpu");
-        let kernels_cfg = |cols: usize| kernels.matmul_config(cols as u32);
+        let grad_dims = |l: &crate::model::LayerLayout| MatmulDims {
+            n: l.outputs as u32,
+            k: 0,
+            m: l.inputs as u32,
+            alpha: 0.0,
+            a_off: 0,
+            b_off: 0,
+            c_off: l.weight as u32,
+            aux_off: 0,
+        };
+        let grad_cfg = |l: &crate::model::LayerLayout| {
+            kernels.matmul_config_for(MatmulMode::Grad, &grad_dims(l))
+        };
         // One buffer for every split-K layer's partial sums: [slices, in + 1, out] at most.
         let partials_len = spec
             .layout()
             .iter()
             .map(|l| {
-                let (gx, gy) = kernels_cfg(l.outputs).groups(l.inputs as u32 + 1, l.outputs as u32);
+                let (gx, gy) = grad_cfg(l).groups(l.inputs as u32 + 1, l.outputs as u32);
                 let slices = split_k_slices(gx * gy, rows, cpu_adapter) as usize;
                 if slices > 1 {
                     slices * (l.inputs + 1) * l.outputs
@@ -103,8 +118,7 @@ impl GpuBackend {
         for (l, lay) in layout.iter().enumerate() {
             let act = spec.activations[l];
             let input = if l == 0 { &x_batch } else { &layers[l - 1].z };
-            let cfg = kernels.matmul_config(lay.outputs as u32);
-            let dims = uniform(bytemuck::bytes_of(&MatmulDims {
+            let fdims = MatmulDims {
                 n: lay.outputs as u32,
                 k: lay.inputs as u32,
                 m: 0,
@@ -113,7 +127,9 @@ impl GpuBackend {
                 b_off: lay.weight as u32,
                 c_off: 0,
                 aux_off: 0,
-            }));
+            };
+            let cfg = kernels.matmul_config_for(MatmulMode::Forward, &fdims);
+            let dims = uniform(bytemuck::bytes_of(&fdims));
             forward.push(Dispatch {
                 label: format!(
                     "forward {} [B,{}]x[{},{}] + {}",
@@ -132,9 +148,9 @@ impl GpuBackend {
                     false,
                     false,
                 ),
-                bind_group: kernels.bind_group(
+                bind_group: kernels.matmul_bind_group(
                     device,
-                    Family::Matmul,
+                    cfg,
                     &[
                         &dims,
                         &step_uniform,
@@ -155,8 +171,7 @@ impl GpuBackend {
         for (l, lay) in layout.iter().enumerate().rev() {
             if l > 0 {
                 let prev_act = spec.activations[l - 1];
-                let cfg = kernels.matmul_config(lay.inputs as u32);
-                let dims = uniform(bytemuck::bytes_of(&MatmulDims {
+                let ddims = MatmulDims {
                     n: lay.inputs as u32,
                     k: lay.outputs as u32,
                     m: 0,
@@ -165,7 +180,9 @@ impl GpuBackend {
                     b_off: lay.weight as u32,
                     c_off: 0,
                     aux_off: 0,
-                }));
+                };
+                let cfg = kernels.matmul_config_for(MatmulMode::Delta, &ddims);
+                let dims = uniform(bytemuck::bytes_of(&ddims));
                 backward.push(Dispatch {
                     label: format!(
                         "delta {} [B,{}]x[{},{}]ᵀ ⊙ {}'",
@@ -180,9 +197,9 @@ impl GpuBackend {
                         false,
                         false,
                     ),
-                    bind_group: kernels.bind_group(
+                    bind_group: kernels.matmul_bind_group(
                         device,
-                        Family::Matmul,
+                        cfg,
                         &[
                             &dims,
                             &step_uniform,
@@ -201,17 +218,8 @@ impl GpuBackend {
                 });
             }
             let input = if l == 0 { &x_batch } else { &layers[l - 1].z };
-            let cfg = kernels.matmul_config(lay.outputs as u32);
-            let dims = uniform(bytemuck::bytes_of(&MatmulDims {
-                n: lay.outputs as u32,
-                k: 0,
-                m: lay.inputs as u32,
-                alpha: 0.0,
-                a_off: 0,
-                b_off: 0,
-                c_off: lay.weight as u32,
-                aux_off: 0,
-            }));
+            let cfg = grad_cfg(lay);
+            let dims = uniform(bytemuck::bytes_of(&grad_dims(lay)));
             // Split K (the batch) where the gradient has too few tiles to fill the device.
             let (gx, gy) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
             let slices = split_k_slices(gx * gy, rows, cpu_adapter);
@@ -237,9 +245,9 @@ impl GpuBackend {
                 backward.push(Dispatch {
                     label,
                     pipeline: grad_pipeline(false),
-                    bind_group: kernels.bind_group(
+                    bind_group: kernels.matmul_bind_group(
                         device,
-                        Family::Matmul,
+                        cfg,
                         &[
                             &dims,
                             &step_uniform,
@@ -258,9 +266,9 @@ impl GpuBackend {
                 backward.push(Dispatch {
                     label: format!("{label} split-K ×{slices}"),
                     pipeline: grad_pipeline(true),
-                    bind_group: kernels.bind_group(
+                    bind_group: kernels.matmul_bind_group(
                         device,
-                        Family::Matmul,
+                        cfg,
                         &[
                             &dims,
                             &step_uniform,

@@ -3,8 +3,8 @@
 //! pipeline per call.
 
 use super::kernels::{
-    family_slots, groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, OneU32,
-    StepUniform, MATMUL_TILE,
+    family_slots, groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, MatmulVariant,
+    OneU32, StepUniform,
 };
 use super::{read_staging, GpuContext};
 use crate::error::{Error, Result};
@@ -56,10 +56,16 @@ pub fn run(
     let dims_buf = mk_uniform(dims);
     let step_buf = mk_uniform(bytemuck::bytes_of(step));
     let slots = family_slots(family);
-    if storage.len() + 2 != slots.len() {
+    // The subgroup matmul binds its first two storage buffers again, as vec4 arrays.
+    let aliases = if family == Family::MatmulSubgroup {
+        2
+    } else {
+        0
+    };
+    if storage.len() + 2 + aliases != slots.len() {
         return Err(Error::Gpu(format!(
             "{entry} takes {} storage buffers, got {}",
-            slots.len() - 2,
+            slots.len() - 2 - aliases,
             storage.len()
         )));
     }
@@ -77,6 +83,7 @@ pub fn run(
         .collect();
     let mut all: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
     all.extend(bufs.iter());
+    all.extend(bufs.iter().take(aliases));
     let bind_group = kernels.bind_group(device, family, &all);
     let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     {
@@ -116,6 +123,45 @@ pub fn run(
         .collect()
 }
 
+/// Runs one matmul of `mode` with the launch shape a training step would use for `dims` on
+/// this adapter (`Kernels::matmul_config_for`), over a `rows × cols` output. `storage`: lhs,
+/// rhs, out, out2, opt_m, opt_v.
+#[allow(clippy::too_many_arguments)]
+fn run_matmul(
+    ctx: &GpuContext,
+    mode: MatmulMode,
+    constants: &[(&str, f64)],
+    dims: &MatmulDims,
+    step: &StepUniform,
+    storage: &[&[u8]],
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let cfg = Kernels::new(&ctx.device).matmul_config_for(mode, dims);
+    let mut constants = constants.to_vec();
+    constants.push(("MODE", mode as u32 as f64));
+    if cfg.variant == MatmulVariant::Blocked {
+        constants.push(("WG_N", cfg.wg_n as f64));
+    }
+    run(
+        ctx,
+        cfg.family(),
+        cfg.entry(),
+        &constants,
+        bytemuck::bytes_of(dims),
+        step,
+        storage,
+        cfg.groups(rows as u32, cols as u32),
+    )
+}
+
+/// The matmul launch shape the probes (and a training step) use for `mode` with `dims` here.
+pub fn matmul_variant(ctx: &GpuContext, mode: MatmulMode, dims: &MatmulDims) -> MatmulVariant {
+    Kernels::new(&ctx.device)
+        .matmul_config_for(mode, dims)
+        .variant
+}
+
 fn f32s(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
@@ -139,15 +185,11 @@ pub fn forward(
     };
     let zeros = vec![0.0f32; b * n];
     let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
-    let mut out = run(
+    let mut out = run_matmul(
         ctx,
-        Family::Matmul,
-        "matmul",
-        &[
-            ("MODE", MatmulMode::Forward as u32 as f64),
-            ("ACT", act.code() as f64),
-        ],
-        bytemuck::bytes_of(&dims),
+        MatmulMode::Forward,
+        &[("ACT", act.code() as f64)],
+        &dims,
         &step,
         &[
             f32s(x),
@@ -157,10 +199,8 @@ pub fn forward(
             f32s(&[0.0]),
             f32s(&[0.0]),
         ],
-        (
-            (n as u32).div_ceil(MATMUL_TILE),
-            (b as u32).div_ceil(MATMUL_TILE),
-        ),
+        b,
+        n,
     )?;
     let z = out.swap_remove(3);
     let a = out.swap_remove(2);
@@ -187,15 +227,11 @@ pub fn delta(
     };
     let zeros = vec![0.0f32; b * n];
     let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
-    let out = run(
+    let out = run_matmul(
         ctx,
-        Family::Matmul,
-        "matmul",
-        &[
-            ("MODE", MatmulMode::Delta as u32 as f64),
-            ("ACT", act_prev.code() as f64),
-        ],
-        bytemuck::bytes_of(&dims),
+        MatmulMode::Delta,
+        &[("ACT", act_prev.code() as f64)],
+        &dims,
         &step,
         &[
             f32s(delta),
@@ -205,10 +241,8 @@ pub fn delta(
             f32s(&[0.0]),
             f32s(&[0.0]),
         ],
-        (
-            (n as u32).div_ceil(MATMUL_TILE),
-            (b as u32).div_ceil(MATMUL_TILE),
-        ),
+        b,
+        n,
     )?;
     Ok(out.into_iter().nth(2).unwrap_or_default())
 }
@@ -246,16 +280,14 @@ pub fn grad(
     };
     let grads = vec![0.0f32; (m + 1) * n];
     let step = step_uniform(b, h);
-    let mut out = run(
+    let mut out = run_matmul(
         ctx,
-        Family::Matmul,
-        "matmul",
+        MatmulMode::Grad,
         &[
-            ("MODE", MatmulMode::Grad as u32 as f64),
             ("OPT", opt.map_or(0, |o| o.code()) as f64),
             ("KEEP_GRAD", 1.0),
         ],
-        bytemuck::bytes_of(&dims),
+        &dims,
         &step,
         &[
             f32s(z),
@@ -265,10 +297,8 @@ pub fn grad(
             f32s(opt_m),
             f32s(opt_v),
         ],
-        (
-            (n as u32).div_ceil(MATMUL_TILE),
-            (m as u32 + 1).div_ceil(MATMUL_TILE),
-        ),
+        m + 1,
+        n,
     )?;
     Ok(GradOutputs {
         v: out.pop().unwrap_or_default(),

@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Force the layered schedule (never the fully fused step).
     #[arg(long)]
     pub layered: bool,
+    /// Never use the subgroup matmul (CPU adapters with 8-lane subgroups), for comparison.
+    #[arg(long)]
+    pub no_subgroup: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -81,6 +84,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 } else {
                     None
                 },
+                subgroup_matmul: !args.no_subgroup,
                 ..Default::default()
             };
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;

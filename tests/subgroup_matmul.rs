@@ -1,0 +1,186 @@
+//! The subgroup matmul (shaders/matmul_subgroup.wgsl) against the CPU reference: shapes whose
+//! widths are multiples of 4 (the kernel's vec4 loads), with awkward batch sizes and sizes that
+//! leave partial tiles and partial subgroups. On adapters without 8-lane subgroups the same
+//! shapes run the default kernel, which these tests then cover too.
+
+mod common;
+
+use common::{gpus, report, uniform};
+use gpumlp::cpu::ops::{self, MatmulForm};
+use gpumlp::gpu::kernels::{MatmulDims, MatmulMode, MatmulVariant};
+use gpumlp::gpu::probe;
+use gpumlp::model::Activation;
+use gpumlp::optim::{Optimizer, OptimizerKind};
+use gpumlp::{GpuContext, Tolerance};
+
+/// f32 sums over up to 516 terms of size ≤ 1, in a different order than the reference.
+const MATMUL_TOL: Tolerance = Tolerance::new(1e-4, 2e-5);
+
+/// (batch, k, n): batch awkward; k and n multiples of 4, from one vec4 to many tiles, with
+/// partial subgroups (4 of 32 columns, 12 of 16 rows) and partial workgroups.
+const SHAPES: [(usize, usize, usize); 8] = [
+    (1, 4, 4),
+    (7, 64, 68),
+    (63, 260, 4),
+    (65, 8, 260),
+    (257, 68, 64),
+    (300, 192, 272),
+    (1000, 516, 132),
+    (33, 12, 36),
+];
+
+/// Whether this adapter runs the subgroup kernel for aligned shapes (lavapipe does).
+fn expects_subgroup(ctx: &GpuContext) -> bool {
+    ctx.info.device_type == "cpu"
+        && ctx.device.features().contains(wgpu::Features::SUBGROUP)
+        && ctx.info.subgroup_min_size == 8
+        && ctx.info.subgroup_max_size == 8
+}
+
+fn check_variant(ctx: &GpuContext, mode: MatmulMode, dims: &MatmulDims) {
+    let v = probe::matmul_variant(ctx, mode, dims);
+    if expects_subgroup(ctx) {
+        assert_eq!(
+            v,
+            MatmulVariant::Subgroup(mode),
+            "{}: aligned {mode:?} {dims:?} should run the subgroup kernel",
+            ctx.info
+        );
+    }
+}
+
+#[test]
+fn subgroup_forward_matches_reference() {
+    for ctx in gpus() {
+        let mut worst = 0.0f32;
+        for (b, k, n) in SHAPES {
+            let dims = MatmulDims {
+                n: n as u32,
+                k: k as u32,
+                ..Default::default()
+            };
+            check_variant(ctx, MatmulMode::Forward, &dims);
+            for act in [Activation::Identity, Activation::Relu, Activation::Tanh] {
+                let x = uniform(b * k, -1.0, 1.0, 40);
+                let wb = uniform((k + 1) * n, -1.0, 1.0, 41);
+                let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, act).unwrap();
+                let (mut wa, mut wz) = (vec![0.0; b * n], vec![0.0; b * n]);
+                ops::dense_forward(
+                    &mut wa,
+                    &mut wz,
+                    &x,
+                    &wb[..k * n],
+                    &wb[k * n..],
+                    b,
+                    k,
+                    n,
+                    act,
+                );
+                let what = format!("{}: forward {act} [{b}x{k}]·[{k}x{n}]", ctx.info);
+                worst = worst.max(MATMUL_TOL.assert_close(&what, &a, &wa).max_abs_diff);
+                MATMUL_TOL.assert_close(&what, &z, &wz);
+            }
+        }
+        report(format!(
+            "{}: aligned forward matmuls: largest |GPU − CPU| {worst:.2e}",
+            ctx.info
+        ));
+    }
+}
+
+#[test]
+fn subgroup_delta_matches_reference() {
+    for ctx in gpus() {
+        let mut worst = 0.0f32;
+        // delta: C [b, n] = δ [b, k] · Wᵀ, W: [n, k]; only k needs to be aligned.
+        for (b, k, n) in SHAPES.into_iter().chain([(65, 12, 7), (9, 4, 1)]) {
+            let dims = MatmulDims {
+                n: n as u32,
+                k: k as u32,
+                ..Default::default()
+            };
+            check_variant(ctx, MatmulMode::Delta, &dims);
+            for act in [Activation::Identity, Activation::Sigmoid, Activation::Relu] {
+                let d = uniform(b * k, -1.0, 1.0, 42);
+                let w = uniform(n * k, -1.0, 1.0, 43);
+                let mut a_prev = uniform(b * n, -1.0, 1.0, 44);
+                for v in a_prev.iter_mut().step_by(7) {
+                    *v = 0.0; // relu'(0) = 1
+                }
+                let got = probe::delta(ctx, &d, &w, &a_prev, b, k, n, act).unwrap();
+                let mut want = vec![0.0; b * n];
+                ops::backprop_delta(&mut want, &d, &w, &a_prev, b, n, k, act);
+                let what = format!("{}: delta {act} [{b}x{k}]·[{k}x{n}]ᵀ", ctx.info);
+                worst = worst.max(MATMUL_TOL.assert_close(&what, &got, &want).max_abs_diff);
+            }
+        }
+        report(format!(
+            "{}: aligned delta matmuls: largest |GPU − CPU| {worst:.2e}",
+            ctx.info
+        ));
+    }
+}
+
+#[test]
+fn subgroup_grad_with_fused_update_matches_reference() {
+    for ctx in gpus() {
+        let mut worst = 0.0f32;
+        // grad: C [m+1, n] = [z, 1]ᵀ·δ with z: [b, m], δ: [b, n]; (b, m, n).
+        for (b, m, n) in SHAPES {
+            let dims = MatmulDims {
+                n: n as u32,
+                m: m as u32,
+                ..Default::default()
+            };
+            check_variant(ctx, MatmulMode::Grad, &dims);
+            let z = uniform(b * m, -1.0, 1.0, 45);
+            let d = uniform(b * n, -1.0, 1.0, 46);
+            let params = uniform((m + 1) * n, -1.0, 1.0, 47);
+            let mut want = ops::matmul(MatmulForm::Tn, &z, &d, m, n, b);
+            for j in 0..n {
+                want.push((0..b).map(|r| d[r * n + j]).sum());
+            }
+            let what = format!("{}: grad [{m}x{b}]·[{b}x{n}]", ctx.info);
+            // gradient only
+            let h = Optimizer::Sgd.hyper(0.1, 1, 0.0);
+            let out = probe::grad(ctx, &z, &d, &params, &[0.0], &[0.0], b, m, n, None, &h).unwrap();
+            worst = worst.max(
+                MATMUL_TOL
+                    .assert_close(&what, &out.grads, &want)
+                    .max_abs_diff,
+            );
+            assert_eq!(out.params, params, "{what}: OPT_NONE must not touch params");
+            // fused SGD with L2 on the weights (not the bias row)
+            let l2 = 0.01;
+            let h = Optimizer::Sgd.hyper(0.1, 1, l2);
+            let out = probe::grad(
+                ctx,
+                &z,
+                &d,
+                &params,
+                &[0.0],
+                &[0.0],
+                b,
+                m,
+                n,
+                Some(OptimizerKind::Sgd),
+                &h,
+            )
+            .unwrap();
+            let updated: Vec<f32> = params
+                .iter()
+                .zip(&want)
+                .enumerate()
+                .map(|(i, (p, g))| {
+                    let g = g + if i < m * n { l2 * p } else { 0.0 };
+                    p - 0.1 * g
+                })
+                .collect();
+            MATMUL_TOL.assert_close(&format!("{what}: SGD update"), &out.params, &updated);
+        }
+        report(format!(
+            "{}: aligned gradient matmuls: largest |GPU − CPU| {worst:.2e}",
+            ctx.info
+        ));
+    }
+}
