@@ -14,6 +14,15 @@
 @group(0) @binding(8) var<storage, read> lhs4: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> rhs4: array<vec4<f32>>;
 
+// Stores C[row, col] = v (or the split-K partial of slice `slice`).
+fn store_c1(row: u32, col: u32, v: f32, slice: u32) {
+    if (SPLIT_K) {
+        store_partial(row, col, v, slice);
+    } else {
+        store_c(row, col, v);
+    }
+}
+
 // Stores a lane's accumulator vec4 holding C[row, col..col+4], inside C only.
 fn store_c4(row: u32, col: u32, v: vec4<f32>, rows: u32, cols: u32, slice: u32) {
     if (row >= rows) {
@@ -21,11 +30,7 @@ fn store_c4(row: u32, col: u32, v: vec4<f32>, rows: u32, cols: u32, slice: u32) 
     }
     for (var t = 0u; t < 4u; t++) {
         if (col + t < cols) {
-            if (SPLIT_K) {
-                store_partial(row, col + t, v[t], slice);
-            } else {
-                store_c(row, col + t, v[t]);
-            }
+            store_c1(row, col + t, v[t], slice);
         }
     }
 }
@@ -479,5 +484,287 @@ fn matmul_sg_grad(
     store_c4(rv * 4u + 3u, (cv0 + 3u) * 4u, c3_3, m, n, wid.z);
     if (sg_row == 0u && lane < 4u) {
         store_c4(m, (cv0 + lane) * 4u, bias_sum, m + 1u, n, wid.z);
+    }
+}
+
+// MODE_GRAD for narrow outputs (n ≤ 16, any m): C[m+1, n] = [z, 1]ᵀ·δ with every lane
+// owning 4 rows and all n columns, so no column tile is wasted (the blocked kernel computes
+// 1024×8 outputs per workgroup for a 65×1 gradient). Scalar loads, no subgroup operations.
+// Workgroup: 64 lanes = 256 rows. NARROW_N is δ's width; the columns past it fold away.
+override NARROW_N: u32 = 1u;
+
+@compute @workgroup_size(64)
+fn matmul_narrow_grad(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let z0 = min(nwg.z, 1u) - 1u;
+    let batch = step.batch + z0;
+    let m = dims.m + z0;
+    let row0 = (wid.y * 64u + lid) * 4u;
+    let ai0 = dims.a_off + min(row0 + 0u, m - 1u);
+    let one0 = row0 + 0u == m;   // the ones row of [z, 1]: the bias gradient
+    let ai1 = dims.a_off + min(row0 + 1u, m - 1u);
+    let one1 = row0 + 1u == m;   // the ones row of [z, 1]: the bias gradient
+    let ai2 = dims.a_off + min(row0 + 2u, m - 1u);
+    let one2 = row0 + 2u == m;   // the ones row of [z, 1]: the bias gradient
+    let ai3 = dims.a_off + min(row0 + 3u, m - 1u);
+    let one3 = row0 + 3u == m;   // the ones row of [z, 1]: the bias gradient
+    var c0_0 = 0.0;
+    var c0_1 = 0.0;
+    var c0_2 = 0.0;
+    var c0_3 = 0.0;
+    var c0_4 = 0.0;
+    var c0_5 = 0.0;
+    var c0_6 = 0.0;
+    var c0_7 = 0.0;
+    var c0_8 = 0.0;
+    var c0_9 = 0.0;
+    var c0_10 = 0.0;
+    var c0_11 = 0.0;
+    var c0_12 = 0.0;
+    var c0_13 = 0.0;
+    var c0_14 = 0.0;
+    var c0_15 = 0.0;
+    var c1_0 = 0.0;
+    var c1_1 = 0.0;
+    var c1_2 = 0.0;
+    var c1_3 = 0.0;
+    var c1_4 = 0.0;
+    var c1_5 = 0.0;
+    var c1_6 = 0.0;
+    var c1_7 = 0.0;
+    var c1_8 = 0.0;
+    var c1_9 = 0.0;
+    var c1_10 = 0.0;
+    var c1_11 = 0.0;
+    var c1_12 = 0.0;
+    var c1_13 = 0.0;
+    var c1_14 = 0.0;
+    var c1_15 = 0.0;
+    var c2_0 = 0.0;
+    var c2_1 = 0.0;
+    var c2_2 = 0.0;
+    var c2_3 = 0.0;
+    var c2_4 = 0.0;
+    var c2_5 = 0.0;
+    var c2_6 = 0.0;
+    var c2_7 = 0.0;
+    var c2_8 = 0.0;
+    var c2_9 = 0.0;
+    var c2_10 = 0.0;
+    var c2_11 = 0.0;
+    var c2_12 = 0.0;
+    var c2_13 = 0.0;
+    var c2_14 = 0.0;
+    var c2_15 = 0.0;
+    var c3_0 = 0.0;
+    var c3_1 = 0.0;
+    var c3_2 = 0.0;
+    var c3_3 = 0.0;
+    var c3_4 = 0.0;
+    var c3_5 = 0.0;
+    var c3_6 = 0.0;
+    var c3_7 = 0.0;
+    var c3_8 = 0.0;
+    var c3_9 = 0.0;
+    var c3_10 = 0.0;
+    var c3_11 = 0.0;
+    var c3_12 = 0.0;
+    var c3_13 = 0.0;
+    var c3_14 = 0.0;
+    var c3_15 = 0.0;
+    let kr = k_range(batch, wid.z, nwg.z);
+    for (var q = kr.x; q < kr.y; q++) {
+        let a0 = select(lhs[ai0 + q * m], 1.0, one0);
+        let a1 = select(lhs[ai1 + q * m], 1.0, one1);
+        let a2 = select(lhs[ai2 + q * m], 1.0, one2);
+        let a3 = select(lhs[ai3 + q * m], 1.0, one3);
+        let d0 = dims.b_off + q * NARROW_N;  // δ: [B, NARROW_N]
+        if (0u < NARROW_N) {
+            let d = rhs[d0 + 0u];
+            c0_0 = fma(a0, d, c0_0);
+            c1_0 = fma(a1, d, c1_0);
+            c2_0 = fma(a2, d, c2_0);
+            c3_0 = fma(a3, d, c3_0);
+        }
+        if (1u < NARROW_N) {
+            let d = rhs[d0 + 1u];
+            c0_1 = fma(a0, d, c0_1);
+            c1_1 = fma(a1, d, c1_1);
+            c2_1 = fma(a2, d, c2_1);
+            c3_1 = fma(a3, d, c3_1);
+        }
+        if (2u < NARROW_N) {
+            let d = rhs[d0 + 2u];
+            c0_2 = fma(a0, d, c0_2);
+            c1_2 = fma(a1, d, c1_2);
+            c2_2 = fma(a2, d, c2_2);
+            c3_2 = fma(a3, d, c3_2);
+        }
+        if (3u < NARROW_N) {
+            let d = rhs[d0 + 3u];
+            c0_3 = fma(a0, d, c0_3);
+            c1_3 = fma(a1, d, c1_3);
+            c2_3 = fma(a2, d, c2_3);
+            c3_3 = fma(a3, d, c3_3);
+        }
+        if (4u < NARROW_N) {
+            let d = rhs[d0 + 4u];
+            c0_4 = fma(a0, d, c0_4);
+            c1_4 = fma(a1, d, c1_4);
+            c2_4 = fma(a2, d, c2_4);
+            c3_4 = fma(a3, d, c3_4);
+        }
+        if (5u < NARROW_N) {
+            let d = rhs[d0 + 5u];
+            c0_5 = fma(a0, d, c0_5);
+            c1_5 = fma(a1, d, c1_5);
+            c2_5 = fma(a2, d, c2_5);
+            c3_5 = fma(a3, d, c3_5);
+        }
+        if (6u < NARROW_N) {
+            let d = rhs[d0 + 6u];
+            c0_6 = fma(a0, d, c0_6);
+            c1_6 = fma(a1, d, c1_6);
+            c2_6 = fma(a2, d, c2_6);
+            c3_6 = fma(a3, d, c3_6);
+        }
+        if (7u < NARROW_N) {
+            let d = rhs[d0 + 7u];
+            c0_7 = fma(a0, d, c0_7);
+            c1_7 = fma(a1, d, c1_7);
+            c2_7 = fma(a2, d, c2_7);
+            c3_7 = fma(a3, d, c3_7);
+        }
+        if (8u < NARROW_N) {
+            let d = rhs[d0 + 8u];
+            c0_8 = fma(a0, d, c0_8);
+            c1_8 = fma(a1, d, c1_8);
+            c2_8 = fma(a2, d, c2_8);
+            c3_8 = fma(a3, d, c3_8);
+        }
+        if (9u < NARROW_N) {
+            let d = rhs[d0 + 9u];
+            c0_9 = fma(a0, d, c0_9);
+            c1_9 = fma(a1, d, c1_9);
+            c2_9 = fma(a2, d, c2_9);
+            c3_9 = fma(a3, d, c3_9);
+        }
+        if (10u < NARROW_N) {
+            let d = rhs[d0 + 10u];
+            c0_10 = fma(a0, d, c0_10);
+            c1_10 = fma(a1, d, c1_10);
+            c2_10 = fma(a2, d, c2_10);
+            c3_10 = fma(a3, d, c3_10);
+        }
+        if (11u < NARROW_N) {
+            let d = rhs[d0 + 11u];
+            c0_11 = fma(a0, d, c0_11);
+            c1_11 = fma(a1, d, c1_11);
+            c2_11 = fma(a2, d, c2_11);
+            c3_11 = fma(a3, d, c3_11);
+        }
+        if (12u < NARROW_N) {
+            let d = rhs[d0 + 12u];
+            c0_12 = fma(a0, d, c0_12);
+            c1_12 = fma(a1, d, c1_12);
+            c2_12 = fma(a2, d, c2_12);
+            c3_12 = fma(a3, d, c3_12);
+        }
+        if (13u < NARROW_N) {
+            let d = rhs[d0 + 13u];
+            c0_13 = fma(a0, d, c0_13);
+            c1_13 = fma(a1, d, c1_13);
+            c2_13 = fma(a2, d, c2_13);
+            c3_13 = fma(a3, d, c3_13);
+        }
+        if (14u < NARROW_N) {
+            let d = rhs[d0 + 14u];
+            c0_14 = fma(a0, d, c0_14);
+            c1_14 = fma(a1, d, c1_14);
+            c2_14 = fma(a2, d, c2_14);
+            c3_14 = fma(a3, d, c3_14);
+        }
+        if (15u < NARROW_N) {
+            let d = rhs[d0 + 15u];
+            c0_15 = fma(a0, d, c0_15);
+            c1_15 = fma(a1, d, c1_15);
+            c2_15 = fma(a2, d, c2_15);
+            c3_15 = fma(a3, d, c3_15);
+        }
+    }
+    if (row0 + 0u <= m) {
+        if (0u < NARROW_N) { store_c1(row0 + 0u, 0u, c0_0, wid.z); }
+        if (1u < NARROW_N) { store_c1(row0 + 0u, 1u, c0_1, wid.z); }
+        if (2u < NARROW_N) { store_c1(row0 + 0u, 2u, c0_2, wid.z); }
+        if (3u < NARROW_N) { store_c1(row0 + 0u, 3u, c0_3, wid.z); }
+        if (4u < NARROW_N) { store_c1(row0 + 0u, 4u, c0_4, wid.z); }
+        if (5u < NARROW_N) { store_c1(row0 + 0u, 5u, c0_5, wid.z); }
+        if (6u < NARROW_N) { store_c1(row0 + 0u, 6u, c0_6, wid.z); }
+        if (7u < NARROW_N) { store_c1(row0 + 0u, 7u, c0_7, wid.z); }
+        if (8u < NARROW_N) { store_c1(row0 + 0u, 8u, c0_8, wid.z); }
+        if (9u < NARROW_N) { store_c1(row0 + 0u, 9u, c0_9, wid.z); }
+        if (10u < NARROW_N) { store_c1(row0 + 0u, 10u, c0_10, wid.z); }
+        if (11u < NARROW_N) { store_c1(row0 + 0u, 11u, c0_11, wid.z); }
+        if (12u < NARROW_N) { store_c1(row0 + 0u, 12u, c0_12, wid.z); }
+        if (13u < NARROW_N) { store_c1(row0 + 0u, 13u, c0_13, wid.z); }
+        if (14u < NARROW_N) { store_c1(row0 + 0u, 14u, c0_14, wid.z); }
+        if (15u < NARROW_N) { store_c1(row0 + 0u, 15u, c0_15, wid.z); }
+    }
+    if (row0 + 1u <= m) {
+        if (0u < NARROW_N) { store_c1(row0 + 1u, 0u, c1_0, wid.z); }
+        if (1u < NARROW_N) { store_c1(row0 + 1u, 1u, c1_1, wid.z); }
+        if (2u < NARROW_N) { store_c1(row0 + 1u, 2u, c1_2, wid.z); }
+        if (3u < NARROW_N) { store_c1(row0 + 1u, 3u, c1_3, wid.z); }
+        if (4u < NARROW_N) { store_c1(row0 + 1u, 4u, c1_4, wid.z); }
+        if (5u < NARROW_N) { store_c1(row0 + 1u, 5u, c1_5, wid.z); }
+        if (6u < NARROW_N) { store_c1(row0 + 1u, 6u, c1_6, wid.z); }
+        if (7u < NARROW_N) { store_c1(row0 + 1u, 7u, c1_7, wid.z); }
+        if (8u < NARROW_N) { store_c1(row0 + 1u, 8u, c1_8, wid.z); }
+        if (9u < NARROW_N) { store_c1(row0 + 1u, 9u, c1_9, wid.z); }
+        if (10u < NARROW_N) { store_c1(row0 + 1u, 10u, c1_10, wid.z); }
+        if (11u < NARROW_N) { store_c1(row0 + 1u, 11u, c1_11, wid.z); }
+        if (12u < NARROW_N) { store_c1(row0 + 1u, 12u, c1_12, wid.z); }
+        if (13u < NARROW_N) { store_c1(row0 + 1u, 13u, c1_13, wid.z); }
+        if (14u < NARROW_N) { store_c1(row0 + 1u, 14u, c1_14, wid.z); }
+        if (15u < NARROW_N) { store_c1(row0 + 1u, 15u, c1_15, wid.z); }
+    }
+    if (row0 + 2u <= m) {
+        if (0u < NARROW_N) { store_c1(row0 + 2u, 0u, c2_0, wid.z); }
+        if (1u < NARROW_N) { store_c1(row0 + 2u, 1u, c2_1, wid.z); }
+        if (2u < NARROW_N) { store_c1(row0 + 2u, 2u, c2_2, wid.z); }
+        if (3u < NARROW_N) { store_c1(row0 + 2u, 3u, c2_3, wid.z); }
+        if (4u < NARROW_N) { store_c1(row0 + 2u, 4u, c2_4, wid.z); }
+        if (5u < NARROW_N) { store_c1(row0 + 2u, 5u, c2_5, wid.z); }
+        if (6u < NARROW_N) { store_c1(row0 + 2u, 6u, c2_6, wid.z); }
+        if (7u < NARROW_N) { store_c1(row0 + 2u, 7u, c2_7, wid.z); }
+        if (8u < NARROW_N) { store_c1(row0 + 2u, 8u, c2_8, wid.z); }
+        if (9u < NARROW_N) { store_c1(row0 + 2u, 9u, c2_9, wid.z); }
+        if (10u < NARROW_N) { store_c1(row0 + 2u, 10u, c2_10, wid.z); }
+        if (11u < NARROW_N) { store_c1(row0 + 2u, 11u, c2_11, wid.z); }
+        if (12u < NARROW_N) { store_c1(row0 + 2u, 12u, c2_12, wid.z); }
+        if (13u < NARROW_N) { store_c1(row0 + 2u, 13u, c2_13, wid.z); }
+        if (14u < NARROW_N) { store_c1(row0 + 2u, 14u, c2_14, wid.z); }
+        if (15u < NARROW_N) { store_c1(row0 + 2u, 15u, c2_15, wid.z); }
+    }
+    if (row0 + 3u <= m) {
+        if (0u < NARROW_N) { store_c1(row0 + 3u, 0u, c3_0, wid.z); }
+        if (1u < NARROW_N) { store_c1(row0 + 3u, 1u, c3_1, wid.z); }
+        if (2u < NARROW_N) { store_c1(row0 + 3u, 2u, c3_2, wid.z); }
+        if (3u < NARROW_N) { store_c1(row0 + 3u, 3u, c3_3, wid.z); }
+        if (4u < NARROW_N) { store_c1(row0 + 3u, 4u, c3_4, wid.z); }
+        if (5u < NARROW_N) { store_c1(row0 + 3u, 5u, c3_5, wid.z); }
+        if (6u < NARROW_N) { store_c1(row0 + 3u, 6u, c3_6, wid.z); }
+        if (7u < NARROW_N) { store_c1(row0 + 3u, 7u, c3_7, wid.z); }
+        if (8u < NARROW_N) { store_c1(row0 + 3u, 8u, c3_8, wid.z); }
+        if (9u < NARROW_N) { store_c1(row0 + 3u, 9u, c3_9, wid.z); }
+        if (10u < NARROW_N) { store_c1(row0 + 3u, 10u, c3_10, wid.z); }
+        if (11u < NARROW_N) { store_c1(row0 + 3u, 11u, c3_11, wid.z); }
+        if (12u < NARROW_N) { store_c1(row0 + 3u, 12u, c3_12, wid.z); }
+        if (13u < NARROW_N) { store_c1(row0 + 3u, 13u, c3_13, wid.z); }
+        if (14u < NARROW_N) { store_c1(row0 + 3u, 14u, c3_14, wid.z); }
+        if (15u < NARROW_N) { store_c1(row0 + 3u, 15u, c3_15, wid.z); }
     }
 }

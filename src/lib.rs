@@ -79,32 +79,21 @@ pub fn place_with_fallback(
     optimizer: Optimizer,
     max_batch: usize,
 ) -> Result<(Box<dyn Backend>, Option<Error>)> {
+    let on_gpu = |ctx: GpuContext| -> Result<Box<dyn Backend>> {
+        let options = GpuOptions::default();
+        Ok(Box::new(GpuBackend::new(
+            Arc::new(ctx),
+            spec,
+            optimizer,
+            max_batch,
+            options,
+        )?))
+    };
     match device {
         Device::Cpu => Ok((Box::new(CpuBackend::new(spec, optimizer)?), None)),
-        Device::Gpu(sel) => {
-            let ctx = Arc::new(GpuContext::new(&sel.clone().or_env())?);
-            Ok((
-                Box::new(GpuBackend::new(
-                    ctx,
-                    spec,
-                    optimizer,
-                    max_batch,
-                    GpuOptions::default(),
-                )?),
-                None,
-            ))
-        }
+        Device::Gpu(sel) => Ok((on_gpu(GpuContext::new(&sel.clone().or_env())?)?, None)),
         Device::Auto(sel) => match GpuContext::new(&sel.clone().or_env()) {
-            Ok(ctx) => Ok((
-                Box::new(GpuBackend::new(
-                    Arc::new(ctx),
-                    spec,
-                    optimizer,
-                    max_batch,
-                    GpuOptions::default(),
-                )?),
-                None,
-            )),
+            Ok(ctx) => Ok((on_gpu(ctx)?, None)),
             Err(e @ Error::NoAdapter { .. }) => {
                 Ok((Box::new(CpuBackend::new(spec, optimizer)?), Some(e)))
             }

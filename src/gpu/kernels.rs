@@ -143,7 +143,14 @@ pub enum MatmulVariant {
     /// 16-byte-aligned operands shared across 8-lane subgroups by broadcasts. For CPU adapters
     /// with 8-lane subgroups, on shapes whose widths and offsets are multiples of 4.
     Subgroup(MatmulMode),
+    /// `matmul_narrow_grad` (in matmul_subgroup.wgsl, no subgroup operations): the gradient
+    /// of a layer with at most [`NARROW_GRAD_MAX`] outputs (the value) that the subgroup kernel
+    /// cannot take; each lane owns 4 rows and every column.
+    NarrowGrad(u32),
 }
+
+/// The widest δ `matmul_narrow_grad` takes (its `NN_MAX`).
+pub const NARROW_GRAD_MAX: u32 = 16;
 
 /// A matmul launch shape: which kernel, and (blocked) how its 64 invocations split over
 /// columns. Chosen per adapter and per problem shape by [`Kernels::matmul_config`].
@@ -171,13 +178,23 @@ impl MatmulConfig {
             MatmulVariant::Subgroup(MatmulMode::Forward) => "matmul_sg_forward",
             MatmulVariant::Subgroup(MatmulMode::Delta) => "matmul_sg_delta",
             MatmulVariant::Subgroup(MatmulMode::Grad) => "matmul_sg_grad",
+            MatmulVariant::NarrowGrad(_) => "matmul_narrow_grad",
+        }
+    }
+
+    /// The override constants that fix this launch shape's kernel.
+    pub fn shape_constants(&self) -> Vec<(&'static str, f64)> {
+        match self.variant {
+            MatmulVariant::Blocked => vec![("WG_N", self.wg_n as f64)],
+            MatmulVariant::NarrowGrad(n) => vec![("NARROW_N", n as f64)],
+            _ => vec![],
         }
     }
 
     /// The family whose module and bind group layout the kernel uses.
     pub fn family(&self) -> Family {
         match self.variant {
-            MatmulVariant::Subgroup(_) => Family::MatmulSubgroup,
+            MatmulVariant::Subgroup(_) | MatmulVariant::NarrowGrad(_) => Family::MatmulSubgroup,
             _ => Family::Matmul,
         }
     }
@@ -190,6 +207,7 @@ impl MatmulConfig {
             // 8 subgroups: forward/delta 4 x 2 of (16 rows x 32 columns)
             MatmulVariant::Subgroup(MatmulMode::Grad) => (SG_GRAD_TILE.0, SG_GRAD_TILE.1),
             MatmulVariant::Subgroup(_) => (64, 64),
+            MatmulVariant::NarrowGrad(_) => (256, NARROW_GRAD_MAX),
         }
     }
 
@@ -251,10 +269,14 @@ impl Kernels {
     pub fn new(device: &wgpu::Device) -> Self {
         let mut modules = Vec::new();
         let mut layouts = Vec::new();
-        let subgroup_matmul = device.adapter_info().device_type == wgpu::DeviceType::Cpu
+        // The kernel takes lanes 8·s .. 8·s + 7 of a workgroup to be subgroup s, as on lavapipe
+        // (Vulkan on a CPU); where else that holds is unknown, so only there.
+        let info = device.adapter_info();
+        let subgroup_matmul = info.device_type == wgpu::DeviceType::Cpu
+            && info.backend == wgpu::Backend::Vulkan
             && device.features().contains(wgpu::Features::SUBGROUP)
-            && device.adapter_info().subgroup_min_size == 8
-            && device.adapter_info().subgroup_max_size == 8;
+            && info.subgroup_min_size == 8
+            && info.subgroup_max_size == 8;
         for f in Family::ALL {
             if f == Family::MatmulSubgroup && !subgroup_matmul {
                 continue;
@@ -357,6 +379,12 @@ impl Kernels {
                 wg_n: 1,
             };
         }
+        if self.subgroup_matmul && mode == MatmulMode::Grad && dims.n <= NARROW_GRAD_MAX {
+            return MatmulConfig {
+                variant: MatmulVariant::NarrowGrad(dims.n),
+                wg_n: 1,
+            };
+        }
         let cols = dims.n;
         self.matmul_config(cols)
     }
@@ -420,9 +448,7 @@ impl Kernels {
             ("KEEP_GRAD", keep_grad as u32 as f64),
             ("SPLIT_K", split_k as u32 as f64),
         ];
-        if cfg.variant == MatmulVariant::Blocked {
-            constants.push(("WG_N", cfg.wg_n as f64));
-        }
+        constants.extend(cfg.shape_constants());
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
     }
 

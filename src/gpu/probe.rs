@@ -140,9 +140,7 @@ fn run_matmul(
     let cfg = Kernels::new(&ctx.device).matmul_config_for(mode, dims);
     let mut constants = constants.to_vec();
     constants.push(("MODE", mode as u32 as f64));
-    if cfg.variant == MatmulVariant::Blocked {
-        constants.push(("WG_N", cfg.wg_n as f64));
-    }
+    constants.extend(cfg.shape_constants());
     run(
         ctx,
         cfg.family(),
