@@ -3,6 +3,7 @@
 
 mod bench;
 mod eval;
+mod resume;
 mod train;
 
 use clap::parser::ValueSource;
