@@ -805,7 +805,7 @@ fn failed_runs_leave_an_existing_checkpoint_intact_and_no_temporary_files() {
         (vec!["--out", &model, "--plot", "p.gif"], ".svg or .png"),
         (vec!["--out", &model, "--epochs", "0"], "--epochs"),
         (
-            vec!["--resume", &model, "--out", &model, "--optimizer", "adam"],
+            vec!["--resume", &model, "--out", &model, "--optimizer", "sgd"],
             "--optimizer",
         ),
         (

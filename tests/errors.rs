@@ -206,6 +206,10 @@ fn a_batch_over_the_binding_limit_runs_as_micro_batches_and_too_many_parameters_
             msg.contains("parameters") && msg.contains("fewer or narrower layers"),
             "{msg}"
         );
+        assert!(
+            msg.contains("layer 1 (8192x8192"),
+            "names the largest layer: {msg}"
+        );
     }
 }
 

@@ -475,10 +475,21 @@ fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<usize>
     let limit = ctx.limits.max_storage_buffer_binding_size;
     let params = spec.param_count() as u64 * F32;
     if params > limit {
+        // All parameters live in one binding: name the layer that takes the most of it.
+        let (l, w) = spec
+            .sizes
+            .windows(2)
+            .enumerate()
+            .max_by_key(|(_, w)| w[0] * w[1])
+            .expect("at least one layer");
         return Err(Error::DeviceLimit(format!(
-            "the model's {} parameters need {params} bytes, over this device's storage binding limit of {limit} bytes ({}); use fewer or narrower layers",
+            "the model's {} parameters need {params} bytes, over this device's storage binding limit of {limit} bytes ({}); the largest is layer {} ({}x{}, {} bytes): use fewer or narrower layers",
             spec.param_count(),
-            ctx.info
+            ctx.info,
+            l + 1,
+            w[0],
+            w[1],
+            (w[0] * w[1] + w[1]) as u64 * F32,
         )));
     }
     let mut fits = batch;
