@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{awkward_shapes, gpus, one_hot, report, uniform, AWKWARD, OUTPUT_PAIRS};
+use common::{
+    awkward_shapes, dense_reference, gpus, one_hot, report, uniform, AWKWARD, OUTPUT_PAIRS,
+};
 use gpumlp::cpu::ops::{self, MatmulForm};
 use gpumlp::gpu::probe;
 use gpumlp::model::{Activation, Loss};
@@ -92,18 +94,7 @@ fn forward_epilogue_applies_every_activation() {
             let x = uniform(b * k, -1.0, 1.0, 9);
             let wb = uniform((k + 1) * n, -1.0, 1.0, 10);
             let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, act).unwrap();
-            let (mut wa, mut wz) = (vec![0.0; b * n], vec![0.0; b * n]);
-            ops::dense_forward(
-                &mut wa,
-                &mut wz,
-                &x,
-                &wb[..k * n],
-                &wb[k * n..],
-                b,
-                k,
-                n,
-                act,
-            );
+            let (wa, wz) = dense_reference(&x, &wb, b, k, n, act);
             let what = format!("{}: forward {act}", ctx.info);
             MATMUL_TOL.assert_close(&what, &a, &wa);
             if act == Activation::Step {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{gpus, report, uniform};
+use common::{dense_reference, gpus, report, uniform};
 use gpumlp::cpu::ops::{self, MatmulForm};
 use gpumlp::gpu::kernels::{MatmulDims, MatmulMode, MatmulVariant};
 use gpumlp::gpu::probe;
@@ -49,86 +49,94 @@ fn check_variant(ctx: &GpuContext, mode: MatmulMode, dims: &MatmulDims, want: Ma
     }
 }
 
-#[test]
-fn subgroup_forward_matches_reference() {
+/// Runs `check` on every adapter over `shapes` (b, k or m, n), asserting first that each shape
+/// runs `want` where the subgroup kernels exist; reports the largest difference.
+fn on_every_adapter(
+    what: &str,
+    mode: MatmulMode,
+    want: impl Fn(usize) -> MatmulVariant,
+    shapes: &[(usize, usize, usize)],
+    check: impl Fn(&GpuContext, usize, usize, usize) -> f32,
+) {
     for ctx in gpus() {
         let mut worst = 0.0f32;
-        for (b, k, n) in SHAPES {
-            let dims = MatmulDims {
+        for &(b, inner, n) in shapes {
+            let mut dims = MatmulDims {
                 n: n as u32,
-                k: k as u32,
                 ..Default::default()
             };
-            check_variant(
-                ctx,
-                MatmulMode::Forward,
-                &dims,
-                MatmulVariant::Subgroup(MatmulMode::Forward),
-            );
-            for act in [Activation::Identity, Activation::Relu, Activation::Tanh] {
-                let x = uniform(b * k, -1.0, 1.0, 40);
-                let wb = uniform((k + 1) * n, -1.0, 1.0, 41);
-                let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, act).unwrap();
-                let (mut wa, mut wz) = (vec![0.0; b * n], vec![0.0; b * n]);
-                ops::dense_forward(
-                    &mut wa,
-                    &mut wz,
-                    &x,
-                    &wb[..k * n],
-                    &wb[k * n..],
-                    b,
-                    k,
-                    n,
-                    act,
-                );
-                let what = format!("{}: forward {act} [{b}x{k}]·[{k}x{n}]", ctx.info);
-                worst = worst.max(MATMUL_TOL.assert_close(&what, &a, &wa).max_abs_diff);
-                MATMUL_TOL.assert_close(&what, &z, &wz);
+            match mode {
+                MatmulMode::Grad => dims.m = inner as u32,
+                _ => dims.k = inner as u32,
             }
+            check_variant(ctx, mode, &dims, want(n));
+            worst = worst.max(check(ctx, b, inner, n));
         }
         report(format!(
-            "{}: aligned forward matmuls: largest |GPU − CPU| {worst:.2e}",
+            "{}: {what}: largest |GPU − CPU| {worst:.2e}",
             ctx.info
         ));
     }
 }
 
+/// Forward with bias + activation: x [b, k] · W [k, n] + b.
+fn check_forward(ctx: &GpuContext, b: usize, k: usize, n: usize) -> f32 {
+    let mut worst = 0.0f32;
+    for act in [Activation::Identity, Activation::Relu, Activation::Tanh] {
+        let x = uniform(b * k, -1.0, 1.0, 40);
+        let wb = uniform((k + 1) * n, -1.0, 1.0, 41);
+        let (a, z) = probe::forward(ctx, &x, &wb, b, k, n, act).unwrap();
+        let (wa, wz) = dense_reference(&x, &wb, b, k, n, act);
+        let what = format!("{}: forward {act} [{b}x{k}]·[{k}x{n}]", ctx.info);
+        worst = worst.max(MATMUL_TOL.assert_close(&what, &a, &wa).max_abs_diff);
+        MATMUL_TOL.assert_close(&what, &z, &wz);
+    }
+    worst
+}
+
+/// Delta with φ': (δ [b, k] · Wᵀ) ⊙ φ'(a_prev), W: [n, k].
+fn check_delta(ctx: &GpuContext, b: usize, k: usize, n: usize) -> f32 {
+    let mut worst = 0.0f32;
+    for act in [Activation::Identity, Activation::Sigmoid, Activation::Relu] {
+        let d = uniform(b * k, -1.0, 1.0, 42);
+        let w = uniform(n * k, -1.0, 1.0, 43);
+        let mut a_prev = uniform(b * n, -1.0, 1.0, 44);
+        for v in a_prev.iter_mut().step_by(7) {
+            *v = 0.0; // relu'(0) = 1
+        }
+        let got = probe::delta(ctx, &d, &w, &a_prev, b, k, n, act).unwrap();
+        let mut want = vec![0.0; b * n];
+        ops::backprop_delta(&mut want, &d, &w, &a_prev, b, n, k, act);
+        let what = format!("{}: delta {act} [{b}x{k}]·[{k}x{n}]ᵀ", ctx.info);
+        worst = worst.max(MATMUL_TOL.assert_close(&what, &got, &want).max_abs_diff);
+    }
+    worst
+}
+
+#[test]
+fn subgroup_forward_matches_reference() {
+    let want = |_| MatmulVariant::Subgroup(MatmulMode::Forward);
+    on_every_adapter(
+        "aligned forward matmuls",
+        MatmulMode::Forward,
+        want,
+        &SHAPES,
+        check_forward,
+    );
+}
+
 #[test]
 fn subgroup_delta_matches_reference() {
-    for ctx in gpus() {
-        let mut worst = 0.0f32;
-        // delta: C [b, n] = δ [b, k] · Wᵀ, W: [n, k]; only k needs to be aligned.
-        for (b, k, n) in SHAPES.into_iter().chain([(65, 12, 7), (9, 4, 1)]) {
-            let dims = MatmulDims {
-                n: n as u32,
-                k: k as u32,
-                ..Default::default()
-            };
-            check_variant(
-                ctx,
-                MatmulMode::Delta,
-                &dims,
-                MatmulVariant::Subgroup(MatmulMode::Delta),
-            );
-            for act in [Activation::Identity, Activation::Sigmoid, Activation::Relu] {
-                let d = uniform(b * k, -1.0, 1.0, 42);
-                let w = uniform(n * k, -1.0, 1.0, 43);
-                let mut a_prev = uniform(b * n, -1.0, 1.0, 44);
-                for v in a_prev.iter_mut().step_by(7) {
-                    *v = 0.0; // relu'(0) = 1
-                }
-                let got = probe::delta(ctx, &d, &w, &a_prev, b, k, n, act).unwrap();
-                let mut want = vec![0.0; b * n];
-                ops::backprop_delta(&mut want, &d, &w, &a_prev, b, n, k, act);
-                let what = format!("{}: delta {act} [{b}x{k}]·[{k}x{n}]ᵀ", ctx.info);
-                worst = worst.max(MATMUL_TOL.assert_close(&what, &got, &want).max_abs_diff);
-            }
-        }
-        report(format!(
-            "{}: aligned delta matmuls: largest |GPU − CPU| {worst:.2e}",
-            ctx.info
-        ));
-    }
+    // only k needs to be aligned
+    let shapes: Vec<_> = SHAPES.into_iter().chain([(65, 12, 7), (9, 4, 1)]).collect();
+    let want = |_| MatmulVariant::Subgroup(MatmulMode::Delta);
+    on_every_adapter(
+        "aligned delta matmuls",
+        MatmulMode::Delta,
+        want,
+        &shapes,
+        check_delta,
+    );
 }
 
 /// The gradient matmul with its fused SGD update (L2 on weights only), against the reference.
@@ -165,24 +173,14 @@ fn check_grad(ctx: &GpuContext, b: usize, m: usize, n: usize) -> f32 {
 
 #[test]
 fn subgroup_grad_with_fused_update_matches_reference() {
-    for ctx in gpus() {
-        let mut worst = 0.0f32;
-        // grad: C [m+1, n] = [z, 1]ᵀ·δ with z: [b, m], δ: [b, n]; (b, m, n).
-        for (b, m, n) in SHAPES {
-            let dims = MatmulDims {
-                n: n as u32,
-                m: m as u32,
-                ..Default::default()
-            };
-            let want = MatmulVariant::Subgroup(MatmulMode::Grad);
-            check_variant(ctx, MatmulMode::Grad, &dims, want);
-            worst = worst.max(check_grad(ctx, b, m, n));
-        }
-        report(format!(
-            "{}: aligned gradient matmuls: largest |GPU − CPU| {worst:.2e}",
-            ctx.info
-        ));
-    }
+    let want = |_| MatmulVariant::Subgroup(MatmulMode::Grad);
+    on_every_adapter(
+        "aligned gradient matmuls",
+        MatmulMode::Grad,
+        want,
+        &SHAPES,
+        check_grad,
+    );
 }
 
 /// Gradients of narrow layers (n ≤ 16) that the subgroup kernel cannot take: every lane owns
@@ -200,25 +198,12 @@ fn narrow_grad_matches_reference() {
         (33, 5, 16),
         (9, 8, 2),
     ];
-    for ctx in gpus() {
-        let mut worst = 0.0f32;
-        for (b, m, n) in shapes {
-            let dims = MatmulDims {
-                n: n as u32,
-                m: m as u32,
-                ..Default::default()
-            };
-            check_variant(
-                ctx,
-                MatmulMode::Grad,
-                &dims,
-                MatmulVariant::NarrowGrad(n as u32),
-            );
-            worst = worst.max(check_grad(ctx, b, m, n));
-        }
-        report(format!(
-            "{}: narrow gradient matmuls: largest |GPU − CPU| {worst:.2e}",
-            ctx.info
-        ));
-    }
+    let want = |n: usize| MatmulVariant::NarrowGrad(n as u32);
+    on_every_adapter(
+        "narrow gradient matmuls",
+        MatmulMode::Grad,
+        want,
+        &shapes,
+        check_grad,
+    );
 }

@@ -130,3 +130,17 @@ pub fn targets(spec: &ModelSpec, rows: usize, seed: u64) -> Vec<f32> {
         _ => uniform(rows * out, 0.0, 1.0, seed),
     }
 }
+
+/// The CPU reference's dense forward: x: [b, k], wb: [(k+1), n] (W then b); returns (a, z).
+pub fn dense_reference(
+    x: &[f32],
+    wb: &[f32],
+    b: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut a, mut z) = (vec![0.0; b * n], vec![0.0; b * n]);
+    gpumlp::cpu::ops::dense_forward(&mut a, &mut z, x, &wb[..k * n], &wb[k * n..], b, k, n, act);
+    (a, z)
+}
