@@ -248,12 +248,8 @@ fn optimizer_updates_match_reference_standalone_and_fused() {
                 &h,
             )
             .unwrap();
-            let mut gw = vec![0.0; m * n];
-            let mut gb = vec![0.0; n];
-            ops::weight_grad(&mut gw, &mut gb, &z, &d, &params[..m * n], l2, b, m, n);
-            gw.extend_from_slice(&gb);
-            let (mut wp, mut wm, mut wv) = (params.clone(), mm.clone(), vv.clone());
-            ops::optimizer_update(&mut wp, &mut wm, &mut wv, &gw, opt.kind(), &h);
+            let (gw, [wp, wm, wv]) =
+                fused_reference(&z, &d, [&params, &mm, &vv], (b, m, n), l2, opt, &h);
             let what = format!("{}: {} fused, l2 {l2}", ctx.info, opt.name());
             MATMUL_TOL.assert_close(&format!("{what} grads"), &out.grads, &gw);
             Tolerance::new(1e-4, 1e-5).assert_close(&format!("{what} params"), &out.params, &wp);
@@ -331,12 +327,8 @@ fn optimizer_updates_match_reference_on_awkward_sizes() {
                     &h,
                 )
                 .unwrap();
-                let mut gw = vec![0.0; m * n];
-                let mut gb = vec![0.0; n];
-                ops::weight_grad(&mut gw, &mut gb, &z, &d, &params[..m * n], 0.01, b, m, n);
-                gw.extend_from_slice(&gb);
-                let (mut wp, mut wm, mut wv) = (params.clone(), mm.clone(), vv.clone());
-                ops::optimizer_update(&mut wp, &mut wm, &mut wv, &gw, opt.kind(), &h);
+                let (gw, [wp, wm, wv]) =
+                    fused_reference(&z, &d, [&params, &mm, &vv], (b, m, n), 0.01, opt, &h);
                 let what = format!(
                     "{}: {} fused into [z,1]ᵀ·δ [{m}x{b}]·[{b}x{n}]",
                     ctx.info,
@@ -363,4 +355,24 @@ fn optimizer_updates_match_reference_on_awkward_sizes() {
             ctx.info
         ));
     }
+}
+
+/// The reference for the gradient matmul with its fused update: the gradient [W; b] of
+/// z: [b, m], δ: [b, n] with L2 on W, and the (params, m, v) after the optimizer's step.
+fn fused_reference(
+    z: &[f32],
+    d: &[f32],
+    [params, mm, vv]: [&[f32]; 3],
+    (b, m, n): (usize, usize, usize),
+    l2: f32,
+    opt: Optimizer,
+    h: &gpumlp::optim::StepHyper,
+) -> (Vec<f32>, [Vec<f32>; 3]) {
+    let mut gw = vec![0.0; m * n];
+    let mut gb = vec![0.0; n];
+    ops::weight_grad(&mut gw, &mut gb, z, d, &params[..m * n], l2, b, m, n);
+    gw.extend_from_slice(&gb);
+    let (mut wp, mut wm, mut wv) = (params.to_vec(), mm.to_vec(), vv.to_vec());
+    ops::optimizer_update(&mut wp, &mut wm, &mut wv, &gw, opt.kind(), h);
+    (gw, [wp, wm, wv])
 }
