@@ -77,38 +77,49 @@ fn compare_one_step(
     }
 }
 
+/// The schedules a test runs on every adapter: the default kernels for the adapter, and the
+/// GPU matmul (shared-memory tiles, what real GPUs run) forced onto it, so that the kernel every
+/// real GPU uses is tested on the software adapters too.
+fn schedules() -> [(&'static str, GpuOptions); 2] {
+    [
+        ("default kernels", GpuOptions::default()),
+        (
+            "tiled GPU matmul",
+            GpuOptions {
+                force_tiled_matmul: true,
+                fused_mlp: Some(false),
+                ..Default::default()
+            },
+        ),
+    ]
+}
+
 #[test]
 fn one_step_matches_reference_for_every_activation_and_loss() {
     for ctx in gpus() {
-        let mut worst = [0.0f32; 4];
-        for (i, (out_act, loss)) in OUTPUT_PAIRS.into_iter().enumerate() {
-            for j in 0..2 {
-                let hidden = HIDDEN[(i + j * 3) % HIDDEN.len()];
-                let outputs = if loss == Loss::CrossEntropy || out_act == Activation::Softmax {
-                    10
-                } else if i % 2 == 0 {
-                    1
-                } else {
-                    3
-                };
-                let spec = ModelSpec::with_activations(
-                    &[7, 65, 63, outputs],
-                    vec![hidden, HIDDEN[(i + j) % 5], out_act],
-                    loss,
-                )
-                .unwrap();
-                compare_one_step(
-                    ctx,
-                    &spec,
-                    Optimizer::Sgd,
-                    0.01,
-                    33,
-                    GpuOptions::default(),
-                    &mut worst,
-                );
+        for (name, options) in schedules() {
+            let mut worst = [0.0f32; 4];
+            for (i, (out_act, loss)) in OUTPUT_PAIRS.into_iter().enumerate() {
+                for j in 0..2 {
+                    let hidden = HIDDEN[(i + j * 3) % HIDDEN.len()];
+                    let outputs = if loss == Loss::CrossEntropy || out_act == Activation::Softmax {
+                        10
+                    } else if i % 2 == 0 {
+                        1
+                    } else {
+                        3
+                    };
+                    let spec = ModelSpec::with_activations(
+                        &[7, 65, 63, outputs],
+                        vec![hidden, HIDDEN[(i + j) % 5], out_act],
+                        loss,
+                    )
+                    .unwrap();
+                    compare_one_step(ctx, &spec, Optimizer::Sgd, 0.01, 33, options, &mut worst);
+                }
             }
+            report(format!("{} ({name}): largest |GPU − CPU| after one step: outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}", ctx.info, worst[0], worst[1], worst[2], worst[3]));
         }
-        report(format!("{}: largest |GPU − CPU| after one step: outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}", ctx.info, worst[0], worst[1], worst[2], worst[3]));
     }
 }
 
@@ -151,15 +162,10 @@ fn batch_spanning_many_workgroups_matches_reference() {
     .unwrap();
     for ctx in gpus() {
         let mut worst = [0.0f32; 4];
-        compare_one_step(
-            ctx,
-            &spec,
-            Optimizer::Momentum { mu: 0.9 },
-            0.0,
-            1000,
-            GpuOptions::default(),
-            &mut worst,
-        );
+        for (_, options) in schedules() {
+            let momentum = Optimizer::Momentum { mu: 0.9 };
+            compare_one_step(ctx, &spec, momentum, 0.0, 1000, options, &mut worst);
+        }
     }
     // Tall, thin gradients ([33, B]·[B, 64] and [65, B]·[B, 1]) at a large batch: split-K over
     // the batch with a fixed-order reduction.
@@ -184,6 +190,8 @@ fn batch_spanning_many_workgroups_matches_reference() {
             },
             &mut worst,
         );
+        let tiled = schedules()[1].1;
+        compare_one_step(ctx, &thin, Optimizer::adam(), 0.01, 4099, tiled, &mut worst);
         report(format!(
             "{}: split-K gradients at batch 4099: largest |GPU − CPU| gradients {:.2e}",
             ctx.info, worst[2]

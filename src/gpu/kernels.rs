@@ -355,6 +355,14 @@ impl Kernels {
         }
     }
 
+    /// Uses `matmul_tiled`, the GPU kernel, for every launch whatever the adapter (to test
+    /// and measure it on CPU adapters).
+    pub fn with_tiled_matmul(mut self) -> Self {
+        self.matmul_variant = MatmulVariant::Tiled;
+        self.subgroup_matmul = false;
+        self
+    }
+
     /// Turns the subgroup matmul off (for comparisons): every launch uses this adapter's
     /// default variant.
     pub fn without_subgroup_matmul(mut self) -> Self {

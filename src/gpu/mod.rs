@@ -40,6 +40,9 @@ pub struct GpuOptions {
     /// The subgroup matmul (shaders/matmul_subgroup.wgsl) where it can run: CPU adapters with
     /// 8-lane subgroups, on layers whose widths are multiples of 4. Off: `matmul_blocked`.
     pub subgroup_matmul: bool,
+    /// Run the GPU matmul (`matmul_tiled`: shared-memory tiles) whatever the adapter, so that
+    /// the kernel real GPUs use is also tested and measured on CPU adapters.
+    pub force_tiled_matmul: bool,
 }
 
 impl Default for GpuOptions {
@@ -50,6 +53,7 @@ impl Default for GpuOptions {
             micro_batch: None,
             fused_mlp: None,
             subgroup_matmul: true,
+            force_tiled_matmul: false,
         }
     }
 }

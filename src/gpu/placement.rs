@@ -21,6 +21,9 @@ impl GpuBackend {
         if !options.subgroup_matmul {
             kernels = kernels.without_subgroup_matmul();
         }
+        if options.force_tiled_matmul {
+            kernels = kernels.with_tiled_matmul();
+        }
         let mut bytes = 0u64;
         let mut storage = |label: &str, len: usize| -> wgpu::Buffer {
             let size = (len.max(4) as u64) * F32;

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Never use the subgroup matmul (CPU adapters with 8-lane subgroups), for comparison.
     #[arg(long)]
     pub no_subgroup: bool,
+    /// Use the GPU matmul (shared-memory tiles) even on a CPU adapter, for comparison.
+    #[arg(long)]
+    pub tiled: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -85,6 +88,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                     None
                 },
                 subgroup_matmul: !args.no_subgroup,
+                force_tiled_matmul: args.tiled,
                 ..Default::default()
             };
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
