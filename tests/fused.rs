@@ -465,7 +465,7 @@ fn time_fused(ctx: &std::sync::Arc<GpuContext>, spec: &ModelSpec, batch: usize, 
             let mut enc = device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                fused.record(&mut pass, batch);
+                fused.record(&mut pass, batch, 0);
             }
             if i + 1 == steps {
                 enc.copy_buffer_to_buffer(&stats_buf, 0, &staging, 0, stats_buf.size());

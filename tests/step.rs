@@ -315,18 +315,15 @@ fn fifty_step_case(spec: &ModelSpec) {
         "the reference should learn: {cpu_loss:?}"
     );
     for ctx in gpus() {
-        let place = || {
-            Box::new(
-                GpuBackend::new(
-                    ctx.clone(),
-                    spec,
-                    Optimizer::Momentum { mu: 0.9 },
-                    16,
-                    GpuOptions::default(),
-                )
-                .unwrap(),
-            )
+        let place_with = |steps_per_submit: usize| {
+            let options = GpuOptions {
+                steps_per_submit,
+                ..Default::default()
+            };
+            let momentum = Optimizer::Momentum { mu: 0.9 };
+            Box::new(GpuBackend::new(ctx.clone(), spec, momentum, 16, options).unwrap())
         };
+        let place = || place_with(GpuOptions::default().steps_per_submit);
         let (gpu_loss, gpu_params) = trajectory(place(), spec, &data);
         let gl: Vec<f32> = gpu_loss.iter().map(|&v| v as f32).collect();
         let cl: Vec<f32> = cpu_loss.iter().map(|&v| v as f32).collect();
@@ -355,6 +352,21 @@ fn fifty_step_case(spec: &ModelSpec) {
             .zip(&gpu_params)
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same, "{}: rerun parameters must be bit-identical", ctx.info);
+        // Steps queued several to a submit (each with its own uniform slot) run exactly as
+        // steps submitted one by one: 5 steps an epoch against queues of 1 and 2 (full
+        // queues mid-epoch) and the default (flushed at the epoch's end).
+        for steps_per_submit in [1, 2] {
+            let (loss, params) = trajectory(place_with(steps_per_submit), spec, &data);
+            let same = params
+                .iter()
+                .zip(&gpu_params)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                loss == gpu_loss && same,
+                "{}: {steps_per_submit} step(s) per submit changed the trajectory",
+                ctx.info
+            );
+        }
     }
 }
 

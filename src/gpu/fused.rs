@@ -237,12 +237,13 @@ impl FusedMlp {
             label: Some("shaders/fused.wgsl"),
             source: wgpu::ShaderSource::Wgsl(source().into()),
         });
+        // binding 0, the step uniform, takes a dynamic offset (its slot), as in every family
         let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
             ty: wgpu::BindingType::Buffer {
                 ty,
-                has_dynamic_offset: false,
+                has_dynamic_offset: binding == 0,
                 min_binding_size: None,
             },
             count: None,
@@ -283,7 +284,11 @@ impl FusedMlp {
                 .iter()
                 .map(|&b| wgpu::BindGroupEntry {
                     binding: b,
-                    resource: all[b as usize].0.as_entire_binding(),
+                    resource: if b == 0 {
+                        super::kernels::step_binding(all[0].0)
+                    } else {
+                        all[b as usize].0.as_entire_binding()
+                    },
                 })
                 .collect();
             let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -342,14 +347,15 @@ impl FusedMlp {
     }
 
     /// Records the whole step (both dispatches) for a batch of `batch` rows (≥ 1, ≤ `max_batch`,
-    /// and equal to the Step uniform's `batch`) into `pass`.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, batch: usize) {
-        pass.set_bind_group(0, &self.tile_group, &[]);
+    /// and equal to the Step uniform's `batch`) into `pass`; `step_offset` is the byte offset
+    /// of the step's uniform slot.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, batch: usize, step_offset: u32) {
+        pass.set_bind_group(0, &self.tile_group, &[step_offset]);
         pass.set_pipeline(&self.tile_pipeline);
         pass.dispatch_workgroups(self.shape.groups_for(batch), 1, 1);
         let (gx, gy) = groups_1d(self.params as u64, self.max_per_dim);
         debug_assert_eq!(REDUCE_WG, super::kernels::WORKGROUP_1D);
-        pass.set_bind_group(0, &self.reduce_group, &[]);
+        pass.set_bind_group(0, &self.reduce_group, &[step_offset]);
         pass.set_pipeline(&self.reduce_pipeline);
         pass.dispatch_workgroups(gx, gy, 1);
     }
@@ -495,7 +501,7 @@ pub fn run_step_with(
             label: Some("fused step"),
             timestamp_writes: None,
         });
-        fused.record(&mut pass, batch);
+        fused.record(&mut pass, batch, 0);
     }
     let readback: Vec<(wgpu::Buffer, usize)> = [
         (&params_buf, p),

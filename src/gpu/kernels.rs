@@ -231,8 +231,24 @@ pub const WORKGROUP_1D: u32 = 256;
 #[derive(Clone, Copy)]
 pub enum Slot {
     Uniform,
+    /// The per-step uniform (`struct Step`, binding 1 of every family): bound with a dynamic
+    /// offset, so that several steps, each with its own slot, go into one submit.
+    Step,
     Read,
     ReadWrite,
+}
+
+/// Bytes of one `StepUniform` slot as bound (the slots themselves are spaced by the device's
+/// uniform offset alignment).
+pub const STEP_UNIFORM_SIZE: u64 = std::mem::size_of::<StepUniform>() as u64;
+
+/// The binding of the step uniform `buf`: one slot, chosen per dispatch by a dynamic offset.
+pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: buf,
+        offset: 0,
+        size: std::num::NonZeroU64::new(STEP_UNIFORM_SIZE),
+    })
 }
 
 /// The bind group layout of a family (the same for all its entry points).
@@ -240,17 +256,15 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
     use Slot::*;
     match f {
         Family::Matmul => &[
-            Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+            Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
         ],
         // bindings 8, 9: lhs and rhs again, as vec4 arrays
         Family::MatmulSubgroup => &[
-            Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
+            Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
         ],
-        Family::Loss => &[
-            Uniform, Uniform, Read, Read, ReadWrite, ReadWrite, ReadWrite,
-        ],
-        Family::Optimizer => &[Uniform, Uniform, Read, ReadWrite, ReadWrite, ReadWrite],
-        Family::Data => &[Uniform, Uniform, Read, Read, ReadWrite],
+        Family::Loss => &[Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite],
+        Family::Optimizer => &[Uniform, Step, Read, ReadWrite, ReadWrite, ReadWrite],
+        Family::Data => &[Uniform, Step, Read, Read, ReadWrite],
     }
 }
 
@@ -293,9 +307,9 @@ impl Kernels {
                     binding: i as u32,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: match s {
-                        Slot::Uniform => wgpu::BindingType::Buffer {
+                        Slot::Uniform | Slot::Step => wgpu::BindingType::Buffer {
                             ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: false,
+                            has_dynamic_offset: matches!(s, Slot::Step),
                             min_binding_size: None,
                         },
                         Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
@@ -475,19 +489,24 @@ impl Kernels {
         self.bind_group(device, cfg.family(), &all)
     }
 
-    /// A bind group of family `f` over whole buffers, in binding order.
+    /// A bind group of family `f` over whole buffers, in binding order; the step uniform
+    /// (binding 1) as one slot, placed by the dispatch's dynamic offset.
     pub fn bind_group(
         &self,
         device: &wgpu::Device,
         f: Family,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
+        let slots = family_slots(f);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: b.as_entire_binding(),
+                resource: match slots.get(i) {
+                    Some(Slot::Step) => step_binding(b),
+                    _ => b.as_entire_binding(),
+                },
             })
             .collect();
         device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -43,6 +43,10 @@ pub struct GpuOptions {
     /// Run the GPU matmul (`matmul_tiled`: shared-memory tiles) whatever the adapter, so that
     /// the kernel real GPUs use is also tested and measured on CPU adapters.
     pub force_tiled_matmul: bool,
+    /// Training steps recorded before one submit (each reads its own slot of the step uniform).
+    /// Applies when the training set lives on the device and a step is one micro-batch;
+    /// anything that reads or writes device memory from the host submits what is queued first.
+    pub steps_per_submit: usize,
 }
 
 impl Default for GpuOptions {
@@ -54,6 +58,7 @@ impl Default for GpuOptions {
             fused_mlp: None,
             subgroup_matmul: true,
             force_tiled_matmul: false,
+            steps_per_submit: 8,
         }
     }
 }
@@ -158,7 +163,11 @@ pub struct GpuBackend {
     row_stats: wgpu::Buffer,
     stats: wgpu::Buffer,
     stats_capacity: usize,
+    /// `steps_per_submit` slots of `StepUniform`, `step_stride` bytes apart.
     step_uniform: wgpu::Buffer,
+    step_stride: u64,
+    /// Recorded steps not yet submitted (at most `options.steps_per_submit`).
+    pending: std::cell::RefCell<Vec<wgpu::CommandBuffer>>,
     forward: Vec<Dispatch>,
     loss: [Dispatch; 2],
     softmax: Option<Dispatch>,
@@ -173,6 +182,14 @@ pub struct GpuBackend {
 }
 
 const F32: u64 = 4;
+
+impl Drop for GpuBackend {
+    /// Queued steps still run: a backend dropped mid-queue leaves the device as if each step
+    /// had been submitted on its own.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
 
 impl GpuBackend {
     /// Places `spec` on `ctx` for batches of up to `max_batch` rows: every buffer, pipeline and
@@ -244,6 +261,7 @@ impl GpuBackend {
     /// for each of its micro-batches.
     fn write_step(
         &self,
+        slot: usize,
         batch: usize,
         step_index: usize,
         row_start: usize,
@@ -266,22 +284,35 @@ impl GpuBackend {
             inv_batch,
             _pad2: [0.0; 3],
         };
-        self.ctx
-            .queue
-            .write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&u));
+        self.ctx.queue.write_buffer(
+            &self.step_uniform,
+            slot as u64 * self.step_stride,
+            bytemuck::bytes_of(&u),
+        );
     }
 
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>, item: &Item<'_>, batch: usize) {
+    /// Submits the steps recorded so far. Called before anything else reaches the device from
+    /// the host: a `write_buffer` takes effect before every command buffer of the next submit.
+    fn flush(&self) {
+        let mut pending = self.pending.borrow_mut();
+        if !pending.is_empty() {
+            self.ctx.queue.submit(pending.drain(..));
+        }
+    }
+
+    /// Records one item for a batch of `batch` rows reading step uniform slot `slot`.
+    fn record(&self, pass: &mut wgpu::ComputePass<'_>, item: &Item<'_>, batch: usize, slot: usize) {
+        let offset = (slot as u64 * self.step_stride) as u32;
         let d = match item {
             Item::Kernel(d) => d,
-            Item::Fused(f) => return f.record(pass, batch),
+            Item::Fused(f) => return f.record(pass, batch, offset),
         };
         let (x, y) = match d.grid {
             Grid::BatchRows { cols, cfg } => cfg.groups(batch as u32, cols),
             Grid::Fixed(x, y) => (x, y),
             Grid::Split(x, y, z) => {
                 pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[]);
+                pass.set_bind_group(0, &d.bind_group, &[offset]);
                 pass.dispatch_workgroups(x, y, z);
                 return;
             }
@@ -291,13 +322,13 @@ impl GpuBackend {
             ),
         };
         pass.set_pipeline(&d.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.set_bind_group(0, &d.bind_group, &[offset]);
         pass.dispatch_workgroups(x, y, 1);
     }
 
-    /// Records and submits `items` over a batch of `batch` rows, in one encoder; `clear` is
-    /// zeroed first.
-    fn submit(&self, batch: usize, items: &[Item<'_>], clear: Option<&wgpu::Buffer>) {
+    /// Records `items` over a batch of `batch` rows reading step uniform slot `slot` into one
+    /// command buffer.
+    fn encode(&self, batch: usize, items: &[Item<'_>], slot: usize) -> wgpu::CommandBuffer {
         let mut enc = self
             .ctx
             .device
@@ -310,7 +341,43 @@ impl GpuBackend {
                 timestamp_writes: None,
             });
             for d in items {
-                self.record(&mut pass, d, batch);
+                self.record(&mut pass, d, batch, slot);
+            }
+        }
+        enc.finish()
+    }
+
+    /// Queues `items` (written for slot `slot`, the number of steps pending) and submits the
+    /// queue when it is full.
+    fn queue_step(&self, batch: usize, items: &[Item<'_>], slot: usize) {
+        let cmd = self.encode(batch, items, slot);
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.push(cmd);
+            pending.len() >= self.options.steps_per_submit.max(1)
+        };
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Submits what is queued, then records and submits `items` over a batch of `batch` rows
+    /// (step uniform slot 0), in one encoder; `clear` is zeroed first.
+    fn submit(&self, batch: usize, items: &[Item<'_>], clear: Option<&wgpu::Buffer>) {
+        self.flush();
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("step"),
+                timestamp_writes: None,
+            });
+            for d in items {
+                self.record(&mut pass, d, batch, 0);
             }
         }
         if let Some(b) = clear {
@@ -362,6 +429,7 @@ impl GpuBackend {
 
     /// Reads `count` f32 from `buf` (a readback: only between steps).
     fn read(&self, buf: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        self.flush();
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -384,6 +452,7 @@ impl GpuBackend {
     }
 
     fn upload(&self, buf: &wgpu::Buffer, data: &[f32]) {
+        self.flush();
         if !data.is_empty() {
             self.ctx
                 .queue
@@ -411,6 +480,7 @@ impl GpuBackend {
         rows: usize,
         mut after_chunk: impl FnMut(&Self, usize, usize, &mut wgpu::CommandEncoder),
     ) {
+        self.flush();
         let (inp, out) = (self.spec.inputs(), self.spec.outputs());
         let hyper = self.optimizer.hyper(0.0, 1, 0.0);
         let mut start = 0;
@@ -421,7 +491,7 @@ impl GpuBackend {
             if let Some(t) = t {
                 self.upload(&self.t_batch, &t[start * out..(start + len) * out]);
             }
-            self.write_step(len, chunk, 0, &hyper, 1.0 / len as f32);
+            self.write_step(0, len, chunk, 0, &hyper, 1.0 / len as f32);
             let mut d: Vec<Item> = self.forward.iter().map(Item::Kernel).collect();
             if t.is_some() {
                 d.extend(self.loss.iter().map(Item::Kernel));
@@ -440,7 +510,7 @@ impl GpuBackend {
                     timestamp_writes: None,
                 });
                 for x in &d {
-                    self.record(&mut pass, x, len);
+                    self.record(&mut pass, x, len, 0);
                 }
             }
             after_chunk(self, start, len, &mut enc);

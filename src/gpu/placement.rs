@@ -96,9 +96,12 @@ impl GpuBackend {
             .max()
             .unwrap_or(0);
         let partials = (partials_len > 0).then(|| storage("split-K partials", partials_len));
+        // One StepUniform slot per step of a submit, at the device's uniform offset alignment.
+        let align = ctx.limits.min_uniform_buffer_offset_alignment as u64;
+        let step_stride = kernels::STEP_UNIFORM_SIZE.div_ceil(align) * align;
         let step_uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
-            size: std::mem::size_of::<StepUniform>() as u64,
+            size: step_stride * options.steps_per_submit.max(1) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -471,6 +474,8 @@ impl GpuBackend {
             stats,
             stats_capacity,
             step_uniform,
+            step_stride,
+            pending: Default::default(),
             forward,
             loss,
             softmax,
@@ -489,6 +494,7 @@ impl GpuBackend {
         if slots <= self.stats_capacity {
             return;
         }
+        self.flush(); // queued steps write the old buffer, whose contents are copied below
         let cap = slots.next_power_of_two();
         let device = &self.ctx.device;
         self.bytes += ((cap - self.stats_capacity) * 2) as u64 * F32;

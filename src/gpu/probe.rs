@@ -92,7 +92,7 @@ pub fn run(
             timestamp_writes: None,
         });
         pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
+        pass.set_bind_group(0, &bind_group, &[0]);
         pass.dispatch_workgroups(grid.0, grid.1, 1);
     }
     let staging: Vec<wgpu::Buffer> = bufs

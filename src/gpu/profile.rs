@@ -23,8 +23,16 @@ impl GpuBackend {
                 self.micro
             )));
         }
+        self.flush();
         self.ensure_stats_capacity(self.epoch_lens.len() + 1);
-        self.write_step(len, self.epoch_lens.len(), start, hyper, 1.0 / len as f32);
+        self.write_step(
+            0,
+            len,
+            self.epoch_lens.len(),
+            start,
+            hyper,
+            1.0 / len as f32,
+        );
         let d = self.step_items();
         let device = &self.ctx.device;
         let count = (d.len() * 2) as u32;
@@ -57,7 +65,7 @@ impl GpuBackend {
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            self.record(&mut pass, x, len);
+            self.record(&mut pass, x, len, 0);
         }
         enc.resolve_query_set(&queries, 0..count, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, count as u64 * 8);

@@ -137,6 +137,7 @@ impl Backend for GpuBackend {
                 "epoch order must index the {rows} training rows"
             )));
         }
+        self.flush();
         match &mut self.data {
             TrainData::Device(d) => {
                 self.ctx
@@ -189,7 +190,16 @@ impl Backend for GpuBackend {
             if c > 0 {
                 h.l2 = 0.0;
             }
+            // Steps over a device-resident training set queue up, each with its own uniform
+            // slot; uploads and micro-batches submit one by one (from slot 0).
+            let queued = chunks == 1 && matches!(self.data, TrainData::Device(_));
+            let slot = if queued {
+                self.pending.borrow().len()
+            } else {
+                0
+            };
             self.write_step(
+                slot,
                 rows_here,
                 self.epoch_lens.len(),
                 start + offset,
@@ -200,12 +210,16 @@ impl Backend for GpuBackend {
             if c + 1 == chunks && self.accumulate.is_some() {
                 items.extend(self.update.iter().map(Item::Kernel));
             }
-            let clear = if c == 0 {
-                self.grad_total.as_ref()
+            if queued {
+                self.queue_step(rows_here, &items, slot);
             } else {
-                None
-            };
-            self.submit(rows_here, &items, clear);
+                let clear = if c == 0 {
+                    self.grad_total.as_ref()
+                } else {
+                    None
+                };
+                self.submit(rows_here, &items, clear);
+            }
             self.epoch_lens.push(rows_here);
             self.slot_steps.push(step_no);
         }

@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Use the GPU matmul (shared-memory tiles) even on a CPU adapter, for comparison.
     #[arg(long)]
     pub tiled: bool,
+    /// Training steps recorded per submit (1: submit every step).
+    #[arg(long, default_value_t = 8)]
+    pub steps_per_submit: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -89,6 +92,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 },
                 subgroup_matmul: !args.no_subgroup,
                 force_tiled_matmul: args.tiled,
+                steps_per_submit: args.steps_per_submit.max(1),
                 ..Default::default()
             };
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
