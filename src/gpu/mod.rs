@@ -365,34 +365,22 @@ impl GpuBackend {
     /// (step uniform slot 0), in one encoder; `clear` is zeroed first.
     fn submit(&self, batch: usize, items: &[Item<'_>], clear: Option<&wgpu::Buffer>) {
         self.flush();
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("step"),
-            });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("step"),
-                timestamp_writes: None,
-            });
-            for d in items {
-                self.record(&mut pass, d, batch, 0);
+        let step = self.encode(batch, items, 0);
+        match clear {
+            Some(b) => {
+                let mut first =
+                    self.ctx
+                        .device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("clear"),
+                        });
+                first.clear_buffer(b, 0, None);
+                self.ctx.queue.submit([first.finish(), step]);
+            }
+            None => {
+                self.ctx.queue.submit([step]);
             }
         }
-        if let Some(b) = clear {
-            // recorded after the pass, so put it in an encoder of its own, submitted first
-            let mut first =
-                self.ctx
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("clear"),
-                    });
-            first.clear_buffer(b, 0, None);
-            self.ctx.queue.submit([first.finish(), enc.finish()]);
-            return;
-        }
-        self.ctx.queue.submit([enc.finish()]);
     }
 
     /// What one (micro-)batch records, in order: gathers, then the fused step or the layered
