@@ -251,6 +251,16 @@ pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     })
 }
 
+/// Bindings that a family binds again, after its own, to the same buffers: (binding, the
+/// earlier binding whose buffer it takes). The subgroup matmul reads lhs (2) and rhs (3) also
+/// as vec4 arrays (8, 9).
+pub fn family_aliases(f: Family) -> &'static [(usize, usize)] {
+    match f {
+        Family::MatmulSubgroup => &[(8, 2), (9, 3)],
+        _ => &[],
+    }
+}
+
 /// The bind group layout of a family (the same for all its entry points).
 pub fn family_slots(f: Family) -> &'static [Slot] {
     use Slot::*;
@@ -258,7 +268,7 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
         Family::Matmul => &[
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
         ],
-        // bindings 8, 9: lhs and rhs again, as vec4 arrays
+        // bindings 8, 9: lhs and rhs again, as vec4 arrays (`family_aliases`)
         Family::MatmulSubgroup => &[
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
         ],
@@ -474,23 +484,9 @@ impl Kernels {
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
     }
 
-    /// The bind group of a matmul launch over `buffers` (bindings 0..8 of matmul.wgsl); the
-    /// subgroup kernel also binds lhs and rhs again as vec4 arrays.
-    pub fn matmul_bind_group(
-        &self,
-        device: &wgpu::Device,
-        cfg: MatmulConfig,
-        buffers: &[&wgpu::Buffer; 8],
-    ) -> wgpu::BindGroup {
-        let mut all = buffers.to_vec();
-        if cfg.family() == Family::MatmulSubgroup {
-            all.extend([buffers[2], buffers[3]]);
-        }
-        self.bind_group(device, cfg.family(), &all)
-    }
-
-    /// A bind group of family `f` over whole buffers, in binding order; the step uniform
-    /// (binding 1) as one slot, placed by the dispatch's dynamic offset.
+    /// A bind group of family `f` over whole buffers, in binding order (the family's own
+    /// bindings; its [`family_aliases`] are added here); the step uniform (binding 1) as one
+    /// slot, placed by the dispatch's dynamic offset.
     pub fn bind_group(
         &self,
         device: &wgpu::Device,
@@ -498,7 +494,9 @@ impl Kernels {
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
         let slots = family_slots(f);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
+        let aliased = family_aliases(f).iter().map(|&(_, from)| buffers[from]);
+        let all: Vec<&wgpu::Buffer> = buffers.iter().copied().chain(aliased).collect();
+        let entries: Vec<wgpu::BindGroupEntry> = all
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {

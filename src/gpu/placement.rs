@@ -154,9 +154,9 @@ impl GpuBackend {
                     false,
                     false,
                 ),
-                bind_group: kernels.matmul_bind_group(
+                bind_group: kernels.bind_group(
                     device,
-                    cfg,
+                    cfg.family(),
                     &[
                         &dims,
                         &step_uniform,
@@ -203,9 +203,9 @@ impl GpuBackend {
                         false,
                         false,
                     ),
-                    bind_group: kernels.matmul_bind_group(
+                    bind_group: kernels.bind_group(
                         device,
-                        cfg,
+                        cfg.family(),
                         &[
                             &dims,
                             &step_uniform,
@@ -251,9 +251,9 @@ impl GpuBackend {
                 backward.push(Dispatch {
                     label,
                     pipeline: grad_pipeline(false),
-                    bind_group: kernels.matmul_bind_group(
+                    bind_group: kernels.bind_group(
                         device,
-                        cfg,
+                        cfg.family(),
                         &[
                             &dims,
                             &step_uniform,
@@ -272,9 +272,9 @@ impl GpuBackend {
                 backward.push(Dispatch {
                     label: format!("{label} split-K ×{slices}"),
                     pipeline: grad_pipeline(true),
-                    bind_group: kernels.matmul_bind_group(
+                    bind_group: kernels.bind_group(
                         device,
-                        cfg,
+                        cfg.family(),
                         &[
                             &dims,
                             &step_uniform,

@@ -3,8 +3,8 @@
 //! pipeline per call.
 
 use super::kernels::{
-    family_slots, groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode, MatmulVariant,
-    OneU32, StepUniform,
+    family_aliases, family_slots, groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode,
+    MatmulVariant, OneU32, StepUniform,
 };
 use super::{read_staging, GpuContext};
 use crate::error::{Error, Result};
@@ -42,9 +42,27 @@ pub fn run(
     storage: &[&[u8]],
     grid: (u32, u32),
 ) -> Result<Vec<Vec<f32>>> {
+    let kernels = Kernels::new(&ctx.device);
+    run_with(
+        &kernels, ctx, family, entry, constants, dims, step, storage, grid,
+    )
+}
+
+/// [`run`] with the device's modules and layouts already built.
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    kernels: &Kernels,
+    ctx: &GpuContext,
+    family: Family,
+    entry: &str,
+    constants: &[(&str, f64)],
+    dims: &[u8],
+    step: &StepUniform,
+    storage: &[&[u8]],
+    grid: (u32, u32),
+) -> Result<Vec<Vec<f32>>> {
     let device = &ctx.device;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let kernels = Kernels::new(device);
     let pipeline = kernels.pipeline(device, family, entry, constants);
     let mk_uniform = |data: &[u8]| {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -55,17 +73,11 @@ pub fn run(
     };
     let dims_buf = mk_uniform(dims);
     let step_buf = mk_uniform(bytemuck::bytes_of(step));
-    let slots = family_slots(family);
-    // The subgroup matmul binds its first two storage buffers again, as vec4 arrays.
-    let aliases = if family == Family::MatmulSubgroup {
-        2
-    } else {
-        0
-    };
-    if storage.len() + 2 + aliases != slots.len() {
+    let own = family_slots(family).len() - family_aliases(family).len();
+    if storage.len() + 2 != own {
         return Err(Error::Gpu(format!(
             "{entry} takes {} storage buffers, got {}",
-            slots.len() - 2 - aliases,
+            own - 2,
             storage.len()
         )));
     }
@@ -83,7 +95,6 @@ pub fn run(
         .collect();
     let mut all: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
     all.extend(bufs.iter());
-    all.extend(bufs.iter().take(aliases));
     let bind_group = kernels.bind_group(device, family, &all);
     let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
     {
@@ -137,11 +148,13 @@ fn run_matmul(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let cfg = Kernels::new(&ctx.device).matmul_config_for(mode, dims);
+    let kernels = Kernels::new(&ctx.device);
+    let cfg = kernels.matmul_config_for(mode, dims);
     let mut constants = constants.to_vec();
     constants.push(("MODE", mode as u32 as f64));
     constants.extend(cfg.shape_constants());
-    run(
+    run_with(
+        &kernels,
         ctx,
         cfg.family(),
         cfg.entry(),
