@@ -326,25 +326,35 @@ impl GpuBackend {
         pass.dispatch_workgroups(x, y, 1);
     }
 
-    /// Records `items` over a batch of `batch` rows reading step uniform slot `slot` into one
-    /// command buffer.
-    fn encode(&self, batch: usize, items: &[Item<'_>], slot: usize) -> wgpu::CommandBuffer {
+    /// A new encoder holding one compute pass over `items` for a batch of `batch` rows reading
+    /// step uniform slot `slot`.
+    fn encoder_with(
+        &self,
+        label: &str,
+        batch: usize,
+        items: &[Item<'_>],
+        slot: usize,
+    ) -> wgpu::CommandEncoder {
         let mut enc = self
             .ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("step"),
-            });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("step"),
+                label: Some(label),
                 timestamp_writes: None,
             });
             for d in items {
                 self.record(&mut pass, d, batch, slot);
             }
         }
-        enc.finish()
+        enc
+    }
+
+    /// Records `items` over a batch of `batch` rows reading step uniform slot `slot` into one
+    /// command buffer.
+    fn encode(&self, batch: usize, items: &[Item<'_>], slot: usize) -> wgpu::CommandBuffer {
+        self.encoder_with("step", batch, items, slot).finish()
     }
 
     /// Queues `items` (written for slot `slot`, the number of steps pending) and submits the
@@ -486,21 +496,7 @@ impl GpuBackend {
             } else if let Some(s) = &self.softmax {
                 d.push(Item::Kernel(s));
             }
-            let mut enc = self
-                .ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("forward"),
-                });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("forward"),
-                    timestamp_writes: None,
-                });
-                for x in &d {
-                    self.record(&mut pass, x, len, 0);
-                }
-            }
+            let mut enc = self.encoder_with("forward", len, &d, 0);
             after_chunk(self, start, len, &mut enc);
             self.ctx.queue.submit([enc.finish()]);
             start += len;
