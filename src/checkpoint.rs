@@ -51,9 +51,9 @@ fn ck_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// The folder `path` will be written in, checked before any work is done: it must exist, be a
-/// folder, and accept a new file (probed by creating and removing one); `path` itself must not be
-/// a folder.
+/// The folder `path` will be written in: it must exist and be a folder, and `path` itself must
+/// not be a folder. (The write itself reports a folder that refuses new files; to learn that
+/// before any work is done, use [`check_writable`].)
 pub fn output_dir(path: &Path) -> Result<std::path::PathBuf> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -80,6 +80,13 @@ pub fn output_dir(path: &Path) -> Result<std::path::PathBuf> {
     if path.is_dir() {
         return Err(Error::file(path, "is a folder: give a file name inside it"));
     }
+    Ok(dir)
+}
+
+/// [`output_dir`], and that the folder accepts a new file (probed by creating and removing
+/// one): the check to run before spending time on work whose result goes to `path`.
+pub fn check_writable(path: &Path) -> Result<std::path::PathBuf> {
+    let dir = output_dir(path)?;
     let probe = dir.join(format!(".gpumlp-write-probe-{}", std::process::id()));
     let probed = std::fs::OpenOptions::new()
         .write(true)
@@ -459,13 +466,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a-file");
         std::fs::write(&file, b"x").unwrap();
-        let e = output_dir(&file.join("m.safetensors")).unwrap_err();
+        let e = check_writable(&file.join("m.safetensors")).unwrap_err();
         assert!(e.to_string().contains("not a folder"), "{e}");
-        let e = output_dir(dir.path()).unwrap_err();
+        let e = check_writable(dir.path()).unwrap_err();
         assert!(e.to_string().contains("is a folder"), "{e}");
-        let e = output_dir(&dir.path().join("absent/m.safetensors")).unwrap_err();
+        let e = check_writable(&dir.path().join("absent/m.safetensors")).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
-        assert!(output_dir(&dir.path().join("m.safetensors")).is_ok());
+        assert!(check_writable(&dir.path().join("m.safetensors")).is_ok());
         assert_eq!(entries(dir.path()), ["a-file"], "the probe was not removed");
     }
 }

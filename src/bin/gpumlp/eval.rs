@@ -109,7 +109,7 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     // Check the flags and the output folder before reading the model and data.
     args.device.device()?;
-    gpumlp::checkpoint::output_dir(&args.out)?;
+    gpumlp::checkpoint::check_writable(&args.out)?;
     let (ck, ds) = load(&args.model, &args.data)?;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
     let y = b.predict(&ds.features, ds.rows)?;

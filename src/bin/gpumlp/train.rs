@@ -230,7 +230,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     // Check that outputs can be written before reading data or spending time on training.
     for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
-        gpumlp::checkpoint::output_dir(p)?;
+        gpumlp::checkpoint::check_writable(p)?;
     }
     let device = args.device.device()?;
     let full = load_spec(&args.data)?;
