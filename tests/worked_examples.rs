@@ -34,47 +34,11 @@ fn close(what: &str, got: f64, want: f64, tol: f64) {
     );
 }
 
-/// Each quantity the notes print for the two-input network, exactly as printed.
-const TWO_INPUT_NOTES: [(&str, &str); 7] = [
-    ("net_h1", "0.3775"),
-    ("out_o1", "0.75136507"),
-    ("out_o2", "0.772928465"),
-    ("E_total", "0.298371109"),
-    ("dE/dw5", "0.082167041"),
-    ("w5 after one step", "0.35891648"),
-    ("w1 after one step", "0.149780716"),
-];
+/// The notes' printed values and the same network in f64, shared with the example.
+#[path = "../examples/common/lecture_notes.rs"]
+mod notes;
 
-/// The two-input network in f64, written out as the notes do (the same code as
-/// `examples/worked_example.rs`): w1, w2 from i1, i2 to h1; w3, w4 to h2; w5, w6 from h1, h2 to
-/// o1; w7, w8 to o2; sigmoid everywhere; `E = ½ Σ (t − out)²`; one step with η = 0.5. Returns
-/// the quantities in the order of [`TWO_INPUT_NOTES`].
-fn two_input_f64() -> [f64; 7] {
-    let (i1, i2, t1, t2) = (0.05, 0.10, 0.01, 0.99);
-    let (w1, w2, w3, w4) = (0.15, 0.20, 0.25, 0.30);
-    let (w5, w6, w7, w8) = (0.40, 0.45, 0.50, 0.55);
-    let (b1, b2, eta) = (0.35, 0.60, 0.5);
-    let net_h1 = w1 * i1 + w2 * i2 + b1;
-    let net_h2 = w3 * i1 + w4 * i2 + b1;
-    let (out_h1, out_h2) = (sigma(net_h1), sigma(net_h2));
-    let out_o1 = sigma(w5 * out_h1 + w6 * out_h2 + b2);
-    let out_o2 = sigma(w7 * out_h1 + w8 * out_h2 + b2);
-    let e_total = 0.5 * (t1 - out_o1).powi(2) + 0.5 * (t2 - out_o2).powi(2);
-    let delta_o1 = (out_o1 - t1) * out_o1 * (1.0 - out_o1);
-    let delta_o2 = (out_o2 - t2) * out_o2 * (1.0 - out_o2);
-    let de_dw5 = delta_o1 * out_h1;
-    let delta_h1 = (delta_o1 * w5 + delta_o2 * w7) * out_h1 * (1.0 - out_h1);
-    let de_dw1 = delta_h1 * i1;
-    [
-        net_h1,
-        out_o1,
-        out_o2,
-        e_total,
-        de_dw5,
-        w5 - eta * de_dw5,
-        w1 - eta * de_dw1,
-    ]
-}
+use notes::{decimals, f64_reference as two_input_f64, NOTES as TWO_INPUT_NOTES};
 
 /// The f64 computation reproduces every digit the notes print: rounded to the notes' number of
 /// decimals, the strings are equal. (f32 cannot: it carries about 7 significant digits, so the
@@ -83,7 +47,7 @@ fn two_input_f64() -> [f64; 7] {
 fn two_input_network_in_f64_reproduces_every_printed_digit() {
     let exact = two_input_f64();
     for ((name, printed), v) in TWO_INPUT_NOTES.iter().zip(exact) {
-        let decimals = printed.split_once('.').map_or(0, |(_, d)| d.len());
+        let decimals = decimals(printed);
         assert_eq!(
             format!("{v:.decimals$}"),
             *printed,
