@@ -293,7 +293,7 @@ fn init_from_another_tools_weights() {
 #[test]
 fn verify_passes_on_this_adapter() {
     let out = ok(&[
-        "train", "--verify", "30", "--epochs", "1", "--layers", "64,32,10", "--device", "gpu",
+        "train", "--verify", "30", "--epochs", "1", "--layers", "64-32-10", "--device", "gpu",
     ]);
     assert!(out.contains("verify: passed"), "{out}");
     assert!(out.contains("largest parameter deviation"), "{out}");
@@ -308,11 +308,13 @@ fn info_lists_adapters_and_the_pick() {
 
 #[test]
 fn bench_json_has_the_contract_fields() {
+    // The issue writes shapes as 8-16-4; commas are the train command's form. Both work.
     let out = ok(&[
-        "bench", "--layers", "8,16,4", "--batch", "32", "--steps", "3", "--json",
+        "bench", "--layers", "8-16-4", "--batch", "32", "--steps", "3", "--json",
     ]);
     let v: serde_json::Value =
         serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(v["layers"], "8,16,4");
     for key in [
         "system",
         "adapter",

@@ -2,7 +2,7 @@
 //! [0, 1), random class labels), softmax cross-entropy, plain SGD with lr 0.1; 3 warm-up steps,
 //! then S timed steps, the clock stopped only after the final loss has been read back.
 
-use crate::DeviceArgs;
+use crate::{DeviceArgs, LayerSizes};
 use anyhow::bail;
 use clap::Args;
 use gpumlp::{Activation, Backend, Loss, ModelSpec, Optimizer};
@@ -12,9 +12,9 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Layer sizes, e.g. 784,512,512,10.
-    #[arg(long, value_delimiter = ',', default_value = "784,512,512,10")]
-    pub layers: Vec<usize>,
+    /// Layer sizes, e.g. 784,512,512,10 or 784-512-512-10.
+    #[arg(long, default_value = "784,512,512,10")]
+    pub layers: LayerSizes,
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
     #[arg(long, default_value_t = 20)]
@@ -59,7 +59,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     let hidden: Activation = args.activation.parse()?;
     let spec = ModelSpec::new(
-        &args.layers,
+        &args.layers.0,
         hidden,
         Activation::Softmax,
         Loss::CrossEntropy,
@@ -135,6 +135,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let (adapter, backend_name) = adapter;
     let layers = args
         .layers
+        .0
         .iter()
         .map(|l| l.to_string())
         .collect::<Vec<_>>()

@@ -37,6 +37,27 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Layer sizes, input first: `784,512,10`, `784-512-10` or `784x512x10` (the forms the
+/// README and BENCHMARKS.md write shapes in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LayerSizes(pub Vec<usize>);
+
+impl std::str::FromStr for LayerSizes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split([',', '-', 'x'])
+            .map(|part| {
+                part.trim().parse::<usize>().map_err(|_| {
+                    format!("{part:?} is not a layer size: give whole numbers such as 784,512,10")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(LayerSizes)
+    }
+}
+
 /// Where to run, shared by every command.
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceArgs {

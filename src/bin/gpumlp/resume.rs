@@ -85,8 +85,8 @@ fn check_resume_conflicts(
         conflict("data", saved.data.clone(), cli.data.clone())?;
     }
     if let (true, Some(layers)) = (given("layers"), &cli.layers) {
-        if *layers != ck.spec.sizes {
-            conflict("layers", join(&ck.spec.sizes), join(layers))?;
+        if layers.0 != ck.spec.sizes {
+            conflict("layers", join(&ck.spec.sizes), join(&layers.0))?;
         }
     }
     if given("activation") {

@@ -1,7 +1,7 @@
 //! `gpumlp train`.
 
 use crate::resume::resume_args;
-use crate::DeviceArgs;
+use crate::{DeviceArgs, LayerSizes};
 use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::{load_weights_file, Checkpoint, TrainingState};
@@ -27,9 +27,9 @@ pub struct TrainArgs {
     /// A separate test set (same forms as --data), evaluated after training.
     #[arg(long)]
     pub test: Option<String>,
-    /// Layer sizes, input first, e.g. 64,128,10 (default: inputs,128,outputs).
-    #[arg(long, value_delimiter = ',')]
-    pub layers: Option<Vec<usize>>,
+    /// Layer sizes, input first, e.g. 64,128,10 or 64-128-10 (default: inputs,128,outputs).
+    #[arg(long)]
+    pub layers: Option<LayerSizes>,
     /// Hidden activation: one name, or one per hidden layer (comma-separated).
     #[arg(long, default_value = "relu")]
     pub activation: String,
@@ -114,7 +114,7 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
     let sizes = args
         .layers
         .clone()
-        .unwrap_or_else(|| vec![train.cols, 128, outputs]);
+        .map_or_else(|| vec![train.cols, 128, outputs], |l| l.0);
     if sizes.len() < 2 {
         bail!(
             "--layers needs at least an input and an output size, e.g. {},128,{outputs}",
