@@ -166,6 +166,23 @@ fn saved_model_evaluates_and_predicts_like_training() {
     let first: Vec<f64> = rows[1].split(',').map(|v| v.parse().unwrap()).collect();
     assert_eq!(first.len(), 11);
     assert!((first[1..].iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    // The same rows without their label column (data to predict on has none) predict the same,
+    // normalized as in training.
+    let bare: String = std::fs::read_to_string(test.trim_start_matches("csv:"))
+        .unwrap()
+        .lines()
+        .map(|l| format!("{}\n", &l[..l.rfind(',').unwrap()]))
+        .collect();
+    let bare_path = write(dir.path(), "bare.csv", bare.as_bytes());
+    let pred_bare = p(dir.path(), "pred_bare.csv");
+    let data = format!("csv:{}", bare_path.display());
+    ok(&[
+        "predict", "--model", &model, "--data", &data, "--out", &pred_bare,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&pred_bare).unwrap(),
+        rows.join("\n") + "\n"
+    );
 }
 
 #[test]

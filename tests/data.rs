@@ -7,7 +7,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use gpumlp::data::idx::fashion_mnist_from;
 use gpumlp::data::{
-    digits, known_range, load_csv, load_idx, load_spec, CsvTarget, Normalization, NormalizeMethod,
+    digits, known_range, load_csv, load_csv_features, load_idx, load_spec, CsvTarget,
+    Normalization, NormalizeMethod,
 };
 use gpumlp::{Dataset, Targets};
 use tempfile::TempDir;
@@ -51,6 +52,22 @@ fn classes(d: &Dataset) -> (&[u32], usize) {
         Targets::Classes { labels, classes } => (labels, *classes),
         t => panic!("expected classes, got {t:?}"),
     }
+}
+
+#[test]
+fn csv_of_features_only_for_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write(&dir, "f.csv", b"a,b,c\n1,2,3\n4,5,6\n");
+    assert_eq!(
+        load_csv_features(&plain).unwrap(),
+        (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3)
+    );
+    let packed = write(&dir, "f.csv.gz", &gz(b"7\n8\n"));
+    assert_eq!(load_csv_features(&packed).unwrap(), (vec![7.0, 8.0], 1));
+    let bad = write(&dir, "nan.csv", b"1,2\n3,NaN\n");
+    err_has(load_csv_features(&bad), &["NaN"]);
+    // A dataset (for training or evaluation) still needs a target column.
+    err_has(csv("1,2\n", CsvTarget::None), &["target"]);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::source;
-use super::Dataset;
+use super::{check_finite, Dataset};
 use crate::error::{Error, Result};
 
 /// The largest number of classes a label column may imply; larger labels are almost always
@@ -28,6 +28,8 @@ pub enum CsvTarget {
     Label { column: Option<String> },
     /// The last `count` columns are real-valued targets.
     Values { count: usize },
+    /// No target column: every column is a feature (data to predict on).
+    None,
 }
 
 /// Loads a CSV file (gzip-compressed or not, detected from its first bytes).
@@ -46,11 +48,30 @@ pub fn load_csv(path: &Path, target: CsvTarget) -> Result<Dataset> {
     read_csv(reader, path, &target)
 }
 
+/// Loads a CSV file whose every column is a feature (no labels): features `[rows, cols]` and
+/// `cols`, for prediction.
+pub fn load_csv_features(path: &Path) -> Result<(Vec<f32>, usize)> {
+    let reader = source::open(path)?;
+    let (reader, gz) = source::maybe_gunzip(BufReader::new(reader), path)?;
+    let rows = Parser::new(reader, path, gz).rows(&CsvTarget::None)?;
+    check_finite("features", &rows.features, rows.features_per_row)?;
+    Ok((rows.features, rows.features_per_row))
+}
+
 /// Parses CSV from any reader, decompressing it first if it starts with the gzip magic bytes.
 /// `source` names the data in error messages.
 pub fn read_csv<R: Read>(reader: R, source: &Path, target: &CsvTarget) -> Result<Dataset> {
     let (reader, gz) = source::maybe_gunzip(BufReader::new(reader), source)?;
     Parser::new(reader, source, gz).parse(target)
+}
+
+/// A file's rows split by role: features `[rows, features_per_row]`, labels, target values.
+struct Rows {
+    features: Vec<f32>,
+    features_per_row: usize,
+    labels: Vec<u32>,
+    values: Vec<f32>,
+    max_label: u32,
 }
 
 /// What each column of a row becomes.
@@ -138,7 +159,25 @@ impl<'a, R: BufRead> Parser<'a, R> {
         )
     }
 
-    fn parse(mut self, target: &CsvTarget) -> Result<Dataset> {
+    fn parse(self, target: &CsvTarget) -> Result<Dataset> {
+        let rows = self.rows(target)?;
+        let (features, cols) = (rows.features, rows.features_per_row);
+        match target {
+            CsvTarget::Label { .. } => {
+                let classes = rows.max_label as usize + 1;
+                Dataset::from_classes(features, cols, rows.labels, classes)
+            }
+            CsvTarget::Values { count } => {
+                Dataset::from_values(features, cols, rows.values, *count)
+            }
+            CsvTarget::None => Err(Error::InvalidData(
+                "a dataset needs targets: name a label or target column".into(),
+            )),
+        }
+    }
+
+    /// Every row's fields, split by role.
+    fn rows(mut self, target: &CsvTarget) -> Result<Rows> {
         if !self.next_line()? {
             return Err(self.error("the file is empty: it holds no rows"));
         }
@@ -186,15 +225,13 @@ impl<'a, R: BufRead> Parser<'a, R> {
         if features.is_empty() {
             return Err(self.error("the file has a header row but no data rows"));
         }
-        match target {
-            CsvTarget::Label { .. } => {
-                let classes = max_label as usize + 1;
-                Dataset::from_classes(features, features_per_row, labels, classes)
-            }
-            CsvTarget::Values { count } => {
-                Dataset::from_values(features, features_per_row, values, *count)
-            }
-        }
+        Ok(Rows {
+            features,
+            features_per_row,
+            labels,
+            values,
+            max_label,
+        })
     }
 
     /// The role of each of the `width` columns.
@@ -228,6 +265,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
                     *r = Role::Value;
                 }
             }
+            CsvTarget::None => {}
         }
         Ok(roles)
     }

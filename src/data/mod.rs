@@ -12,7 +12,7 @@ pub mod prep;
 mod source;
 pub mod spec;
 
-pub use csv::{load_csv, CsvTarget};
+pub use csv::{load_csv, load_csv_features, CsvTarget};
 pub use digits::{digits, DIGITS_RANGE};
 pub use idx::{fashion_mnist, load_idx};
 pub use spec::{known_range, load_spec};

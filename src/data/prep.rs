@@ -109,6 +109,18 @@ impl Normalization {
 
     /// Maps every feature of `data` in place: `x' = (x − shift) / scale`.
     pub fn apply(&self, data: &mut Dataset) -> Result<()> {
+        if data.features.len() != data.rows * data.cols {
+            return Err(Error::shape(
+                "features",
+                format!("{} values", data.rows * data.cols),
+                data.features.len(),
+            ));
+        }
+        self.apply_features(&mut data.features, data.cols)
+    }
+
+    /// [`apply`](Self::apply) on bare features `[rows, data_cols]`.
+    pub fn apply_features(&self, features: &mut [f32], data_cols: usize) -> Result<()> {
         let cols = self.shift.len();
         if self.scale.len() != cols {
             return Err(Error::shape(
@@ -117,18 +129,11 @@ impl Normalization {
                 self.scale.len(),
             ));
         }
-        if data.cols != cols {
+        if data_cols != cols || !features.len().is_multiple_of(cols.max(1)) {
             return Err(Error::shape(
                 "normalization",
                 format!("{cols} feature columns (as fitted)"),
-                format!("{} feature columns in the data", data.cols),
-            ));
-        }
-        if data.features.len() != data.rows * cols {
-            return Err(Error::shape(
-                "features",
-                format!("{} values", data.rows * cols),
-                data.features.len(),
+                format!("{data_cols} feature columns in the data"),
             ));
         }
         if let Some(c) = (0..cols).find(|&c| {
@@ -143,12 +148,12 @@ impl Normalization {
         if cols == 0 {
             return Ok(());
         }
-        for row in data.features.chunks_exact_mut(cols) {
+        for row in features.chunks_exact_mut(cols) {
             for ((x, &m), &s) in row.iter_mut().zip(&self.shift).zip(&self.scale) {
                 *x = (*x - m) / s;
             }
         }
-        check_finite("normalized features", &data.features, cols)
+        check_finite("normalized features", features, cols)
     }
 }
 

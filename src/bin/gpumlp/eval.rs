@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Args;
 use gpumlp::checkpoint::{atomic_write, Checkpoint};
 use gpumlp::cpu::ops::argmax;
-use gpumlp::data::load_spec;
+use gpumlp::data::{load_csv_features, load_spec};
 use gpumlp::{Activation, Dataset, Targets};
 use std::path::PathBuf;
 
@@ -42,19 +42,25 @@ pub struct PredictArgs {
 /// The checkpoint and the data, normalized as the model was trained.
 fn load(model: &std::path::Path, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
     let ck = Checkpoint::load(model)?;
+    let ds = load_checked(&ck, data)?;
+    Ok((ck, ds))
+}
+
+/// `data` loaded, checked against the model's inputs and normalized as the model was trained.
+fn load_checked(ck: &Checkpoint, data: &str) -> anyhow::Result<Dataset> {
     let mut ds = load_spec(data)?;
     if ds.cols != ck.spec.inputs() {
         bail!(
-            "{data}: {} features, but the model {} takes {}",
+            "{data}: {} features, but the model takes {} (predict also reads a CSV of just the {} inputs)",
             ds.cols,
-            model.display(),
+            ck.spec.inputs(),
             ck.spec.inputs()
         );
     }
     if let Some(n) = &ck.normalization {
         n.apply(&mut ds)?;
     }
-    Ok((ck, ds))
+    Ok(ds)
 }
 
 /// The predicted class of each output row. y: [rows, out].
@@ -106,13 +112,37 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The data to predict on: like [`load`], but a plain `csv:PATH` may also hold just the
+/// model's inputs, with no label column. Returns features `[rows, inputs]` normalized as the
+/// model was trained, and the class count when the data has labels.
+fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize, Option<usize>)> {
+    let inputs = ck.spec.inputs();
+    let plain_csv = data
+        .strip_prefix("csv:")
+        .filter(|rest| !rest.contains(":label=") && !rest.contains(":targets="));
+    if let Some(path) = plain_csv {
+        let (mut features, cols) = load_csv_features(std::path::Path::new(path))?;
+        if cols == inputs {
+            if let Some(n) = &ck.normalization {
+                n.apply_features(&mut features, cols)?;
+            }
+            return Ok((features, cols, None));
+        }
+    }
+    let ds = load_checked(ck, data)?;
+    let classes = ds.classes();
+    Ok((ds.features, ds.cols, classes))
+}
+
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     // Check the flags and the output folder before reading the model and data.
     args.device.device()?;
     gpumlp::checkpoint::check_writable(&args.out)?;
-    let (ck, ds) = load(&args.model, &args.data)?;
-    let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
-    let y = b.predict(&ds.features, ds.rows)?;
+    let ck = Checkpoint::load(&args.model)?;
+    let (features, cols, classes) = predict_data(&ck, &args.data)?;
+    let rows = features.len() / cols;
+    let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, rows))?;
+    let y = b.predict(&features, rows)?;
     let out = ck.spec.outputs();
     // Columns are probabilities (p0, …) only when the output layer makes them (softmax, or a
     // one-unit sigmoid for two classes); other outputs are raw values (y0, …).
@@ -120,7 +150,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     let probabilities = matches!(last, Some(Activation::Softmax | Activation::Sigmoid));
     let prefix = if probabilities { "p" } else { "y" };
     let mut csv = String::new();
-    if ck.spec.is_classifier() || ds.classes().is_some() {
+    if ck.spec.is_classifier() || classes.is_some() {
         let pred = predicted_classes(&y, out);
         if out == 1 && last == Some(Activation::Sigmoid) {
             csv += "predicted,p0,p1\n";
@@ -159,7 +189,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     atomic_write(&args.out, csv.as_bytes())?;
     eprintln!(
         "gpumlp: wrote {} predictions to {}",
-        ds.rows,
+        rows,
         args.out.display()
     );
     Ok(())
