@@ -420,8 +420,9 @@ fn matmul_sg_grad(
     let sg_row = wid.y * 2u + sg / 4u;
     let rv = (sg_row * 8u + lane) * 1u;  // this lane's rows: 4·rv .. 4·rv + 3
     let cv0 = (wid.x * 4u + sg % 4u) * 4u;
+
     let bi = dims.b_off / 4u + min(cv0 + lane % 4u, nq - 1u);
-    let ai0 = dims.a_off / 4u + min(rv + 0u, mq - 1u) * 1u;
+    let ai0 = dims.a_off / 4u + min(rv + 0u, mq - 1u);
     var c0_0 = vec4<f32>(0.0);
     var c0_1 = vec4<f32>(0.0);
     var c0_2 = vec4<f32>(0.0);

@@ -9,6 +9,11 @@ pub enum Family {
     /// The CPU-adapter matmul with subgroup broadcasts: matmul.wgsl + matmul_subgroup.wgsl,
     /// built only on devices with the SUBGROUP feature.
     MatmulSubgroup,
+    /// The subgroup matmul reading its operands from storage images: matmul.wgsl +
+    /// matmul_image.wgsl, built where the subgroup matmul is.
+    MatmulImage,
+    /// Copies of operands into those images (image.wgsl).
+    Image,
     Loss,
     Optimizer,
     Data,
@@ -20,14 +25,18 @@ pub const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 pub const STEP_WGSL: &str = include_str!("../../shaders/step.wgsl");
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const MATMUL_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
+pub const MATMUL_IMAGE_WGSL: &str = include_str!("../../shaders/matmul_image.wgsl");
+pub const IMAGE_WGSL: &str = include_str!("../../shaders/image.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 7] = [
         Family::Matmul,
         Family::MatmulSubgroup,
+        Family::MatmulImage,
+        Family::Image,
         Family::Loss,
         Family::Optimizer,
         Family::Data,
@@ -42,6 +51,11 @@ impl Family {
                 &[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL],
                 MATMUL_SUBGROUP_WGSL,
             ),
+            Family::MatmulImage => (
+                &[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL],
+                MATMUL_IMAGE_WGSL,
+            ),
+            Family::Image => (&[STEP_WGSL], IMAGE_WGSL),
             Family::Loss => (&[ACTIVATION_WGSL, STEP_WGSL], LOSS_WGSL),
             Family::Optimizer => (&[STEP_WGSL], OPTIMIZER_WGSL),
             Family::Data => (&[STEP_WGSL], DATA_WGSL),
@@ -57,6 +71,8 @@ impl Family {
         match self {
             Family::Matmul => "shaders/matmul.wgsl",
             Family::MatmulSubgroup => "shaders/matmul_subgroup.wgsl",
+            Family::MatmulImage => "shaders/matmul_image.wgsl",
+            Family::Image => "shaders/image.wgsl",
             Family::Loss => "shaders/loss.wgsl",
             Family::Optimizer => "shaders/optimizer.wgsl",
             Family::Data => "shaders/data.wgsl",
@@ -143,6 +159,9 @@ pub enum MatmulVariant {
     /// 16-byte-aligned operands shared across 8-lane subgroups by broadcasts. For CPU adapters
     /// with 8-lane subgroups, on shapes whose widths and offsets are multiples of 4.
     Subgroup(MatmulMode),
+    /// `matmul_img_{forward,delta,grad}` (shaders/matmul_image.wgsl): the subgroup kernels with
+    /// both operands read from rgba32float storage images that mirror them (`images.rs`).
+    Image(MatmulMode),
     /// `matmul_narrow_grad` (in matmul_subgroup.wgsl, no subgroup operations): the gradient
     /// of a layer with at most [`NARROW_GRAD_MAX`] outputs (the value) that the subgroup kernel
     /// cannot take; each lane owns 4 rows and every column.
@@ -178,6 +197,9 @@ impl MatmulConfig {
             MatmulVariant::Subgroup(MatmulMode::Forward) => "matmul_sg_forward",
             MatmulVariant::Subgroup(MatmulMode::Delta) => "matmul_sg_delta",
             MatmulVariant::Subgroup(MatmulMode::Grad) => "matmul_sg_grad",
+            MatmulVariant::Image(MatmulMode::Forward) => "matmul_img_forward",
+            MatmulVariant::Image(MatmulMode::Delta) => "matmul_img_delta",
+            MatmulVariant::Image(MatmulMode::Grad) => "matmul_img_grad",
             MatmulVariant::NarrowGrad(_) => "matmul_narrow_grad",
         }
     }
@@ -195,6 +217,7 @@ impl MatmulConfig {
     pub fn family(&self) -> Family {
         match self.variant {
             MatmulVariant::Subgroup(_) | MatmulVariant::NarrowGrad(_) => Family::MatmulSubgroup,
+            MatmulVariant::Image(_) => Family::MatmulImage,
             _ => Family::Matmul,
         }
     }
@@ -205,8 +228,10 @@ impl MatmulConfig {
             MatmulVariant::Tiled => (MATMUL_TILE, MATMUL_TILE),
             MatmulVariant::Blocked => (BLOCK_WG / self.wg_n * BLOCK_M, self.wg_n * BLOCK_N),
             // 8 subgroups: forward/delta 4 x 2 of (16 rows x 32 columns)
-            MatmulVariant::Subgroup(MatmulMode::Grad) => (SG_GRAD_TILE.0, SG_GRAD_TILE.1),
-            MatmulVariant::Subgroup(_) => (64, 64),
+            MatmulVariant::Subgroup(MatmulMode::Grad) | MatmulVariant::Image(MatmulMode::Grad) => {
+                SG_GRAD_TILE
+            }
+            MatmulVariant::Subgroup(_) | MatmulVariant::Image(_) => (64, 64),
             MatmulVariant::NarrowGrad(_) => (256, NARROW_GRAD_MAX),
         }
     }
@@ -215,7 +240,10 @@ impl MatmulConfig {
     pub fn groups(&self, rows: u32, cols: u32) -> (u32, u32) {
         // The subgroup gradient kernel makes the last (bias) row from its column sums of δ:
         // its row tiles cover only W's rows.
-        let rows = if self.variant == MatmulVariant::Subgroup(MatmulMode::Grad) {
+        let rows = if matches!(
+            self.variant,
+            MatmulVariant::Subgroup(MatmulMode::Grad) | MatmulVariant::Image(MatmulMode::Grad)
+        ) {
             rows.saturating_sub(1)
         } else {
             rows
@@ -224,6 +252,19 @@ impl MatmulConfig {
         (cols.div_ceil(tn).max(1), rows.div_ceil(tm).max(1))
     }
 }
+/// The format of the operand images: one texel holds 4 consecutive f32 of a row.
+pub const IMAGE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
+
+/// Mirrors `struct Mirror` in shaders/image.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct MirrorDims {
+    pub cols4: u32,
+    pub rows: u32,
+    pub offset4: u32,
+    pub batch_rows: u32,
+}
+
 /// Invocations per workgroup of the 1-D kernels.
 pub const WORKGROUP_1D: u32 = 256;
 
@@ -236,6 +277,9 @@ pub enum Slot {
     Step,
     Read,
     ReadWrite,
+    /// An rgba32float storage image, read-only / write-only.
+    ImageRead,
+    ImageWrite,
 }
 
 /// Bytes of one `StepUniform` slot as bound (the slots themselves are spaced by the device's
@@ -272,6 +316,12 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
         Family::MatmulSubgroup => &[
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
         ],
+        // bindings 8, 9: lhs and rhs mirrored in images (`bind_group_with_images`)
+        Family::MatmulImage => &[
+            Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ImageRead,
+            ImageRead,
+        ],
+        Family::Image => &[Uniform, Step, Read, ImageWrite],
         Family::Loss => &[Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Optimizer => &[Uniform, Step, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Data => &[Uniform, Step, Read, Read, ReadWrite],
@@ -285,6 +335,8 @@ pub struct Kernels {
     /// Whether `MatmulVariant::Subgroup` can run here (CPU adapter, 8-lane subgroups, the
     /// SUBGROUP feature enabled on the device).
     subgroup_matmul: bool,
+    /// Whether `MatmulVariant::Image` can run here: where the subgroup matmul can.
+    image_matmul: bool,
     modules: Vec<(Family, wgpu::ShaderModule)>,
     layouts: Vec<(Family, wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
 }
@@ -301,8 +353,13 @@ impl Kernels {
             && device.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == 8
             && info.subgroup_max_size == 8;
+        let image_matmul = subgroup_matmul;
         for f in Family::ALL {
-            if f == Family::MatmulSubgroup && !subgroup_matmul {
+            let needs_subgroups = matches!(
+                f,
+                Family::MatmulSubgroup | Family::MatmulImage | Family::Image
+            );
+            if needs_subgroups && !subgroup_matmul {
                 continue;
             }
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -329,6 +386,14 @@ impl Kernels {
                             has_dynamic_offset: false,
                             min_binding_size: None,
                         },
+                        Slot::ImageRead | Slot::ImageWrite => wgpu::BindingType::StorageTexture {
+                            access: match s {
+                                Slot::ImageRead => wgpu::StorageTextureAccess::ReadOnly,
+                                _ => wgpu::StorageTextureAccess::WriteOnly,
+                            },
+                            format: IMAGE_FORMAT,
+                            view_dimension: wgpu::TextureViewDimension::D2,
+                        },
                     },
                     count: None,
                 })
@@ -351,6 +416,7 @@ impl Kernels {
         Kernels {
             matmul_variant,
             subgroup_matmul,
+            image_matmul,
             modules,
             layouts,
         }
@@ -384,6 +450,7 @@ impl Kernels {
     pub fn with_tiled_matmul(mut self) -> Self {
         self.matmul_variant = MatmulVariant::Tiled;
         self.subgroup_matmul = false;
+        self.image_matmul = false;
         self
     }
 
@@ -391,7 +458,27 @@ impl Kernels {
     /// default variant.
     pub fn without_subgroup_matmul(mut self) -> Self {
         self.subgroup_matmul = false;
+        self.image_matmul = false;
         self
+    }
+
+    /// Turns the image operands off (for comparisons): the subgroup matmul reads buffers.
+    pub fn without_image_matmul(mut self) -> Self {
+        self.image_matmul = false;
+        self
+    }
+
+    /// `cfg` with its operands read from images where this adapter runs the image kernels:
+    /// the subgroup kernel's launch shape, `MatmulVariant::Image`. The caller mirrors both
+    /// operands (`images.rs`); anything else is returned unchanged.
+    pub fn with_image_operands(&self, cfg: MatmulConfig) -> MatmulConfig {
+        match cfg.variant {
+            MatmulVariant::Subgroup(mode) if self.image_matmul => MatmulConfig {
+                variant: MatmulVariant::Image(mode),
+                wg_n: 1,
+            },
+            _ => cfg,
+        }
     }
 
     /// The matmul launch shape for one launch of `mode` with `dims`: the subgroup kernel where
@@ -482,6 +569,42 @@ impl Kernels {
         ];
         constants.extend(cfg.shape_constants());
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
+    }
+
+    /// [`Self::bind_group`] followed by `images` (the family's image bindings, in order).
+    pub fn bind_group_with_images(
+        &self,
+        device: &wgpu::Device,
+        f: Family,
+        buffers: &[&wgpu::Buffer],
+        images: &[&wgpu::TextureView],
+    ) -> wgpu::BindGroup {
+        let slots = family_slots(f);
+        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match slots.get(i) {
+                    Some(Slot::Step) => step_binding(b),
+                    _ => b.as_entire_binding(),
+                },
+            })
+            .collect();
+        entries.extend(
+            images
+                .iter()
+                .enumerate()
+                .map(|(i, v)| wgpu::BindGroupEntry {
+                    binding: (buffers.len() + i) as u32,
+                    resource: wgpu::BindingResource::TextureView(v),
+                }),
+        );
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(f.file()),
+            layout: self.bind_group_layout(f),
+            entries: &entries,
+        })
     }
 
     /// A bind group of family `f` over whole buffers, in binding order (the family's own

@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod fused;
+mod images;
 pub mod kernels;
 mod placement;
 pub mod probe;
@@ -40,6 +41,10 @@ pub struct GpuOptions {
     /// The subgroup matmul (shaders/matmul_subgroup.wgsl) where it can run: CPU adapters with
     /// 8-lane subgroups, on layers whose widths are multiples of 4. Off: `matmul_blocked`.
     pub subgroup_matmul: bool,
+    /// Where the subgroup matmul runs, read its operands from storage images that mirror them
+    /// (`images.rs`; on lavapipe an image load is a vector gather, a buffer load a per-lane
+    /// loop). Off: from the buffers. The results are bit-identical.
+    pub image_operands: bool,
     /// Run the GPU matmul (`matmul_tiled`: shared-memory tiles) whatever the adapter, so that
     /// the kernel real GPUs use is also tested and measured on CPU adapters.
     pub force_tiled_matmul: bool,
@@ -57,6 +62,7 @@ impl Default for GpuOptions {
             micro_batch: None,
             fused_mlp: None,
             subgroup_matmul: true,
+            image_operands: true,
             force_tiled_matmul: false,
             steps_per_submit: 8,
         }
@@ -166,6 +172,8 @@ pub struct GpuBackend {
     /// `steps_per_submit` slots of `StepUniform`, `step_stride` bytes apart.
     step_uniform: wgpu::Buffer,
     step_stride: u64,
+    /// Operand images of the image matmul (kept alive for its bind groups).
+    _images: Vec<images::Mirror>,
     /// Recorded steps not yet submitted (at most `options.steps_per_submit`).
     pending: std::cell::RefCell<Vec<wgpu::CommandBuffer>>,
     forward: Vec<Dispatch>,

@@ -1,6 +1,7 @@
 //! Placing a model on a device: every buffer, pipeline and bind group, made once (and the
 //! stats buffer's rare growth, which rebuilds the bind groups that name it).
 
+use super::images::{self, ImagePlan};
 use super::*;
 
 impl GpuBackend {
@@ -20,6 +21,9 @@ impl GpuBackend {
         let mut kernels = Kernels::new(device);
         if !options.subgroup_matmul {
             kernels = kernels.without_subgroup_matmul();
+        }
+        if !options.image_operands {
+            kernels = kernels.without_image_matmul();
         }
         if options.force_tiled_matmul {
             kernels = kernels.with_tiled_matmul();
@@ -119,22 +123,115 @@ impl GpuBackend {
         } else {
             0
         };
+        let forward_dims = |l: usize| MatmulDims {
+            n: layout[l].outputs as u32,
+            k: layout[l].inputs as u32,
+            m: 0,
+            alpha: spec.activations[l].alpha(),
+            a_off: 0,
+            b_off: layout[l].weight as u32,
+            c_off: 0,
+            aux_off: 0,
+        };
+        // δ_{l-1} = δ_l · W_lᵀ ⊙ φ'(a_{l-1}), for l ≥ 1
+        let delta_dims = |l: usize| MatmulDims {
+            n: layout[l].inputs as u32,
+            k: layout[l].outputs as u32,
+            m: 0,
+            alpha: spec.activations[l - 1].alpha(),
+            a_off: 0,
+            b_off: layout[l].weight as u32,
+            c_off: 0,
+            aux_off: 0,
+        };
+        let input_of = |l: usize| if l == 0 { &x_batch } else { &layers[l - 1].z };
+        let plan = ImagePlan::new(&ctx, &kernels, &layout, rows, |l, mode| match mode {
+            MatmulMode::Forward => kernels.matmul_config_for(mode, &forward_dims(l)),
+            MatmulMode::Delta => kernels.matmul_config_for(mode, &delta_dims(l)),
+            MatmulMode::Grad => grad_cfg(&layout[l]),
+        });
+        let mut image_of = |op: images::Operand<'_>| {
+            let (image, copy) = images::mirror(&ctx, &kernels, &step_uniform, op);
+            bytes += image.bytes;
+            (image, copy)
+        };
+        // Layer l's input (x or z_{l-1}), its δ_l and its [W_l; b_l], each where a kernel reads
+        // it from an image; with the dispatch that refreshes the image.
+        let mut input_images: Vec<_> = (0..layout.len())
+            .map(|l| {
+                plan.input[l].then(|| {
+                    image_of(images::Operand {
+                        label: if l == 0 { "x".into() } else { format!("z{l}") },
+                        buffer: input_of(l),
+                        offset: 0,
+                        rows,
+                        cols: layout[l].inputs,
+                        batch_rows: true,
+                    })
+                })
+            })
+            .collect();
+        let mut delta_images: Vec<_> = (0..layout.len())
+            .map(|l| {
+                plan.delta[l].then(|| {
+                    image_of(images::Operand {
+                        label: format!("delta{}", l + 1),
+                        buffer: &layers[l].delta,
+                        offset: 0,
+                        rows,
+                        cols: layout[l].outputs,
+                        batch_rows: true,
+                    })
+                })
+            })
+            .collect();
+        let mut weight_images: Vec<_> = (0..layout.len())
+            .map(|l| {
+                plan.weights[l].then(|| {
+                    image_of(images::Operand {
+                        label: format!("W{}", l + 1),
+                        buffer: &params,
+                        offset: layout[l].weight,
+                        rows: layout[l].inputs + 1,
+                        cols: layout[l].outputs,
+                        batch_rows: false,
+                    })
+                })
+            })
+            .collect();
+        type Mirrored = Option<(images::Mirror, Option<Dispatch>)>;
+        let view = |v: &[Mirrored], l: usize| -> wgpu::TextureView {
+            v[l].as_ref().expect("planned").0.view.clone()
+        };
+        let take_copy =
+            |v: &mut [Mirrored], l: usize| -> Option<Dispatch> { v.get_mut(l)?.as_mut()?.1.take() };
+        // A bind group over `buffers` and, for the image kernels, the operand images.
+        let bind = |f: Family, buffers: &[&wgpu::Buffer], images: &[wgpu::TextureView]| {
+            if images.is_empty() {
+                kernels.bind_group(device, f, buffers)
+            } else {
+                let views: Vec<&wgpu::TextureView> = images.iter().collect();
+                kernels.bind_group_with_images(device, f, buffers, &views)
+            }
+        };
         let mut forward = Vec::new();
         let mut backward = Vec::new();
+        // The step's weights, then its input, are mirrored before the first layer.
+        for l in 0..layout.len() {
+            forward.extend(take_copy(&mut weight_images, l));
+        }
+        forward.extend(take_copy(&mut input_images, 0));
         for (l, lay) in layout.iter().enumerate() {
             let act = spec.activations[l];
-            let input = if l == 0 { &x_batch } else { &layers[l - 1].z };
-            let fdims = MatmulDims {
-                n: lay.outputs as u32,
-                k: lay.inputs as u32,
-                m: 0,
-                alpha: act.alpha(),
-                a_off: 0,
-                b_off: lay.weight as u32,
-                c_off: 0,
-                aux_off: 0,
+            let input = input_of(l);
+            let fdims = forward_dims(l);
+            let mut cfg = kernels.matmul_config_for(MatmulMode::Forward, &fdims);
+            let images = if plan.forward[l] {
+                cfg = kernels.with_image_operands(cfg);
+                vec![view(&input_images, l), view(&weight_images, l)]
+            } else {
+                vec![]
             };
-            let cfg = kernels.matmul_config_for(MatmulMode::Forward, &fdims);
             let dims = uniform(bytemuck::bytes_of(&fdims));
             forward.push(Dispatch {
                 label: format!(
@@ -154,8 +251,7 @@ impl GpuBackend {
                     false,
                     false,
                 ),
-                bind_group: kernels.bind_group(
-                    device,
+                bind_group: bind(
                     cfg.family(),
                     &[
                         &dims,
@@ -167,27 +263,28 @@ impl GpuBackend {
                         &opt_m,
                         &opt_v,
                     ],
+                    &images,
                 ),
                 grid: Grid::BatchRows {
                     cols: lay.outputs as u32,
                     cfg,
                 },
             });
+            forward.extend(take_copy(&mut input_images, l + 1));
         }
+        // δ of the last layer comes from the loss kernel, which runs just before.
+        backward.extend(take_copy(&mut delta_images, layout.len() - 1));
         for (l, lay) in layout.iter().enumerate().rev() {
             if l > 0 {
                 let prev_act = spec.activations[l - 1];
-                let ddims = MatmulDims {
-                    n: lay.inputs as u32,
-                    k: lay.outputs as u32,
-                    m: 0,
-                    alpha: prev_act.alpha(),
-                    a_off: 0,
-                    b_off: lay.weight as u32,
-                    c_off: 0,
-                    aux_off: 0,
+                let ddims = delta_dims(l);
+                let mut cfg = kernels.matmul_config_for(MatmulMode::Delta, &ddims);
+                let images = if plan.backprop[l] {
+                    cfg = kernels.with_image_operands(cfg);
+                    vec![view(&delta_images, l), view(&weight_images, l)]
+                } else {
+                    vec![]
                 };
-                let cfg = kernels.matmul_config_for(MatmulMode::Delta, &ddims);
                 let dims = uniform(bytemuck::bytes_of(&ddims));
                 backward.push(Dispatch {
                     label: format!(
@@ -203,8 +300,7 @@ impl GpuBackend {
                         false,
                         false,
                     ),
-                    bind_group: kernels.bind_group(
-                        device,
+                    bind_group: bind(
                         cfg.family(),
                         &[
                             &dims,
@@ -216,15 +312,23 @@ impl GpuBackend {
                             &opt_m,
                             &opt_v,
                         ],
+                        &images,
                     ),
                     grid: Grid::BatchRows {
                         cols: lay.inputs as u32,
                         cfg,
                     },
                 });
+                backward.extend(take_copy(&mut delta_images, l - 1));
             }
-            let input = if l == 0 { &x_batch } else { &layers[l - 1].z };
-            let cfg = grad_cfg(lay);
+            let input = input_of(l);
+            let mut cfg = grad_cfg(lay);
+            let images = if plan.grad[l] {
+                cfg = kernels.with_image_operands(cfg);
+                vec![view(&input_images, l), view(&delta_images, l)]
+            } else {
+                vec![]
+            };
             let dims = uniform(bytemuck::bytes_of(&grad_dims(lay)));
             // Split K (the batch) where the gradient has too few tiles to fill the device.
             let (gx, gy) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
@@ -251,8 +355,7 @@ impl GpuBackend {
                 backward.push(Dispatch {
                     label,
                     pipeline: grad_pipeline(false),
-                    bind_group: kernels.bind_group(
-                        device,
+                    bind_group: bind(
                         cfg.family(),
                         &[
                             &dims,
@@ -264,6 +367,7 @@ impl GpuBackend {
                             &opt_m,
                             &opt_v,
                         ],
+                        &images,
                     ),
                     grid: Grid::Fixed(gx, gy),
                 });
@@ -272,8 +376,7 @@ impl GpuBackend {
                 backward.push(Dispatch {
                     label: format!("{label} split-K ×{slices}"),
                     pipeline: grad_pipeline(true),
-                    bind_group: kernels.bind_group(
-                        device,
+                    bind_group: bind(
                         cfg.family(),
                         &[
                             &dims,
@@ -285,6 +388,7 @@ impl GpuBackend {
                             &opt_m,
                             &opt_v,
                         ],
+                        &images,
                     ),
                     grid: Grid::Split(gx, gy, slices),
                 });
@@ -475,6 +579,13 @@ impl GpuBackend {
             stats_capacity,
             step_uniform,
             step_stride,
+            _images: input_images
+                .into_iter()
+                .chain(delta_images)
+                .chain(weight_images)
+                .flatten()
+                .map(|(image, _)| image)
+                .collect(),
             pending: Default::default(),
             forward,
             loss,

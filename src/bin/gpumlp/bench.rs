@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Never use the subgroup matmul (CPU adapters with 8-lane subgroups), for comparison.
     #[arg(long)]
     pub no_subgroup: bool,
+    /// Read the subgroup matmul's operands from the buffers, not from mirroring images.
+    #[arg(long)]
+    pub no_images: bool,
     /// Use the GPU matmul (shared-memory tiles) even on a CPU adapter, for comparison.
     #[arg(long)]
     pub tiled: bool,
@@ -91,6 +94,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                     None
                 },
                 subgroup_matmul: !args.no_subgroup,
+                image_operands: !args.no_images,
                 force_tiled_matmul: args.tiled,
                 steps_per_submit: args.steps_per_submit.max(1),
                 ..Default::default()
