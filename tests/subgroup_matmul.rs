@@ -6,12 +6,14 @@
 mod common;
 
 use common::{dense_reference, gpus, report, uniform};
+use gpumlp::backend::Backend;
 use gpumlp::cpu::ops::{self, MatmulForm};
 use gpumlp::gpu::kernels::{MatmulDims, MatmulMode, MatmulVariant};
 use gpumlp::gpu::probe;
-use gpumlp::model::Activation;
+use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::{Optimizer, OptimizerKind};
-use gpumlp::{GpuContext, Tolerance};
+use gpumlp::{GpuBackend, GpuContext, GpuOptions, Tolerance};
+use std::sync::Arc;
 
 /// f32 sums over up to 516 terms of size ≤ 1, in a different order than the reference.
 const MATMUL_TOL: Tolerance = Tolerance::new(1e-4, 2e-5);
@@ -206,4 +208,114 @@ fn narrow_grad_matches_reference() {
         &shapes,
         check_grad,
     );
+}
+
+/// `steps` training steps of `spec` over `rows` rows; the parameters after them and the
+/// dispatches per step.
+fn train_steps(
+    ctx: &Arc<GpuContext>,
+    spec: &ModelSpec,
+    rows: usize,
+    steps: usize,
+    options: GpuOptions,
+) -> (Vec<f32>, usize) {
+    let x = uniform(rows * spec.inputs(), -1.0, 1.0, 50);
+    let t = common::targets(spec, rows, 51);
+    let opt = Optimizer::Momentum { mu: 0.9 };
+    let mut gpu = GpuBackend::new(ctx.clone(), spec, opt, rows, options).unwrap();
+    gpu.set_params(&spec.init_params(52)).unwrap();
+    gpu.set_train_data(&x, &t, rows).unwrap();
+    let order: Vec<u32> = (0..rows as u32).collect();
+    gpu.begin_epoch(&order).unwrap();
+    for s in 0..steps {
+        gpu.step(0, rows, &opt.hyper(0.05, s as u64 + 1, 1e-3))
+            .unwrap();
+    }
+    gpu.finish_epoch().unwrap();
+    (gpu.params().unwrap(), gpu.dispatches_per_step())
+}
+
+/// The image kernels (operands mirrored into storage images) run the subgroup kernels' loops on
+/// the same values, so training with them is bit-identical to training with buffer operands;
+/// lavapipe runs them wherever the subgroup kernel runs and every operand fits an image.
+#[test]
+fn image_operands_train_bit_identically_to_buffer_operands() {
+    let layered = GpuOptions {
+        fused_mlp: Some(false),
+        ..Default::default()
+    };
+    let cases = [
+        (&[64, 128, 128, 12][..], 257),
+        (&[8, 36, 4][..], 1),
+        (&[32, 64, 4][..], 4099), // split-K gradients
+        (&[12, 20, 7][..], 65),   // only the first layer's forward and gradient qualify
+    ];
+    for ctx in gpus() {
+        for (sizes, rows) in cases {
+            let spec = ModelSpec::new(
+                sizes,
+                Activation::Relu,
+                Activation::Softmax,
+                Loss::CrossEntropy,
+            )
+            .unwrap();
+            let (with, dispatches_with) = train_steps(ctx, &spec, rows, 3, layered);
+            let buffers = GpuOptions {
+                image_operands: false,
+                ..layered
+            };
+            let (without, dispatches_without) = train_steps(ctx, &spec, rows, 3, buffers);
+            let what = format!("{} {sizes:?} batch {rows}", ctx.info);
+            assert!(
+                with.iter()
+                    .zip(&without)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: image and buffer operands trained differently"
+            );
+            // The images are refreshed by extra dispatches, only where the subgroup kernel runs.
+            if expects_subgroup(ctx) {
+                assert!(
+                    dispatches_with > dispatches_without,
+                    "{what}: no operand was mirrored ({dispatches_with} dispatches)"
+                );
+            } else {
+                assert_eq!(dispatches_with, dispatches_without, "{what}");
+            }
+        }
+        report(format!(
+            "{}: image operands bit-identical to buffer operands",
+            ctx.info
+        ));
+    }
+}
+
+/// Operands taller than the largest image (a batch past max_texture_dimension_2d) stay in
+/// buffers: nothing is mirrored, and the step still trains as with buffers.
+#[test]
+fn batches_taller_than_an_image_keep_buffer_operands() {
+    let layered = GpuOptions {
+        fused_mlp: Some(false),
+        ..Default::default()
+    };
+    let spec = ModelSpec::new(
+        &[4, 8, 4],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    for ctx in gpus() {
+        let rows = ctx.limits.max_texture_dimension_2d as usize + 1;
+        let (with, dispatches_with) = train_steps(ctx, &spec, rows, 1, layered);
+        let buffers = GpuOptions {
+            image_operands: false,
+            ..layered
+        };
+        let (without, dispatches_without) = train_steps(ctx, &spec, rows, 1, buffers);
+        assert_eq!(dispatches_with, dispatches_without, "{}", ctx.info);
+        assert!(with
+            .iter()
+            .zip(&without)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
 }

@@ -5,6 +5,9 @@ use super::*;
 impl GpuBackend {
     /// Runs one training step with each dispatch in its own timed pass and returns the time of
     /// each (label, seconds). Needs timestamp queries; for `bench --profile`, not for training.
+    /// On CPU adapters each dispatch is submitted alone and timed by the host clock instead:
+    /// lavapipe's timestamps do not wait for a dispatch that binds storage images (its end
+    /// stamp came before the kernel had run), and a CPU adapter's submit costs microseconds.
     pub fn profile_step(
         &mut self,
         start: usize,
@@ -34,6 +37,20 @@ impl GpuBackend {
             1.0 / len as f32,
         );
         let d = self.step_items();
+        if self.ctx.info.device_type.eq_ignore_ascii_case("cpu") {
+            let mut times = Vec::with_capacity(d.len());
+            for x in &d {
+                let cmd = self.encode(len, std::slice::from_ref(x), 0);
+                let t = std::time::Instant::now();
+                self.ctx.queue.submit([cmd]);
+                self.ctx.wait()?;
+                times.push((x.label(), t.elapsed().as_secs_f64()));
+            }
+            self.slot_steps
+                .push(self.slot_steps.last().map_or(0, |s| s + 1));
+            self.epoch_lens.push(len);
+            return Ok(times);
+        }
         let device = &self.ctx.device;
         let count = (d.len() * 2) as u32;
         let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
