@@ -87,7 +87,7 @@ pub(super) fn mirror(
         bind_group: kernels.bind_group_with_images(
             device,
             Family::Image,
-            &[&dims, step_uniform, op.buffer],
+            &[&dims, step_uniform, op.buffer, op.buffer],
             &[&view],
         ),
         grid,
@@ -157,5 +157,41 @@ impl ImagePlan {
             backprop,
             grad,
         }
+    }
+}
+
+/// The dispatch that gathers the step's rows of `data` (`[rows, cols]`, a device-resident
+/// dataset) by `order` straight into the input image `view` (image.wgsl's `gather_to_image`).
+pub(super) fn gather_to_image(
+    ctx: &GpuContext,
+    kernels: &Kernels,
+    step_uniform: &wgpu::Buffer,
+    data: &wgpu::Buffer,
+    order: &wgpu::Buffer,
+    cols: usize,
+    view: &wgpu::TextureView,
+) -> Dispatch {
+    let device = &ctx.device;
+    let cols4 = (cols / 4) as u32;
+    let dims = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("gather dims"),
+        contents: bytemuck::bytes_of(&MirrorDims {
+            cols4,
+            rows: 0,
+            offset4: 0,
+            batch_rows: 1,
+        }),
+        usage: wgpu::BufferUsages::UNIFORM,
+    });
+    Dispatch {
+        label: format!("gather rows [B,{cols}] into the x image"),
+        pipeline: kernels.pipeline(device, Family::Image, "gather_to_image", &[]),
+        bind_group: kernels.bind_group_with_images(
+            device,
+            Family::Image,
+            &[&dims, step_uniform, data, order],
+            &[view],
+        ),
+        grid: Grid::PerRow { per_row: cols4 },
     }
 }

@@ -321,7 +321,8 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ImageRead,
             ImageRead,
         ],
-        Family::Image => &[Uniform, Step, Read, ImageWrite],
+        // binding 3: the row order (gather_to_image; to_image binds anything there)
+        Family::Image => &[Uniform, Step, Read, Read, ImageWrite],
         Family::Loss => &[Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Optimizer => &[Uniform, Step, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Data => &[Uniform, Step, Read, Read, ReadWrite],

@@ -124,6 +124,9 @@ struct DeviceData {
     bytes: u64,
     order: wgpu::Buffer,
     gather: [Dispatch; 2],
+    /// The input rows go straight into the x image (`GpuBackend::x_image`), so the step skips
+    /// the forward list's x mirror.
+    gathers_to_image: bool,
     _x: wgpu::Buffer,
     _t: wgpu::Buffer,
 }
@@ -172,6 +175,10 @@ pub struct GpuBackend {
     /// `steps_per_submit` slots of `StepUniform`, `step_stride` bytes apart.
     step_uniform: wgpu::Buffer,
     step_stride: u64,
+    /// Where only image kernels read the input x (layered schedule): its image, and the index in
+    /// `forward` of the dispatch that mirrors x_batch into it. Device-resident training data is
+    /// then gathered straight into the image and that mirror skipped.
+    x_image: Option<(wgpu::TextureView, usize)>,
     /// Operand images of the image matmul (kept alive for its bind groups).
     _images: Vec<images::Mirror>,
     /// Recorded steps not yet submitted (at most `options.steps_per_submit`).
@@ -412,7 +419,17 @@ impl GpuBackend {
             v.push(Item::Fused(f));
             return v;
         }
-        v.extend(self.forward.iter().map(Item::Kernel));
+        let skip = match (&self.data, &self.x_image) {
+            (TrainData::Device(d), Some((_, i))) if d.gathers_to_image => Some(*i),
+            _ => None,
+        };
+        v.extend(
+            self.forward
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| Some(i) != skip)
+                .map(|(_, d)| Item::Kernel(d)),
+        );
         v.extend(self.loss.iter().map(Item::Kernel));
         v.extend(self.backward.iter().map(Item::Kernel));
         v.extend(self.accumulate.iter().map(Item::Kernel));

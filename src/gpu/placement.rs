@@ -220,6 +220,7 @@ impl GpuBackend {
         for l in 0..layout.len() {
             forward.extend(take_copy(&mut weight_images, l));
         }
+        let x_mirror_index = forward.len();
         forward.extend(take_copy(&mut input_images, 0));
         for (l, lay) in layout.iter().enumerate() {
             let act = spec.activations[l];
@@ -556,6 +557,8 @@ impl GpuBackend {
         if let Some(f) = &fused_mlp {
             bytes += f.allocated_bytes();
         }
+        let x_image = (plan.forward[0] && plan.grad[0] && fused_mlp.is_none())
+            .then(|| (view(&input_images, 0), x_mirror_index));
         GpuBackend {
             ctx,
             spec: spec.clone(),
@@ -579,6 +582,7 @@ impl GpuBackend {
             stats_capacity,
             step_uniform,
             step_stride,
+            x_image,
             _images: input_images
                 .into_iter()
                 .chain(delta_images)
