@@ -2,8 +2,9 @@
 //! in samples/s, on the GPU backend and the CPU reference, with a CPU roofline (threaded sgemm
 //! from `matrixmultiply`) on the same shapes in the same run. Measures; never fails a build.
 //!
-//! Kernel times come from GPU timestamp queries (`GpuBackend::profile_step`), so they are the
-//! kernels' own time, not submission overhead. The largest shape (1024-4096-4096-1024, batch
+//! Kernel times come from `GpuBackend::profile_step`: GPU timestamp queries, so the kernels' own
+//! time, or on CPU adapters each dispatch submitted alone and timed by the host clock (lavapipe's
+//! timestamps do not wait for dispatches that bind storage images). The largest shape (1024-4096-4096-1024, batch
 //! 8192) takes minutes per step on a software adapter: it runs only with GPUMLP_BENCH_LARGE=1
 //! or on a non-CPU adapter.
 
@@ -237,7 +238,7 @@ fn matmul_forms(c: &mut Criterion) {
             summary.push((name(sizes, batch), flops, gpu_t, roofline(sizes, batch)));
         }
     }
-    println!("\nmatmul GFLOP/s per form (GPU by timestamps, CPU roofline = threaded matrixmultiply sgemm), adapter {}", ctx.info);
+    println!("\nmatmul GFLOP/s per form (GPU by profile_step, CPU roofline = threaded matrixmultiply sgemm), adapter {}", ctx.info);
     println!(
         "{:<28} {:>24} {:>24} {:>24}",
         "shape", "x·W gpu/cpu (ratio)", "δ·Wᵀ gpu/cpu (ratio)", "xᵀ·δ gpu/cpu (ratio)"

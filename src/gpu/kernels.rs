@@ -572,7 +572,9 @@ impl Kernels {
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
     }
 
-    /// [`Self::bind_group`] followed by `images` (the family's image bindings, in order).
+    /// A bind group of family `f`: `buffers` in binding order (every buffer binding, aliases
+    /// included), then `images` (the family's image bindings, in order). The step uniform
+    /// (binding 1) is bound as one slot, placed by the dispatch's dynamic offset.
     pub fn bind_group_with_images(
         &self,
         device: &wgpu::Device,
@@ -617,25 +619,9 @@ impl Kernels {
         f: Family,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
-        let slots = family_slots(f);
         let aliased = family_aliases(f).iter().map(|&(_, from)| buffers[from]);
         let all: Vec<&wgpu::Buffer> = buffers.iter().copied().chain(aliased).collect();
-        let entries: Vec<wgpu::BindGroupEntry> = all
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: match slots.get(i) {
-                    Some(Slot::Step) => step_binding(b),
-                    _ => b.as_entire_binding(),
-                },
-            })
-            .collect();
-        device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(f.file()),
-            layout: self.bind_group_layout(f),
-            entries: &entries,
-        })
+        self.bind_group_with_images(device, f, &all, &[])
     }
 }
 
