@@ -688,6 +688,49 @@ fn micro_batches_with_gradient_accumulation_match_one_big_batch() {
     }
 }
 
+/// A micro-batched step followed by one that fits a single micro-batch (an epoch's short last
+/// batch): the second must not add the first step's accumulated gradient again.
+#[test]
+fn a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference() {
+    let spec = ModelSpec::new(
+        &[7, 65, 10],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let rows = 20;
+    let x = uniform(rows * spec.inputs(), -1.0, 1.0, 60);
+    let t = targets(&spec, rows, 61);
+    let opt = Optimizer::Sgd;
+    let order: Vec<u32> = (0..rows as u32).collect();
+    let run = |b: &mut dyn Backend| {
+        b.set_params(&spec.init_params(62)).unwrap();
+        b.set_train_data(&x, &t, rows).unwrap();
+        b.begin_epoch(&order).unwrap();
+        for (s, (start, len)) in [(0, 16), (16, 4), (0, 3), (3, 16)].into_iter().enumerate() {
+            b.step(start, len, &opt.hyper(0.1, s as u64 + 1, 0.01))
+                .unwrap();
+        }
+        b.finish_epoch().unwrap();
+        b.params().unwrap()
+    };
+    let want = run(&mut CpuBackend::new(&spec, opt).unwrap());
+    for ctx in gpus() {
+        let options = GpuOptions {
+            micro_batch: Some(8),
+            ..Default::default()
+        };
+        let mut gpu = GpuBackend::new(ctx.clone(), &spec, opt, 16, options).unwrap();
+        let got = run(&mut gpu);
+        PARAM_TOL.assert_close(
+            &format!("{}: micro-batched, then single-micro-batch steps", ctx.info),
+            &got,
+            &want,
+        );
+    }
+}
+
 #[test]
 fn fully_fused_narrow_step_matches_reference_when_scheduled() {
     let spec = ModelSpec::new(

@@ -201,11 +201,14 @@ impl Backend for GpuBackend {
                 h.l2 = 0.0;
             }
             // Steps over a device-resident training set queue up, each with its own uniform
-            // slot; uploads and micro-batches submit one by one (from slot 0).
-            let queued = chunks == 1 && matches!(self.data, TrainData::Device(_));
+            // slot. Micro-batched schedules (whose steps clear and accumulate the gradient
+            // total, even a step that fits one micro-batch) and uploads submit one by one, from
+            // slot 0, after whatever is queued: the slot is rewritten below.
+            let queued = self.accumulate.is_none() && matches!(self.data, TrainData::Device(_));
             let slot = if queued {
                 self.pending.borrow().len()
             } else {
+                self.flush();
                 0
             };
             self.write_step(
