@@ -572,8 +572,8 @@ impl Kernels {
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
     }
 
-    /// A bind group of family `f`: `buffers` in binding order (every buffer binding, aliases
-    /// included), then `images` (the family's image bindings, in order). The step uniform
+    /// A bind group of family `f`: its own buffer bindings in order (its [`family_aliases`]
+    /// are added here), then `images` (its image bindings, in order). The step uniform
     /// (binding 1) is bound as one slot, placed by the dispatch's dynamic offset.
     pub fn bind_group_with_images(
         &self,
@@ -583,6 +583,8 @@ impl Kernels {
         images: &[&wgpu::TextureView],
     ) -> wgpu::BindGroup {
         let slots = family_slots(f);
+        let aliased = family_aliases(f).iter().map(|&(_, from)| buffers[from]);
+        let buffers: Vec<&wgpu::Buffer> = buffers.iter().copied().chain(aliased).collect();
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -619,9 +621,7 @@ impl Kernels {
         f: Family,
         buffers: &[&wgpu::Buffer],
     ) -> wgpu::BindGroup {
-        let aliased = family_aliases(f).iter().map(|&(_, from)| buffers[from]);
-        let all: Vec<&wgpu::Buffer> = buffers.iter().copied().chain(aliased).collect();
-        self.bind_group_with_images(device, f, &all, &[])
+        self.bind_group_with_images(device, f, buffers, &[])
     }
 }
 

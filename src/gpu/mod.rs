@@ -123,10 +123,8 @@ struct DeviceData {
     /// Bytes of the data, order and gather buffers (released when the data is replaced).
     bytes: u64,
     order: wgpu::Buffer,
+    /// The x gather writes `GpuBackend::x_image` when there is one, x_batch otherwise.
     gather: [Dispatch; 2],
-    /// The input rows go straight into the x image (`GpuBackend::x_image`), so the step skips
-    /// the forward list's x mirror.
-    gathers_to_image: bool,
     _x: wgpu::Buffer,
     _t: wgpu::Buffer,
 }
@@ -175,10 +173,12 @@ pub struct GpuBackend {
     /// `steps_per_submit` slots of `StepUniform`, `step_stride` bytes apart.
     step_uniform: wgpu::Buffer,
     step_stride: u64,
-    /// Where only image kernels read the input x (layered schedule): its image, and the index in
-    /// `forward` of the dispatch that mirrors x_batch into it. Device-resident training data is
-    /// then gathered straight into the image and that mirror skipped.
-    x_image: Option<(wgpu::TextureView, usize)>,
+    /// The dispatch that mirrors x_batch into the input's image, where an image kernel reads
+    /// x; recorded before `forward` whenever x_batch holds the input (uploads).
+    x_mirror: Option<Dispatch>,
+    /// The input's image where only image kernels read x (layered schedule): device-resident
+    /// training data is then gathered straight into it, and x_batch and `x_mirror` go unused.
+    x_image: Option<wgpu::TextureView>,
     /// Operand images of the image matmul (kept alive for its bind groups).
     _images: Vec<images::Mirror>,
     /// Recorded steps not yet submitted (at most `options.steps_per_submit`).
@@ -419,17 +419,11 @@ impl GpuBackend {
             v.push(Item::Fused(f));
             return v;
         }
-        let skip = match (&self.data, &self.x_image) {
-            (TrainData::Device(d), Some((_, i))) if d.gathers_to_image => Some(*i),
-            _ => None,
-        };
-        v.extend(
-            self.forward
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| Some(i) != skip)
-                .map(|(_, d)| Item::Kernel(d)),
-        );
+        let gathered_to_image = matches!(self.data, TrainData::Device(_)) && self.x_image.is_some();
+        if !gathered_to_image {
+            v.extend(self.x_mirror.iter().map(Item::Kernel));
+        }
+        v.extend(self.forward.iter().map(Item::Kernel));
         v.extend(self.loss.iter().map(Item::Kernel));
         v.extend(self.backward.iter().map(Item::Kernel));
         v.extend(self.accumulate.iter().map(Item::Kernel));
@@ -515,7 +509,8 @@ impl GpuBackend {
                 self.upload(&self.t_batch, &t[start * out..(start + len) * out]);
             }
             self.write_step(0, len, chunk, 0, &hyper, 1.0 / len as f32);
-            let mut d: Vec<Item> = self.forward.iter().map(Item::Kernel).collect();
+            let mut d: Vec<Item> = self.x_mirror.iter().map(Item::Kernel).collect();
+            d.extend(self.forward.iter().map(Item::Kernel));
             if t.is_some() {
                 d.extend(self.loss.iter().map(Item::Kernel));
             } else if let Some(s) = &self.softmax {

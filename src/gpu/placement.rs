@@ -207,21 +207,16 @@ impl GpuBackend {
             |v: &mut [Mirrored], l: usize| -> Option<Dispatch> { v.get_mut(l)?.as_mut()?.1.take() };
         // A bind group over `buffers` and, for the image kernels, the operand images.
         let bind = |f: Family, buffers: &[&wgpu::Buffer], images: &[wgpu::TextureView]| {
-            if images.is_empty() {
-                kernels.bind_group(device, f, buffers)
-            } else {
-                let views: Vec<&wgpu::TextureView> = images.iter().collect();
-                kernels.bind_group_with_images(device, f, buffers, &views)
-            }
+            let views: Vec<&wgpu::TextureView> = images.iter().collect();
+            kernels.bind_group_with_images(device, f, buffers, &views)
         };
         let mut forward = Vec::new();
         let mut backward = Vec::new();
-        // The step's weights, then its input, are mirrored before the first layer.
+        // The step's weights are mirrored before the first layer (x by `x_mirror` or its gather).
         for l in 0..layout.len() {
             forward.extend(take_copy(&mut weight_images, l));
         }
-        let x_mirror_index = forward.len();
-        forward.extend(take_copy(&mut input_images, 0));
+        let x_mirror = take_copy(&mut input_images, 0);
         for (l, lay) in layout.iter().enumerate() {
             let act = spec.activations[l];
             let input = input_of(l);
@@ -558,7 +553,7 @@ impl GpuBackend {
             bytes += f.allocated_bytes();
         }
         let x_image = (plan.forward[0] && plan.grad[0] && fused_mlp.is_none())
-            .then(|| (view(&input_images, 0), x_mirror_index));
+            .then(|| view(&input_images, 0));
         GpuBackend {
             ctx,
             spec: spec.clone(),
@@ -582,6 +577,7 @@ impl GpuBackend {
             stats_capacity,
             step_uniform,
             step_stride,
+            x_mirror,
             x_image,
             _images: input_images
                 .into_iter()

@@ -108,7 +108,7 @@ impl Backend for GpuBackend {
             }
         };
         let gather_x = match &self.x_image {
-            Some((view, _)) => images::gather_to_image(
+            Some(view) => images::gather_to_image(
                 &self.ctx,
                 &self.kernels,
                 &self.step_uniform,
@@ -125,7 +125,6 @@ impl Backend for GpuBackend {
             bytes: self.bytes - before,
             order,
             gather,
-            gathers_to_image: self.x_image.is_some(),
             _x: data_x,
             _t: data_t,
         });
