@@ -9,6 +9,7 @@
 use crate::backend::OptimizerState;
 use crate::data::{Normalization, NormalizeMethod};
 use crate::error::{Error, Result};
+use crate::files::{atomic_write_with, WriteOptions};
 use crate::model::{Activation, Loss, ModelSpec};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -49,93 +50,6 @@ fn ck_err(path: &Path, message: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         message: message.into(),
     }
-}
-
-/// The folder `path` will be written in: it must exist and be a folder, and `path` itself must
-/// not be a folder. (The write itself reports a folder that refuses new files; to learn that
-/// before any work is done, use [`check_writable`].)
-pub fn output_dir(path: &Path) -> Result<std::path::PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if !dir.exists() {
-        return Err(Error::file(
-            path,
-            format!(
-                "the folder {} does not exist: create it first",
-                dir.display()
-            ),
-        ));
-    }
-    if !dir.is_dir() {
-        return Err(Error::file(
-            path,
-            format!(
-                "{} is not a folder, so nothing can be written in it",
-                dir.display()
-            ),
-        ));
-    }
-    if path.is_dir() {
-        return Err(Error::file(path, "is a folder: give a file name inside it"));
-    }
-    Ok(dir)
-}
-
-/// [`output_dir`], and that the folder accepts a new file (probed by creating and removing
-/// one): the check to run before spending time on work whose result goes to `path`.
-pub fn check_writable(path: &Path) -> Result<std::path::PathBuf> {
-    let dir = output_dir(path)?;
-    let probe = dir.join(format!(".gpumlp-write-probe-{}", std::process::id()));
-    let probed = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&probe);
-    if let Err(e) = probed {
-        let message = format!(
-            "cannot write in the folder {} ({e}): choose another folder or fix its permissions",
-            dir.display()
-        );
-        return Err(Error::file(path, message));
-    }
-    drop(probed);
-    let _ = std::fs::remove_file(&probe);
-    Ok(dir)
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so
-/// an existing file is never left half-written or lost when the write fails.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic_write_with(path, |f| f.write_all(bytes))
-}
-
-/// [`atomic_write`] with the contents written by `fill`; on any error (from `fill`, the sync or
-/// the rename) the temporary file is removed and `path` is left as it was.
-fn atomic_write_with(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    let dir = output_dir(path)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::file(path, "not a file path"))?
-        .to_string_lossy()
-        .to_string();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        fill(&mut f)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -219,9 +133,16 @@ impl Checkpoint {
             .map_err(|e| Error::InvalidModel(format!("serializing: {e}")))
     }
 
-    /// Saves atomically (temporary file, then rename).
+    /// Saves atomically (temporary file, then rename), refusing a read-only target; see
+    /// [`crate::files`] for what every write promises.
     pub fn save(&self, path: &Path) -> Result<()> {
-        atomic_write(path, &self.to_bytes()?)
+        self.save_with(path, WriteOptions::default())
+    }
+
+    /// [`Checkpoint::save`] with explicit [`WriteOptions`].
+    pub fn save_with(&self, path: &Path, options: WriteOptions) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        atomic_write_with(path, options, |f| f.write_all(&bytes))
     }
 
     /// Loads a checkpoint written by [`Checkpoint::save`], checking every tensor.
@@ -428,51 +349,4 @@ fn json_floats(v: &[f32]) -> String {
 
 fn parse_list<T: std::str::FromStr>(s: &str) -> Option<Vec<T>> {
     s.split(',').map(|p| p.trim().parse().ok()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn a_write_that_fails_half_way_keeps_the_old_file_and_leaves_no_temporary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("model.safetensors");
-        std::fs::write(&path, b"the good checkpoint").unwrap();
-        let err = atomic_write_with(&path, |f| {
-            f.write_all(b"half of a new ")?;
-            Err(std::io::Error::other("disk full"))
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("disk full"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"the good checkpoint");
-        assert_eq!(entries(dir.path()), ["model.safetensors"]);
-        atomic_write(&path, b"new").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        assert_eq!(entries(dir.path()), ["model.safetensors"]);
-    }
-
-    #[test]
-    fn output_dir_refuses_what_cannot_be_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("a-file");
-        std::fs::write(&file, b"x").unwrap();
-        let e = check_writable(&file.join("m.safetensors")).unwrap_err();
-        assert!(e.to_string().contains("not a folder"), "{e}");
-        let e = check_writable(dir.path()).unwrap_err();
-        assert!(e.to_string().contains("is a folder"), "{e}");
-        let e = check_writable(&dir.path().join("absent/m.safetensors")).unwrap_err();
-        assert!(e.to_string().contains("does not exist"), "{e}");
-        assert!(check_writable(&dir.path().join("m.safetensors")).is_ok());
-        assert_eq!(entries(dir.path()), ["a-file"], "the probe was not removed");
-    }
 }

@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod model;
 pub mod optim;

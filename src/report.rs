@@ -1,10 +1,11 @@
 //! Per-epoch metrics as JSON lines, and a plot of loss and accuracy (SVG or PNG).
 
-use crate::checkpoint::atomic_write;
 use crate::error::{Error, Result};
+use crate::files::{atomic_write_file, atomic_write_with, WriteOptions};
 use crate::train::EpochReport;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::io::Write;
 use std::path::Path;
 
 /// One line of a `--metrics` file.
@@ -36,13 +37,13 @@ impl From<&EpochReport> for MetricsRecord {
 }
 
 /// Writes one JSON object per epoch, atomically replacing `path`.
-pub fn write_metrics(path: &Path, records: &[MetricsRecord]) -> Result<()> {
+pub fn write_metrics(path: &Path, records: &[MetricsRecord], options: WriteOptions) -> Result<()> {
     let mut text = String::new();
     for r in records {
         text += &serde_json::to_string(r).map_err(|e| Error::file(path, e.to_string()))?;
         text.push('\n');
     }
-    atomic_write(path, text.as_bytes())
+    atomic_write_with(path, options, |f| f.write_all(text.as_bytes()))
 }
 
 const FONT: &str = "sans-serif";
@@ -63,25 +64,18 @@ pub fn plot_format(path: &Path) -> Result<&'static str> {
 }
 
 /// Draws loss (top) and accuracy (bottom) per epoch, train and validation, to an `.svg` or
-/// `.png` file, written atomically (a temporary file, removed on any error, then a rename).
-pub fn plot(path: &Path, records: &[MetricsRecord]) -> Result<()> {
+/// `.png` file, written atomically (see [`crate::files`]).
+pub fn plot(path: &Path, records: &[MetricsRecord], options: WriteOptions) -> Result<()> {
     let ext = plot_format(path)?;
-    let dir = crate::checkpoint::output_dir(path)?;
-    let tmp = dir.join(format!(".plot-{}.{ext}", std::process::id()));
     let size = (900, 700);
     // Text is laid out with the bundled DejaVu Sans, so plots need no system fonts.
     let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
-    let drawn = match ext {
-        "svg" => draw(SVGBackend::new(&tmp, size).into_drawing_area(), records),
-        _ => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), records),
-    };
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::file(path, format!("drawing the plot failed: {e}")));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
+    atomic_write_file(path, options, |tmp| {
+        let drawn = match ext {
+            "svg" => draw(SVGBackend::new(tmp, size).into_drawing_area(), records),
+            _ => draw(BitMapBackend::new(tmp, size).into_drawing_area(), records),
+        };
+        drawn.map_err(|e| std::io::Error::other(format!("drawing the plot failed: {e}")))
     })
 }
 

@@ -566,7 +566,7 @@ fn metrics_epochs(path: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn resume_with_no_flags_continues_the_saved_run_with_its_outputs() {
+fn resume_with_no_flags_continues_the_saved_run_in_the_resumed_file() {
     let dir = tmp();
     let straight = p(dir.path(), "straight.safetensors");
     let model = p(dir.path(), "m.safetensors");
@@ -601,8 +601,19 @@ fn resume_with_no_flags_continues_the_saved_run_with_its_outputs() {
     assert_eq!(before.len(), 2);
     std::fs::remove_file(&plot).unwrap();
 
-    // No --epochs, --out, --metrics or --plot: all come from the checkpoint (not clap's defaults).
+    // No --epochs: it comes from the checkpoint (not clap's default). No --out: checkpoints go
+    // back to the resumed file. Metrics and plots only where this command asks for them (the
+    // paths stored in the checkpoint are never written).
+    std::fs::remove_file(&metrics).unwrap();
     ok(&["train", "--resume", &model, "--quiet"]);
+    assert!(
+        !Path::new(&metrics).exists(),
+        "a stored --metrics path was written"
+    );
+    assert!(
+        !Path::new(&plot).exists(),
+        "a stored --plot path was written"
+    );
     let resumed = Checkpoint::load(Path::new(&model)).unwrap();
     assert_eq!(
         resumed.training.as_ref().unwrap().epoch,
@@ -614,23 +625,30 @@ fn resume_with_no_flags_continues_the_saved_run_with_its_outputs() {
         a.params, resumed.params,
         "resumed parameters differ from an unbroken run"
     );
-    let after = metrics_epochs(&metrics);
-    let epochs: Vec<_> = after.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
-    assert_eq!(epochs, [1, 2, 3], "the metrics file holds every epoch");
-    assert_eq!(after[..2], before[..], "the earlier epochs' lines are kept");
-    assert!(
-        std::fs::read_to_string(&plot).unwrap().contains("<svg"),
-        "the saved run's plot is drawn again"
-    );
     // --epochs given on the command line still wins, and may not go backwards.
     fails(
         &["train", "--resume", &model, "--epochs", "2", "--quiet"],
         "already trained",
     );
-    ok(&["train", "--resume", &model, "--epochs", "4", "--quiet"]);
+    ok(&[
+        "train",
+        "--resume",
+        &model,
+        "--epochs",
+        "4",
+        "--quiet",
+        "--metrics",
+        &metrics,
+        "--plot",
+        &plot,
+    ]);
     let ck = Checkpoint::load(Path::new(&model)).unwrap();
     assert_eq!(ck.training.unwrap().epoch, 4);
-    assert_eq!(metrics_epochs(&metrics).len(), 4);
+    let after = metrics_epochs(&metrics);
+    let epochs: Vec<_> = after.iter().map(|r| r["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, [1, 2, 3, 4], "the metrics file holds every epoch");
+    assert_eq!(after[..2], before[..], "the earlier epochs' lines are kept");
+    assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub mod spec;
 pub use csv::{load_csv, load_csv_features, CsvTarget};
 pub use digits::{digits, DIGITS_RANGE};
 pub use idx::{fashion_mnist, load_idx};
-pub use spec::{known_range, load_spec};
+pub use spec::{known_range, load_spec, spec_paths};
 
 use crate::error::{Error, Result};
 use crate::model::{Loss, ModelSpec};

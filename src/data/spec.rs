@@ -52,6 +52,34 @@ pub fn load_spec(spec: &str) -> Result<Dataset> {
     )))
 }
 
+/// The files a data spec reads (none for the built-in digits; the installed files for
+/// Fashion-MNIST), so that a command can refuse an output that would overwrite its input.
+pub fn spec_paths(spec: &str) -> Vec<std::path::PathBuf> {
+    let fashion = |prefix: &str| {
+        ["images-idx3-ubyte", "labels-idx1-ubyte"]
+            .iter()
+            .flat_map(|n| {
+                let base = Path::new(super::idx::FASHION_MNIST_DIR).join(format!("{prefix}-{n}"));
+                [base.clone(), base.with_extension("gz")]
+            })
+            .collect()
+    };
+    match spec {
+        "fashion-mnist" => return fashion("train"),
+        "fashion-mnist-test" => return fashion("t10k"),
+        _ => {}
+    }
+    if let Some(rest) = spec.strip_prefix("csv:") {
+        return csv_spec(spec, rest)
+            .map(|(path, _)| vec![Path::new(path).to_path_buf()])
+            .unwrap_or_default();
+    }
+    if let Some((images, labels)) = spec.strip_prefix("idx:").and_then(|r| r.split_once(',')) {
+        return vec![images.into(), labels.into()];
+    }
+    Vec::new()
+}
+
 /// The known range of the features of `spec`'s dataset, used by unit normalization: 16 for
 /// digits, 255 for IDX images and Fashion-MNIST, `None` for CSV (fitted from the data).
 pub fn known_range(spec: &str) -> Option<f32> {

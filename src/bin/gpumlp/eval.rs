@@ -4,10 +4,13 @@ use crate::train::place_saved;
 use crate::DeviceArgs;
 use anyhow::bail;
 use clap::Args;
-use gpumlp::checkpoint::{atomic_write, Checkpoint};
+use gpumlp::checkpoint::Checkpoint;
 use gpumlp::cpu::ops::argmax;
+use gpumlp::data::spec_paths;
 use gpumlp::data::{load_csv_features, load_spec};
+use gpumlp::files::{atomic_write_with, check_distinct, check_writable, WriteOptions};
 use gpumlp::{Activation, Dataset, Targets};
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -33,6 +36,9 @@ pub struct PredictArgs {
     /// The CSV file to write: one row per sample.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out even where it is a read-only file.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
     #[command(flatten)]
@@ -137,7 +143,14 @@ fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize,
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     // Check the flags and the output folder before reading the model and data.
     args.device.device()?;
-    gpumlp::checkpoint::check_writable(&args.out)?;
+    let write = WriteOptions {
+        replace_read_only: args.force,
+    };
+    check_writable(&args.out, write)?;
+    let data = spec_paths(&args.data);
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--model", &args.model)];
+    inputs.extend(data.iter().map(|p| ("--data", p.as_path())));
+    check_distinct(&[("--out", &args.out)], &inputs)?;
     let ck = Checkpoint::load(&args.model)?;
     let (features, cols, classes) = predict_data(&ck, &args.data)?;
     let rows = features.len() / cols;
@@ -186,7 +199,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
             csv.push('\n');
         }
     }
-    atomic_write(&args.out, csv.as_bytes())?;
+    atomic_write_with(&args.out, write, |f| f.write_all(csv.as_bytes()))?;
     eprintln!(
         "gpumlp: wrote {} predictions to {}",
         rows,

@@ -137,7 +137,26 @@ fn info() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On SIGINT, SIGTERM or SIGHUP: removes the temporaries of writes in progress (every file
+/// they would replace keeps its last complete contents), says so, and exits with 130.
+fn clean_up_on_interrupt() {
+    let _ = ctrlc::set_handler(|| {
+        let removed = gpumlp::files::remove_pending_temporaries();
+        let note = if removed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; an unfinished write was abandoned ({} temporary file removed, the file it would replace is unchanged)",
+                removed.len()
+            )
+        };
+        eprintln!("gpumlp: interrupted{note}");
+        std::process::exit(130);
+    });
+}
+
 fn main() -> ExitCode {
+    clean_up_on_interrupt();
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // Silences EGL's complaint on headless machines (the GL backend probes it).
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());

@@ -9,8 +9,9 @@ use gpumlp::{Activation, Loss, Schedule};
 use std::path::{Path, PathBuf};
 
 /// The arguments of a resumed run: the saved run's, so that it continues as if it had never
-/// stopped. Where this command gives `--epochs`, `--out`, `--metrics`, `--plot`, `--test`,
-/// `--device` or `--backend`, its value wins; `--quiet` and `--verify` are this command's. A
+/// stopped. Where this command gives `--epochs`, `--test`, `--device` or `--backend`, its value
+/// wins; `--out`, `--metrics`, `--plot`, `--force`, `--quiet` and `--verify` are only ever this
+/// command's (`--out` defaults to the resumed file itself). A
 /// model or training flag that is given must agree with the checkpoint.
 pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs> {
     let path = cli.resume.as_ref().expect("resume");
@@ -26,15 +27,12 @@ pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs
     if given("epochs") {
         args.epochs = cli.epochs;
     }
-    if given("out") {
-        args.out = cli.out.clone();
-    }
-    if given("metrics") {
-        args.metrics = cli.metrics.clone();
-    }
-    if given("plot") {
-        args.plot = cli.plot.clone();
-    }
+    // A checkpoint never chooses where we write: its stored paths may be stale, relative to
+    // another folder, or planted. Checkpoints go to --out as given now, else back to the
+    // resumed file; metrics and plots only where this command asks for them.
+    args.out = Some(cli.out.clone().unwrap_or_else(|| path.clone()));
+    args.metrics = cli.metrics.clone();
+    args.plot = cli.plot.clone();
     if given("test") {
         args.test = cli.test.clone();
     }
@@ -42,6 +40,7 @@ pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs
         args.device = cli.device.clone();
     }
     args.quiet = cli.quiet;
+    args.force = cli.force;
     args.verify = cli.verify;
     args.resume = cli.resume.clone();
     args.given = cli.given.clone();

@@ -5,7 +5,8 @@ use crate::{DeviceArgs, LayerSizes};
 use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::{load_weights_file, Checkpoint, TrainingState};
-use gpumlp::data::{known_range, load_spec, Normalization, NormalizeMethod};
+use gpumlp::data::{known_range, load_spec, spec_paths, Normalization, NormalizeMethod};
+use gpumlp::files::{check_distinct, check_writable, WriteOptions};
 use gpumlp::report::{plot, plot_format, write_metrics, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
@@ -16,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
@@ -84,9 +85,14 @@ pub struct TrainArgs {
     /// Loss and accuracy per epoch, .svg or .png.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Continue a run from a checkpoint written with --out.
+    /// Continue a run from a checkpoint written with --out; checkpoints then go to --out if
+    /// given, else back to this file (never to a path stored in the checkpoint).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Replace outputs (--out, --metrics, --plot) even where they are read-only files.
+    #[arg(long)]
+    #[serde(skip)]
+    pub force: bool,
     /// Train the first K steps on the GPU and the CPU reference side by side and compare.
     #[arg(long)]
     pub verify: Option<usize>,
@@ -197,6 +203,42 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses outputs that cannot be written (special files, read-only files without --force,
+/// missing folders), that name each other, or that name an input.
+fn check_outputs(args: &TrainArgs) -> anyhow::Result<()> {
+    let write = WriteOptions {
+        replace_read_only: args.force,
+    };
+    let outputs: Vec<(&str, &Path)> = [
+        ("--out", &args.out),
+        ("--metrics", &args.metrics),
+        ("--plot", &args.plot),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .collect();
+    for (_, p) in &outputs {
+        check_writable(p, write)?;
+    }
+    let data = spec_paths(&args.data);
+    let test = args.test.as_deref().map(spec_paths).unwrap_or_default();
+    let mut inputs: Vec<(&str, &Path)> = data.iter().map(|p| ("--data", p.as_path())).collect();
+    inputs.extend(test.iter().map(|p| ("--test", p.as_path())));
+    if let Some(init) = &args.init {
+        inputs.push(("--init", init));
+    }
+    check_distinct(&outputs, &inputs)?;
+    // --resume's file is an input that --out may replace (that is how a run continues), but
+    // no other output may.
+    if let Some(resume) = &args.resume {
+        check_distinct(
+            &outputs[usize::from(args.out.is_some())..],
+            &[("--resume", resume)],
+        )?;
+    }
+    Ok(())
+}
+
 fn percent(v: Option<f64>) -> String {
     v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
 }
@@ -228,10 +270,12 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         None => cli,
     };
-    // Check that outputs can be written before reading data or spending time on training.
-    for p in [&args.out, &args.metrics, &args.plot].into_iter().flatten() {
-        gpumlp::checkpoint::check_writable(p)?;
-    }
+    // Check that outputs can be written, and destroy no input or other output, before reading
+    // data or spending time on training.
+    check_outputs(&args)?;
+    let write = WriteOptions {
+        replace_read_only: args.force,
+    };
     let device = args.device.device()?;
     let full = load_spec(&args.data)?;
     let (mut train, mut val) = full.split(args.val_split, args.seed)?;
@@ -269,9 +313,10 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     if let (Some(ck), false) = (&resumed, args.quiet) {
         let done = ck.training.as_ref().map_or(0, |t| t.epoch);
         eprintln!(
-            "gpumlp: resuming {} after epoch {done} of {}",
+            "gpumlp: resuming {} after epoch {done} of {}; checkpoints go to {}",
             args.resume.as_ref().expect("resumed").display(),
-            args.epochs
+            args.epochs,
+            args.out.as_ref().expect("resume sets --out").display()
         );
     }
     let backend = args
@@ -394,20 +439,20 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                     extra,
                 }),
             };
-            ck.save(out)?;
+            ck.save_with(out, write)?;
         }
         if let Some(m) = &args.metrics {
-            write_metrics(m, &history)?;
+            write_metrics(m, &history, write)?;
         }
     }
     if let Some(b) = &bar {
         b.finish();
     }
     if let Some(p) = &args.plot {
-        plot(p, &history)?;
+        plot(p, &history, write)?;
     }
     if let Some(m) = &args.metrics {
-        write_metrics(m, &history)?;
+        write_metrics(m, &history, write)?;
     }
     if let Some(last) = history.last() {
         match (last.val_loss, last.val_accuracy) {
