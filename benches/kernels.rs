@@ -55,7 +55,8 @@ fn gpu() -> Option<Arc<GpuContext>> {
 }
 
 fn large_ok(ctx: &GpuContext) -> bool {
-    ctx.info.device_type != "cpu" || std::env::var_os("GPUMLP_BENCH_LARGE").is_some()
+    gpumlp::gpu::plan::large_benchmarks_practical(&ctx.capabilities())
+        || std::env::var_os("GPUMLP_BENCH_LARGE").is_some()
 }
 
 /// The `gpumlp bench` protocol's data: inputs uniform in [0, 1), random one-hot targets.

@@ -33,11 +33,7 @@ const SHAPES: [(usize, usize, usize); 8] = [
 
 /// Whether this adapter runs the subgroup kernel for aligned shapes (lavapipe does).
 fn expects_subgroup(ctx: &GpuContext) -> bool {
-    ctx.info.device_type == "cpu"
-        && ctx.info.backend == "vulkan"
-        && ctx.device.features().contains(wgpu::Features::SUBGROUP)
-        && ctx.info.subgroup_min_size == 8
-        && ctx.info.subgroup_max_size == 8
+    gpumlp::gpu::plan::kernel_support(&ctx.capabilities(), &Default::default()).subgroup_matmul
 }
 
 fn check_variant(ctx: &GpuContext, mode: MatmulMode, dims: &MatmulDims, want: MatmulVariant) {

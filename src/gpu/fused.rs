@@ -17,7 +17,7 @@
 //! `crate::cpu::ops` (the same as the layered schedule).
 
 use super::kernels::{groups_1d, StepUniform, ACTIVATION_WGSL, STEP_WGSL};
-use super::{probe, read_staging, GpuContext};
+use super::{plan, probe, read_staging, GpuContext};
 use crate::backend::OptimizerState;
 use crate::error::{Error, Result};
 use crate::model::{Activation, ModelSpec};
@@ -63,8 +63,8 @@ struct FusedLayer {
 pub struct FusedOptions {
     /// Write the reduced gradient `∂E/∂params` (incl. `λW`) into [`FusedBuffers::grads`].
     pub capture_gradients: bool,
-    /// Most workgroups of the tile pass (each owns one `[P]` partial slice). `None`: 64 on a CPU
-    /// adapter, 256 otherwise, and never more than `max_batch` needs.
+    /// Most workgroups of the tile pass (each owns one `[P]` partial slice). `None`: as the plan
+    /// decides ([`plan::fused_shape`]), and never more than `max_batch` needs.
     pub max_groups: Option<usize>,
 }
 
@@ -174,16 +174,11 @@ impl FusedMlp {
         options: FusedOptions,
     ) -> Option<FusedMlp> {
         let device = &ctx.device;
-        let cpu = ctx.info.device_type.eq_ignore_ascii_case("cpu");
-        let max_groups = options.max_groups.unwrap_or(if cpu { 64 } else { 256 });
-        let shape = FusedShape::choose(
+        let shape = plan::fused_shape(
             spec,
-            ctx.limits.max_compute_workgroup_storage_size,
-            ctx.limits
-                .max_compute_invocations_per_workgroup
-                .min(ctx.limits.max_compute_workgroup_size_x),
             max_batch.max(1),
-            max_groups,
+            &ctx.capabilities(),
+            options.max_groups,
         )?;
         let p = spec.param_count();
         let layout = spec.layout();

@@ -1,5 +1,6 @@
 //! Every WGSL source in one place, the uniform structs that mirror them, and pipeline creation.
 
+use super::plan::{self, KernelSupport};
 use bytemuck::{Pod, Zeroable};
 
 /// The kernel families, one `shaders/*.wgsl` file each.
@@ -133,7 +134,7 @@ pub struct OneU32 {
 }
 
 /// The matmul's three forms (the `MODE` override).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum MatmulMode {
     Forward = 0,
     Delta = 1,
@@ -146,7 +147,7 @@ pub enum MatmulMode {
 pub const MATMUL_TILE: u32 = 64;
 
 /// The two matmul kernels in shaders/matmul.wgsl.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum MatmulVariant {
     /// `matmul_tiled`: 64×64 workgroup tiles staged through workgroup memory, 4×4 register
     /// tiles per invocation. For GPUs.
@@ -183,10 +184,10 @@ pub struct MatmulConfig {
 /// Outputs (rows, columns) per workgroup of `matmul_sg_grad`: 2 x 4 subgroups of 32 x 16.
 const SG_GRAD_TILE: (u32, u32) = (64, 64);
 /// Outputs per invocation of the blocked variant, along rows and along columns.
-const BLOCK_M: u32 = 16;
-const BLOCK_N: u32 = 8;
+pub(crate) const BLOCK_M: u32 = 16;
+pub(crate) const BLOCK_N: u32 = 8;
 /// Invocations per workgroup of the blocked variant.
-const BLOCK_WG: u32 = 64;
+pub(crate) const BLOCK_WG: u32 = 64;
 
 impl MatmulConfig {
     /// The entry point in shaders/matmul.wgsl.
@@ -331,30 +332,19 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
 
 /// Shader modules and bind group layouts, made once per device.
 pub struct Kernels {
-    /// The matmul kernel this adapter runs (by device type).
-    matmul_variant: MatmulVariant,
-    /// Whether `MatmulVariant::Subgroup` can run here (CPU adapter, 8-lane subgroups, the
-    /// SUBGROUP feature enabled on the device).
-    subgroup_matmul: bool,
-    /// Whether `MatmulVariant::Image` can run here: where the subgroup matmul can.
-    image_matmul: bool,
+    /// Which matmul kernels this device runs, as the plan decided.
+    support: KernelSupport,
     modules: Vec<(Family, wgpu::ShaderModule)>,
     layouts: Vec<(Family, wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
+    /// The modules and layouts of every family `support` needs (the subgroup and image
+    /// families only where they run).
+    pub fn new(device: &wgpu::Device, support: KernelSupport) -> Self {
         let mut modules = Vec::new();
         let mut layouts = Vec::new();
-        // The kernel takes lanes 8·s .. 8·s + 7 of a workgroup to be subgroup s, as on lavapipe
-        // (Vulkan on a CPU); where else that holds is unknown, so only there.
-        let info = device.adapter_info();
-        let subgroup_matmul = info.device_type == wgpu::DeviceType::Cpu
-            && info.backend == wgpu::Backend::Vulkan
-            && device.features().contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size == 8
-            && info.subgroup_max_size == 8;
-        let image_matmul = subgroup_matmul;
+        let subgroup_matmul = support.subgroup_matmul;
         for f in Family::ALL {
             let needs_subgroups = matches!(
                 f,
@@ -410,14 +400,8 @@ impl Kernels {
             });
             layouts.push((f, bgl, pl));
         }
-        let matmul_variant = match device.adapter_info().device_type {
-            wgpu::DeviceType::Cpu => MatmulVariant::Blocked,
-            _ => MatmulVariant::Tiled,
-        };
         Kernels {
-            matmul_variant,
-            subgroup_matmul,
-            image_matmul,
+            support,
             modules,
             layouts,
         }
@@ -432,41 +416,9 @@ impl Kernels {
             .1
     }
 
-    /// The matmul launch shape for an output with `cols` columns on this adapter. Blocked: the
-    /// fewest lanes across columns that still cover `cols` (up to 8: a 128×64 tile), so narrow
-    /// outputs (10, 1) do not leave most invocations idle.
-    pub fn matmul_config(&self, cols: u32) -> MatmulConfig {
-        let wg_n = match self.matmul_variant {
-            MatmulVariant::Blocked => cols.div_ceil(BLOCK_N).next_power_of_two().clamp(1, 8),
-            _ => 1,
-        };
-        MatmulConfig {
-            variant: self.matmul_variant,
-            wg_n,
-        }
-    }
-
-    /// Uses `matmul_tiled`, the GPU kernel, for every launch whatever the adapter (to test
-    /// and measure it on CPU adapters).
-    pub fn with_tiled_matmul(mut self) -> Self {
-        self.matmul_variant = MatmulVariant::Tiled;
-        self.subgroup_matmul = false;
-        self.image_matmul = false;
-        self
-    }
-
-    /// Turns the subgroup matmul off (for comparisons): every launch uses this adapter's
-    /// default variant.
-    pub fn without_subgroup_matmul(mut self) -> Self {
-        self.subgroup_matmul = false;
-        self.image_matmul = false;
-        self
-    }
-
-    /// Turns the image operands off (for comparisons): the subgroup matmul reads buffers.
-    pub fn without_image_matmul(mut self) -> Self {
-        self.image_matmul = false;
-        self
+    /// The kernels this device runs.
+    pub fn support(&self) -> KernelSupport {
+        self.support
     }
 
     /// `cfg` with its operands read from images where this adapter runs the image kernels:
@@ -474,7 +426,7 @@ impl Kernels {
     /// operands (`images.rs`); anything else is returned unchanged.
     pub fn with_image_operands(&self, cfg: MatmulConfig) -> MatmulConfig {
         match cfg.variant {
-            MatmulVariant::Subgroup(mode) if self.image_matmul => MatmulConfig {
+            MatmulVariant::Subgroup(mode) if self.support.image_matmul => MatmulConfig {
                 variant: MatmulVariant::Image(mode),
                 wg_n: 1,
             },
@@ -482,31 +434,9 @@ impl Kernels {
         }
     }
 
-    /// The matmul launch shape for one launch of `mode` with `dims`: the subgroup kernel where
-    /// it can run and every operand row is 16-byte aligned, else [`Self::matmul_config`] for
-    /// the output's columns.
+    /// The matmul launch shape for one launch of `mode` with `dims` ([`plan::matmul_config`]).
     pub fn matmul_config_for(&self, mode: MatmulMode, dims: &MatmulDims) -> MatmulConfig {
-        let aligned = |v: &[u32]| v.iter().all(|&x| x > 0 && x.is_multiple_of(4));
-        let offsets = dims.a_off.is_multiple_of(4) && dims.b_off.is_multiple_of(4);
-        let fits = match mode {
-            MatmulMode::Forward => aligned(&[dims.k, dims.n]),
-            MatmulMode::Delta => aligned(&[dims.k]) && dims.n > 0,
-            MatmulMode::Grad => aligned(&[dims.m, dims.n]),
-        };
-        if self.subgroup_matmul && offsets && fits {
-            return MatmulConfig {
-                variant: MatmulVariant::Subgroup(mode),
-                wg_n: 1,
-            };
-        }
-        if self.subgroup_matmul && mode == MatmulMode::Grad && dims.n <= NARROW_GRAD_MAX {
-            return MatmulConfig {
-                variant: MatmulVariant::NarrowGrad(dims.n),
-                wg_n: 1,
-            };
-        }
-        let cols = dims.n;
-        self.matmul_config(cols)
+        plan::matmul_config(&self.support, mode, dims)
     }
 
     /// A compute pipeline for `entry` of family `f` with override constants. The matmul's
@@ -531,7 +461,11 @@ impl Kernels {
             .expect("all families")
             .2;
         let entry = if f == Family::Matmul && entry == "matmul" {
-            self.matmul_config(MATMUL_TILE).entry()
+            MatmulConfig {
+                variant: self.support.default_variant,
+                wg_n: 8,
+            }
+            .entry()
         } else {
             entry
         };

@@ -2,12 +2,15 @@
 //! one command encoder and one submit per training step, with no readback inside a step.
 
 pub mod context;
+pub mod device;
 pub mod fused;
 mod images;
 pub mod kernels;
 mod placement;
+pub mod plan;
 pub mod probe;
 mod profile;
+pub mod profiles;
 mod training;
 
 pub use context::{list_adapters, AdapterInfo, AdapterSelector, GpuContext};

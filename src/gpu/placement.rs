@@ -2,6 +2,7 @@
 //! stats buffer's rare growth, which rebuilds the bind groups that name it).
 
 use super::images::{self, ImagePlan};
+use super::plan;
 use super::*;
 
 impl GpuBackend {
@@ -18,16 +19,8 @@ impl GpuBackend {
         options.fused &= !micro_batching;
         let rows = micro;
         let device = &ctx.device;
-        let mut kernels = Kernels::new(device);
-        if !options.subgroup_matmul {
-            kernels = kernels.without_subgroup_matmul();
-        }
-        if !options.image_operands {
-            kernels = kernels.without_image_matmul();
-        }
-        if options.force_tiled_matmul {
-            kernels = kernels.with_tiled_matmul();
-        }
+        let caps = ctx.capabilities();
+        let kernels = Kernels::new(device, plan::kernel_support(&caps, &options));
         let mut bytes = 0u64;
         let mut storage = |label: &str, len: usize| -> wgpu::Buffer {
             let size = (len.max(4) as u64) * F32;
@@ -70,7 +63,6 @@ impl GpuBackend {
         let row_stats = storage("row_stats", rows * 2);
         let stats_capacity = 1024;
         let stats = storage("stats", stats_capacity * 2);
-        let cpu_adapter = ctx.info.device_type.eq_ignore_ascii_case("cpu");
         let grad_dims = |l: &crate::model::LayerLayout| MatmulDims {
             n: l.outputs as u32,
             k: 0,
@@ -90,7 +82,7 @@ impl GpuBackend {
             .iter()
             .map(|l| {
                 let (gx, gy) = grad_cfg(l).groups(l.inputs as u32 + 1, l.outputs as u32);
-                let slices = split_k_slices(gx * gy, rows, cpu_adapter) as usize;
+                let slices = plan::split_k_slices(&caps, gx * gy, rows) as usize;
                 if slices > 1 {
                     slices * (l.inputs + 1) * l.outputs
                 } else {
@@ -328,7 +320,7 @@ impl GpuBackend {
             let dims = uniform(bytemuck::bytes_of(&grad_dims(lay)));
             // Split K (the batch) where the gradient has too few tiles to fill the device.
             let (gx, gy) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
-            let slices = split_k_slices(gx * gy, rows, cpu_adapter);
+            let slices = plan::split_k_slices(&caps, gx * gy, rows);
             let label = format!(
                 "grad{} {} [{},B]x[B,{}]",
                 if options.fused { "+update" } else { "" },
@@ -520,11 +512,7 @@ impl GpuBackend {
             ),
             grid: Grid::PerRow { per_row: 1 },
         });
-        // Where the fully fused step is faster: on GPUs (tiny-cuda-nn's result; we could not
-        // measure one here), and on CPU adapters only for tiny steps, where dispatch overhead
-        // dominates (2-16-2 b256: 2.2x faster on lavapipe; 64-128-128-10 b4096: 1.8x slower).
-        let tiny_step = rows * spec.macs_per_sample() <= 1 << 20;
-        let use_fused = options.fused && options.fused_mlp.unwrap_or(!cpu_adapter || tiny_step);
+        let use_fused = plan::use_fused_mlp(spec, rows, &caps, &options);
         let fused_mlp = if use_fused {
             FusedMlp::new(
                 &ctx,
@@ -676,15 +664,4 @@ impl GpuBackend {
             self.bytes += self.fused_mlp.as_ref().map_or(0, |f| f.allocated_bytes());
         }
     }
-}
-
-/// Split-K slices for a gradient matmul with `tiles` output workgroups over a batch of `rows`:
-/// enough to keep the device busy (a CPU adapter's few cores, a GPU's many multiprocessors),
-/// at least 256 batch rows per slice, at most 64 slices.
-fn split_k_slices(tiles: u32, rows: usize, cpu_adapter: bool) -> u32 {
-    let busy = if cpu_adapter { 8 } else { 256 };
-    if tiles >= busy || rows < 512 {
-        return 1;
-    }
-    (busy / tiles).min((rows / 256) as u32).clamp(1, 64)
 }

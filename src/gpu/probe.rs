@@ -42,7 +42,7 @@ pub fn run(
     storage: &[&[u8]],
     grid: (u32, u32),
 ) -> Result<Vec<Vec<f32>>> {
-    let kernels = Kernels::new(&ctx.device);
+    let kernels = kernels_for(ctx);
     run_with(
         &kernels, ctx, family, entry, constants, dims, step, storage, grid,
     )
@@ -148,7 +148,7 @@ fn run_matmul(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let kernels = Kernels::new(&ctx.device);
+    let kernels = kernels_for(ctx);
     let cfg = kernels.matmul_config_for(mode, dims);
     let mut constants = constants.to_vec();
     constants.push(("MODE", mode as u32 as f64));
@@ -168,9 +168,13 @@ fn run_matmul(
 
 /// The matmul launch shape the probes (and a training step) use for `mode` with `dims` here.
 pub fn matmul_variant(ctx: &GpuContext, mode: MatmulMode, dims: &MatmulDims) -> MatmulVariant {
-    Kernels::new(&ctx.device)
-        .matmul_config_for(mode, dims)
-        .variant
+    kernels_for(ctx).matmul_config_for(mode, dims).variant
+}
+
+/// The kernels the plan gives this context with the default options.
+fn kernels_for(ctx: &GpuContext) -> Kernels {
+    let support = super::plan::kernel_support(&ctx.capabilities(), &super::GpuOptions::default());
+    Kernels::new(&ctx.device, support)
 }
 
 fn f32s(v: &[f32]) -> &[u8] {

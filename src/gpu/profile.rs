@@ -37,7 +37,7 @@ impl GpuBackend {
             1.0 / len as f32,
         );
         let d = self.step_items();
-        if self.ctx.info.device_type.eq_ignore_ascii_case("cpu") {
+        if super::plan::wall_clock_profiling(&self.ctx.capabilities()) {
             let mut times = Vec::with_capacity(d.len());
             for x in &d {
                 let cmd = self.encode(len, std::slice::from_ref(x), 0);

@@ -3,6 +3,7 @@
 
 mod bench;
 mod eval;
+mod plan;
 mod resume;
 mod train;
 
@@ -35,6 +36,8 @@ enum Command {
     Info,
     /// Time training steps with a fixed protocol (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// How a training step runs on this adapter or a named device profile (kernels, tiles).
+    Plan(plan::PlanArgs),
 }
 
 /// Layer sizes, input first: `784,512,10`, `784-512-10` or `784x512x10` (the forms the
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => eval::run_predict(args).map(|_| ExitCode::SUCCESS),
         Command::Info => info().map(|_| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
+        Command::Plan(args) => plan::run(args).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

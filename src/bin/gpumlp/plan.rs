@@ -1,0 +1,98 @@
+//! `gpumlp plan`: how a training step would run on this machine's adapter, or on a named
+//! capability profile of a real device (the plan is a pure function of the capabilities).
+
+use crate::LayerSizes;
+use anyhow::{bail, Context};
+use clap::Args;
+use gpumlp::gpu::plan::{plan, StepPlan};
+use gpumlp::gpu::profiles::{profile, PROFILE_NAMES};
+use gpumlp::{Activation, AdapterSelector, GpuContext, GpuOptions, Loss, ModelSpec};
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Layer sizes, e.g. 784,512,512,10 or 784-512-512-10.
+    #[arg(long, default_value = "784,512,512,10")]
+    pub layers: LayerSizes,
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Hidden activation (the output is softmax with cross-entropy, as in `bench`).
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// A capability profile instead of this machine's adapter: nvidia-h100, nvidia-h200,
+    /// nvidia-rtx4090, amd-rdna3, apple-m2, intel-arc, dx12-gpu, lavapipe, llvmpipe.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Restrict the live adapter to one backend: vulkan, metal, dx12 or gl.
+    #[arg(long, conflicts_with = "profile")]
+    pub backend: Option<String>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let hidden: Activation = args.activation.parse()?;
+    let spec = ModelSpec::new(
+        &args.layers.0,
+        hidden,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )?;
+    let caps = match &args.profile {
+        Some(name) => profile(name).with_context(|| {
+            format!(
+                "unknown --profile '{name}': use one of {}",
+                PROFILE_NAMES.join(", ")
+            )
+        })?,
+        None => {
+            let sel = AdapterSelector {
+                backend: args.backend.clone(),
+                name: None,
+            };
+            GpuContext::new(&sel.or_env())?.capabilities()
+        }
+    };
+    let plan = plan(&spec, args.batch, &caps, &GpuOptions::default())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print_plan(&plan);
+    }
+    Ok(())
+}
+
+fn print_plan(p: &StepPlan) {
+    let d = &p.device;
+    println!(
+        "{} ({:?}, {:?}): batch {}, {} step, micro-batch {}, {} steps per submit, {} update",
+        d.name, d.class, d.api, p.batch, p.step, p.micro_batch, p.steps_per_submit, p.update
+    );
+    if p.step == "fused-mlp" {
+        println!(
+            "  fused step: {} rows per tile, {} workgroups",
+            p.fused_tile_rows, p.fused_workgroups
+        );
+    }
+    println!(
+        "  layer form     kernel              tile (m x n x k)  outputs/inv  workgroups  split-K"
+    );
+    for m in &p.matmuls {
+        println!(
+            "  {:>5} {:<8} {:<19} {:>4} x {:>3} x {:>2}    {:>11}  {:>5}x{:<5} {:>7}",
+            m.layer,
+            m.form,
+            m.kernel,
+            m.tile_m,
+            m.tile_n,
+            m.tile_k,
+            m.outputs_per_invocation,
+            m.workgroups.0,
+            m.workgroups.1,
+            m.split_k
+        );
+    }
+}
