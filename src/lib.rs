@@ -25,6 +25,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod early_stopping;
 pub mod error;
 pub mod files;
 pub mod gpu;
@@ -38,12 +39,13 @@ pub mod verify;
 pub use backend::{Backend, BatchStats, OptimizerState};
 pub use cpu::CpuBackend;
 pub use data::{Dataset, Targets};
+pub use early_stopping::{EarlyStopping, Monitor, Verdict};
 pub use error::{Error, Result};
 pub use gpu::{AdapterInfo, AdapterSelector, GpuBackend, GpuContext, GpuOptions};
 pub use model::{Activation, LayerLayout, Loss, ModelSpec};
 pub use optim::{Optimizer, Schedule, StepHyper};
 pub use tolerance::{Comparison, Tolerance};
-pub use train::{EpochReport, TrainConfig, Trainer};
+pub use train::{EpochControl, EpochReport, TrainConfig, Trainer};
 
 use std::sync::Arc;
 

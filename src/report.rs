@@ -6,7 +6,7 @@ use crate::train::EpochReport;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One line of a `--metrics` file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,6 +19,10 @@ pub struct MetricsRecord {
     pub lr: f32,
     pub seconds: f64,
     pub samples_per_second: f64,
+    /// With early stopping: the best epoch so far by the monitored metric (so the last line
+    /// names the run's best epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
 }
 
 impl From<&EpochReport> for MetricsRecord {
@@ -32,18 +36,57 @@ impl From<&EpochReport> for MetricsRecord {
             lr: r.lr,
             seconds: r.seconds,
             samples_per_second: r.samples_per_second,
+            best_epoch: None,
         }
     }
 }
 
-/// Writes one JSON object per epoch, atomically replacing `path`.
-pub fn write_metrics(path: &Path, records: &[MetricsRecord], options: WriteOptions) -> Result<()> {
-    let mut text = String::new();
-    for r in records {
-        text += &serde_json::to_string(r).map_err(|e| Error::file(path, e.to_string()))?;
-        text.push('\n');
+/// A `--metrics` file: one JSON line per epoch, appended and flushed as each epoch ends, so
+/// `tail -f` follows a run and the cost of an epoch does not grow with the epoch count.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Starts `path` (atomically, keeping an existing file's mode) with the lines of `earlier`
+    /// epochs, e.g. those of a resumed run, and opens it for appending.
+    ///
+    /// # Errors
+    /// `path` cannot be written (see [`crate::files`]).
+    pub fn create(path: &Path, earlier: &[MetricsRecord], options: WriteOptions) -> Result<Self> {
+        let mut text = String::new();
+        for r in earlier {
+            text += &line(path, r)?;
+        }
+        atomic_write_with(path, options, |f| f.write_all(text.as_bytes()))?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        })
     }
-    atomic_write_with(path, options, |f| f.write_all(text.as_bytes()))
+
+    /// Appends one epoch's line and flushes it to the file.
+    ///
+    /// # Errors
+    /// The write fails (a full disk, a removed folder).
+    pub fn append(&mut self, r: &MetricsRecord) -> Result<()> {
+        let text = line(&self.path, r)?;
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+fn line(path: &Path, r: &MetricsRecord) -> Result<String> {
+    let mut text = serde_json::to_string(r).map_err(|e| Error::file(path, e.to_string()))?;
+    text.push('\n');
+    Ok(text)
 }
 
 const FONT: &str = "sans-serif";

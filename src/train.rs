@@ -8,6 +8,7 @@ use crate::optim::{Optimizer, Schedule};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// How to train.
@@ -96,6 +97,23 @@ pub struct EpochReport {
     pub lr: f32,
     pub seconds: f64,
     pub samples_per_second: f64,
+}
+
+/// What a [`Trainer::fit`] callback returns: `()` to go on, or a [`ControlFlow`] that may stop.
+pub trait EpochControl {
+    fn control_flow(self) -> ControlFlow<()>;
+}
+
+impl EpochControl for () {
+    fn control_flow(self) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+impl EpochControl for ControlFlow<()> {
+    fn control_flow(self) -> ControlFlow<()> {
+        self
+    }
 }
 
 /// Trains a model placed on any backend.
@@ -222,19 +240,28 @@ impl Trainer {
     }
 
     /// Trains for the configured number of epochs (counting those already done), calling
-    /// `on_epoch` after each.
-    pub fn fit(
+    /// `on_epoch` after each. The callback may return nothing, or a [`ControlFlow`]:
+    /// `ControlFlow::Break(())` stops training after that epoch (e.g. with an
+    /// [`crate::EarlyStopping`]).
+    ///
+    /// # Errors
+    /// Bad data or configuration, a device error, or [`Error::Diverged`] when the loss stops
+    /// being finite.
+    pub fn fit<C: EpochControl>(
         &mut self,
         train: &Dataset,
         val: Option<&Dataset>,
-        mut on_epoch: impl FnMut(&EpochReport),
+        mut on_epoch: impl FnMut(&EpochReport) -> C,
     ) -> Result<Vec<EpochReport>> {
         self.set_train_data(train)?;
         let mut reports = Vec::new();
         while self.epoch < self.config.epochs {
             let r = self.run_epoch(val)?;
-            on_epoch(&r);
+            let flow = on_epoch(&r).control_flow();
             reports.push(r);
+            if flow.is_break() {
+                break;
+            }
         }
         Ok(reports)
     }

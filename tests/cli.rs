@@ -942,3 +942,125 @@ fn predict_names_raw_outputs_y_and_probabilities_p() {
     );
     assert_eq!(text.lines().count(), 51);
 }
+
+#[test]
+fn early_stopping_stops_on_a_plateau_and_restores_the_best_epoch() {
+    let dir = tmp();
+    let out = p(dir.path(), "m.safetensors");
+    let best = p(dir.path(), "best.safetensors");
+    let first = p(dir.path(), "first.safetensors");
+    let metrics = p(dir.path(), "m.jsonl");
+    let common = [
+        "train", "--layers", "64,16,10", "--device", "cpu", "--seed", "3",
+    ];
+    let mut a = common.to_vec();
+    a.extend(["--epochs", "1", "--out", &first, "--quiet"]);
+    ok(&a);
+    // Nothing improves on the first epoch by more than 1e9: a plateau from epoch 2 on.
+    let mut a = common.to_vec();
+    a.extend([
+        "--epochs",
+        "20",
+        "--patience",
+        "2",
+        "--monitor",
+        "train_loss",
+        "--min-delta",
+        "1e9",
+        "--save-best",
+        &best,
+        "--restore-best",
+        "--out",
+        &out,
+        "--metrics",
+        &metrics,
+    ]);
+    let text = ok(&a);
+    assert!(text.contains("stopped early after epoch 3"), "{text}");
+    assert!(text.contains("restored the weights of epoch 1"), "{text}");
+    let lines = metrics_epochs(&metrics);
+    assert_eq!(lines.len(), 3, "one appended line per epoch trained");
+    assert_eq!(lines[2]["best_epoch"], 1, "the metrics name the best epoch");
+    let params = |f: &str| Checkpoint::load(Path::new(f)).unwrap().params;
+    assert_eq!(params(&best), params(&first), "--save-best holds epoch 1");
+    assert_eq!(
+        params(&out),
+        params(&first),
+        "--restore-best ends with epoch 1's weights"
+    );
+    // Refused up front.
+    fails(&["train", "--patience", "0"], "patience");
+    fails(
+        &["train", "--monitor", "val_los", "--patience", "2"],
+        "unknown monitor",
+    );
+    fails(
+        &["train", "--patience", "2", "--val-split", "0"],
+        "needs a validation set",
+    );
+}
+
+#[test]
+fn hidden_eval_json_predict_to_stdout_and_adapter() {
+    let dir = tmp();
+    let model = p(dir.path(), "m.safetensors");
+    // --hidden: the data decides 64 inputs and 10 outputs.
+    ok(&[
+        "train", "--hidden", "24,12", "--epochs", "2", "--device", "cpu", "--out", &model,
+        "--quiet",
+    ]);
+    let ck = Checkpoint::load(Path::new(&model)).unwrap();
+    assert_eq!(ck.spec.sizes, [64, 24, 12, 10]);
+    fails(
+        &["train", "--hidden", "8", "--layers", "64,8,10"],
+        "cannot be used with",
+    );
+    // eval --json: one object a script can read.
+    let o = gpumlp(&[
+        "eval", "--model", &model, "--data", "digits", "--device", "cpu", "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["samples"], 1797);
+    let acc = v["accuracy"].as_f64().unwrap();
+    let confusion = v["confusion"].as_array().unwrap();
+    let cell = |r: usize, c: usize| confusion[r][c].as_u64().unwrap();
+    let total: u64 = (0..10)
+        .flat_map(|r| (0..10).map(move |c| (r, c)))
+        .map(|(r, c)| cell(r, c))
+        .sum();
+    let diagonal: u64 = (0..10).map(|i| cell(i, i)).sum();
+    assert_eq!(total, 1797);
+    assert!((acc - diagonal as f64 / 1797.0).abs() < 1e-9, "{v}");
+    // predict --out -: the CSV on stdout, the same as the file.
+    let file = p(dir.path(), "preds.csv");
+    let predict = |out: &str| {
+        gpumlp(&[
+            "predict", "--model", &model, "--data", "digits", "--device", "cpu", "--out", out,
+        ])
+    };
+    let o = predict("-");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(predict(&file).status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        std::fs::read_to_string(&file).unwrap()
+    );
+    assert!(!Path::new(&p(dir.path(), "-")).exists());
+    // --adapter narrows the adapters by name.
+    fails(
+        &[
+            "train",
+            "--device",
+            "gpu",
+            "--adapter",
+            "no-such-adapter",
+            "--quiet",
+        ],
+        "no-such-adapter",
+    );
+    fails(
+        &["train", "--device", "cpu", "--adapter", "x"],
+        "give one or the other",
+    );
+}

@@ -23,6 +23,9 @@ pub struct EvalArgs {
     pub data: String,
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
+    /// Print one JSON object (model, device, samples, loss, accuracy, confusion) instead.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -33,7 +36,7 @@ pub struct PredictArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub data: String,
-    /// The CSV file to write: one row per sample.
+    /// The CSV file to write: one row per sample (`-`: standard output).
     #[arg(long)]
     pub out: PathBuf,
     /// Replace --out even where it is a read-only file.
@@ -88,22 +91,41 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
     let t = ds.dense_targets(&ck.spec)?;
     let stats = b.evaluate(&ds.features, &t, ds.rows)?;
+    let confusion = match &ds.targets {
+        Targets::Classes { labels, .. } => {
+            let out = ck.spec.outputs();
+            let y = b.predict(&ds.features, ds.rows)?;
+            let classes = out.max(2);
+            let mut confusion = vec![vec![0usize; classes]; classes];
+            for (&l, p) in labels.iter().zip(predicted_classes(&y, out)) {
+                confusion[l as usize][p] += 1;
+            }
+            Some(confusion)
+        }
+        Targets::Values { .. } => None,
+    };
+    let accuracy = confusion.is_some().then(|| stats.accuracy());
+    if args.json {
+        let report = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "data": args.data,
+            "device": b.name(),
+            "samples": ds.rows,
+            "loss": stats.mean_loss(),
+            "accuracy": accuracy,
+            "confusion": confusion,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!("model: {} on {}", args.model.display(), b.name());
     println!("samples: {}", ds.rows);
     println!("loss: {:.6}", stats.mean_loss());
-    if let Targets::Classes { labels, .. } = &ds.targets {
-        println!("accuracy: {:.2}%", stats.accuracy() * 100.0);
-        let out = ck.spec.outputs();
-        let y = b.predict(&ds.features, ds.rows)?;
-        let pred = predicted_classes(&y, out);
-        let classes = out.max(2);
-        let mut confusion = vec![vec![0usize; classes]; classes];
-        for (&l, &p) in labels.iter().zip(&pred) {
-            confusion[l as usize][p] += 1;
-        }
+    if let (Some(acc), Some(confusion)) = (accuracy, confusion) {
+        println!("accuracy: {:.2}%", acc * 100.0);
         println!("confusion matrix (rows: true class, columns: predicted class):");
         print!("{:>6}", "");
-        for c in 0..classes {
+        for c in 0..confusion.len() {
             print!("{c:>6}");
         }
         println!();
@@ -146,11 +168,14 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     let write = WriteOptions {
         replace_read_only: args.force,
     };
-    check_writable(&args.out, write)?;
-    let data = spec_paths(&args.data);
-    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--model", &args.model)];
-    inputs.extend(data.iter().map(|p| ("--data", p.as_path())));
-    check_distinct(&[("--out", &args.out)], &inputs)?;
+    let to_stdout = args.out.as_os_str() == "-";
+    if !to_stdout {
+        check_writable(&args.out, write)?;
+        let data = spec_paths(&args.data);
+        let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--model", &args.model)];
+        inputs.extend(data.iter().map(|p| ("--data", p.as_path())));
+        check_distinct(&[("--out", &args.out)], &inputs)?;
+    }
     let ck = Checkpoint::load(&args.model)?;
     let (features, cols, classes) = predict_data(&ck, &args.data)?;
     let rows = features.len() / cols;
@@ -198,6 +223,12 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
                 .join(",");
             csv.push('\n');
         }
+    }
+    if to_stdout {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(csv.as_bytes())?;
+        stdout.flush()?;
+        return Ok(());
     }
     atomic_write_with(&args.out, write, |f| f.write_all(csv.as_bytes()))?;
     eprintln!(

@@ -2,6 +2,7 @@
 //! library: it does nothing a library user cannot do.
 
 mod bench;
+mod epochs;
 mod eval;
 mod plan;
 mod resume;
@@ -70,6 +71,10 @@ pub struct DeviceArgs {
     /// Restrict to one backend: vulkan, metal, dx12 or gl.
     #[arg(long)]
     pub backend: Option<String>,
+    /// Restrict to adapters whose name contains NAME (case-insensitive), as GPUMLP_ADAPTER.
+    #[arg(long)]
+    #[serde(default)]
+    pub adapter: Option<String>,
 }
 
 impl DeviceArgs {
@@ -79,9 +84,14 @@ impl DeviceArgs {
                 "--backend {b} picks a GPU backend, but --device cpu runs on the CPU reference: give one or the other"
             );
         }
+        if let (Some(a), "cpu") = (&self.adapter, self.device.as_str()) {
+            anyhow::bail!(
+                "--adapter {a} picks a GPU adapter, but --device cpu runs on the CPU: give one or the other"
+            );
+        }
         let sel = AdapterSelector {
             backend: self.backend.clone(),
-            name: None,
+            name: self.adapter.clone(),
         };
         Ok(match self.device.as_str() {
             "auto" => Device::Auto(sel),

@@ -4,19 +4,17 @@ use crate::resume::resume_args;
 use crate::{DeviceArgs, LayerSizes};
 use anyhow::{bail, Context};
 use clap::Args;
-use gpumlp::checkpoint::{load_weights_file, Checkpoint, TrainingState};
+use gpumlp::checkpoint::{load_weights_file, Checkpoint};
 use gpumlp::data::{known_range, load_spec, spec_paths, Normalization, NormalizeMethod};
 use gpumlp::files::{check_distinct, check_writable, WriteOptions};
-use gpumlp::report::{plot, plot_format, write_metrics, MetricsRecord};
+use gpumlp::report::{plot, plot_format, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
     Activation, Backend, CpuBackend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
     Schedule, TrainConfig, Trainer,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -29,8 +27,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub test: Option<String>,
     /// Layer sizes, input first, e.g. 64,128,10 or 64-128-10 (default: inputs,128,outputs).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hidden")]
     pub layers: Option<LayerSizes>,
+    /// Hidden layer sizes only, e.g. 256,128: the data decides the input and output widths.
+    #[arg(long)]
+    #[serde(default)]
+    pub hidden: Option<LayerSizes>,
     /// Hidden activation: one name, or one per hidden layer (comma-separated).
     #[arg(long, default_value = "relu")]
     pub activation: String,
@@ -89,6 +91,22 @@ pub struct TrainArgs {
     /// given, else back to this file (never to a path stored in the checkpoint).
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Stop when --monitor has not improved by more than --min-delta for N epochs.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// What early stopping and --save-best watch: val_loss, val_accuracy or train_loss.
+    #[arg(long, default_value = "val_loss")]
+    pub monitor: String,
+    /// The smallest change of --monitor that counts as an improvement.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_delta: f64,
+    /// Write the checkpoint of the best epoch (by --monitor) here, atomically, as it happens.
+    #[arg(long)]
+    pub save_best: Option<PathBuf>,
+    /// End the run with the best epoch's weights (by --monitor), in --out too.
+    #[arg(long)]
+    #[serde(default)]
+    pub restore_best: bool,
     /// Replace outputs (--out, --metrics, --plot) even where they are read-only files.
     #[arg(long)]
     #[serde(skip)]
@@ -117,10 +135,12 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
         }
         gpumlp::Targets::Values { width, .. } => *width,
     };
-    let sizes = args
-        .layers
-        .clone()
-        .map_or_else(|| vec![train.cols, 128, outputs], |l| l.0);
+    let sizes = match (&args.layers, &args.hidden) {
+        (Some(l), _) => l.0.clone(),
+        // The data decides the input and output widths, as scikit-learn's hidden_layer_sizes.
+        (None, Some(h)) => [vec![train.cols], h.0.clone(), vec![outputs]].concat(),
+        (None, None) => vec![train.cols, 128, outputs],
+    };
     if sizes.len() < 2 {
         bail!(
             "--layers needs at least an input and an output size, e.g. {},128,{outputs}",
@@ -200,6 +220,22 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
         plot_format(p)?;
     }
     args.device.device()?;
+    check_early_stopping(args)
+}
+
+/// `--patience`, `--monitor`, `--min-delta`, `--save-best` and `--restore-best`, checked
+/// before any work.
+fn check_early_stopping(args: &TrainArgs) -> anyhow::Result<()> {
+    let monitor: gpumlp::Monitor = args.monitor.parse()?;
+    gpumlp::EarlyStopping::new(monitor, args.patience.unwrap_or(1), args.min_delta)
+        .context("--patience / --min-delta")?;
+    let tracked = args.patience.is_some() || args.save_best.is_some() || args.restore_best;
+    let needs_validation = monitor != gpumlp::Monitor::TrainLoss;
+    if tracked && needs_validation && args.val_split <= 0.0 {
+        bail!(
+            "--monitor {monitor} needs a validation set, but --val-split is 0: give --val-split above 0, or --monitor train_loss"
+        );
+    }
     Ok(())
 }
 
@@ -213,6 +249,7 @@ fn check_outputs(args: &TrainArgs) -> anyhow::Result<()> {
         ("--out", &args.out),
         ("--metrics", &args.metrics),
         ("--plot", &args.plot),
+        ("--save-best", &args.save_best),
     ]
     .into_iter()
     .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
@@ -239,11 +276,11 @@ fn check_outputs(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percent(v: Option<f64>) -> String {
+pub(crate) fn percent(v: Option<f64>) -> String {
     v.map_or("-".into(), |a| format!("{:.2}%", a * 100.0))
 }
 
-fn epoch_line(r: &EpochReport, epochs: usize) -> String {
+pub(crate) fn epoch_line(r: &EpochReport, epochs: usize) -> String {
     let mut s = format!(
         "epoch {:>3}/{epochs}  loss {:.4}  acc {}",
         r.epoch,
@@ -396,63 +433,26 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     trainer.set_train_data(&train)?;
-    let bar = (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new(args.epochs as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
-                .expect("valid template"),
-        );
-        bar.set_position(trainer.epoch() as u64);
-        bar
-    });
-    let args_json = serde_json::to_string(&args)?;
-    while trainer.epoch() < args.epochs {
-        let r = trainer.run_epoch(val.as_ref())?;
-        history.push(MetricsRecord::from(&r));
-        match &bar {
-            Some(b) => {
-                b.set_position(r.epoch as u64);
-                b.set_message(format!(
-                    "loss {:.4} acc {} val_acc {} {:.0} samples/s",
-                    r.train_loss,
-                    percent(r.train_accuracy),
-                    percent(r.val_accuracy),
-                    r.samples_per_second
-                ));
-            }
-            None if !args.quiet => eprintln!("{}", epoch_line(&r, args.epochs)),
-            None => {}
-        }
-        if let Some(out) = &args.out {
-            let mut extra = HashMap::new();
-            extra.insert("args".to_string(), args_json.clone());
-            extra.insert("history".to_string(), serde_json::to_string(&history)?);
-            let ck = Checkpoint {
-                spec: spec.clone(),
-                params: trainer.params()?,
-                normalization: Some(norm.clone()),
-                training: Some(TrainingState {
-                    epoch: trainer.epoch(),
-                    steps: trainer.steps(),
-                    seed: args.seed,
-                    optimizer: trainer.backend().optimizer_state()?,
-                    extra,
-                }),
-            };
-            ck.save_with(out, write)?;
-        }
-        if let Some(m) = &args.metrics {
-            write_metrics(m, &history, write)?;
-        }
-    }
-    if let Some(b) = &bar {
-        b.finish();
-    }
+    let run = crate::epochs::Run {
+        args: &args,
+        spec: &spec,
+        norm: &norm,
+        val: val.as_ref(),
+        write,
+    };
+    let finished = run.train(&mut trainer, history)?;
+    let history = finished.history;
     if let Some(p) = &args.plot {
         plot(p, &history, write)?;
     }
-    if let Some(m) = &args.metrics {
-        write_metrics(m, &history, write)?;
+    if let (Some(why), false) = (&finished.stopped_early, args.quiet) {
+        eprintln!("gpumlp: {why}");
+    }
+    if let (Some(best), true, false) = (finished.best_epoch, args.restore_best, args.quiet) {
+        eprintln!(
+            "gpumlp: restored the weights of epoch {best}, the best by --monitor {}",
+            args.monitor
+        );
     }
     if let Some(last) = history.last() {
         match (last.val_loss, last.val_accuracy) {
