@@ -440,6 +440,25 @@ fn split_sizes_and_determinism() {
     }
 }
 
+#[test]
+fn validation_split_keeps_class_proportions() {
+    // 90 rows of class 0, 10 of class 1: 20% held out is 18 and 2, whatever the seed.
+    let labels: Vec<u32> = (0..100).map(|r| u32::from(r >= 90)).collect();
+    let d = Dataset::from_classes((0..100).map(|i| i as f32).collect(), 1, labels, 2).unwrap();
+    for seed in 0..20 {
+        let (train, val) = d.split(0.2, seed).unwrap();
+        let count = |ds: &Dataset, c: u32| classes(ds).0.iter().filter(|&&l| l == c).count();
+        let val = val.unwrap();
+        assert_eq!((count(&val, 0), count(&val, 1)), (18, 2), "seed {seed}");
+        assert_eq!((count(&train, 0), count(&train, 1)), (72, 8), "seed {seed}");
+    }
+    // Rounding: 3 classes of 7 rows, 10% of 21 rows = 2 held out, from two classes.
+    let labels: Vec<u32> = (0..21).map(|r| r % 3).collect();
+    let d = Dataset::from_classes(vec![0.0; 21], 1, labels, 3).unwrap();
+    let val = d.split(0.1, 1).unwrap().1.unwrap();
+    assert_eq!(val.rows, 2);
+}
+
 fn close(a: &[f32], b: &[f32]) {
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {

@@ -1,22 +1,25 @@
 //! Preparing a dataset for training: a seeded train/validation split and feature normalization.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{check_finite, Dataset, Normalization, NormalizeMethod};
+use super::{check_finite, Dataset, Normalization, NormalizeMethod, Targets};
 use crate::error::{Error, Result};
 
 /// Standard deviations below this count as 0: the feature is constant and is only shifted.
 const MIN_STD: f64 = 1e-12;
 
 impl Dataset {
-    /// Shuffles the rows with ChaCha8 seeded by `seed`, then puts the first
-    /// `round(rows × val_fraction)` into validation and the rest into training. A fraction of 0,
-    /// or one that rounds to no validation row, gives `(all rows in order, None)`. The fraction
-    /// must lie in [0, 1) and leave at least one training row.
+    /// Holds `round(rows × val_fraction)` rows out for validation, chosen by a shuffle with
+    /// ChaCha8 seeded by `seed`. With class labels the split is stratified: each class gives
+    /// its share of the validation rows (largest remainders settle the rounding), so both parts
+    /// keep the class proportions. A fraction of 0, or one that rounds to no validation row,
+    /// gives `(all rows in order, None)`. The fraction must lie in [0, 1) and leave at least
+    /// one training row.
     pub fn split(&self, val_fraction: f32, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
         if !(0.0..1.0).contains(&val_fraction) {
             return Err(Error::InvalidConfig(format!(
@@ -37,10 +40,61 @@ impl Dataset {
         }
         let mut order: Vec<usize> = (0..self.rows).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let val = self.select(&order[..n_val]);
-        let train = self.select(&order[n_val..]);
-        Ok((train, Some(val)))
+        let held_out = match &self.targets {
+            Targets::Classes { labels, classes } => {
+                stratified(&order, labels, *classes, n_val, val_fraction as f64)
+            }
+            Targets::Values { .. } => order[..n_val].iter().copied().collect(),
+        };
+        let (val, train): (Vec<usize>, Vec<usize>) =
+            order.iter().partition(|i| held_out.contains(*i));
+        Ok((self.select(&train), Some(self.select(&val))))
     }
+}
+
+/// The `n_val` rows (by index) that a stratified split holds out: class `c` with
+/// `count_c` rows gives `floor(count_c × fraction)`, and the classes with the largest
+/// remainders (ties: the lower class) one more each until `n_val` is reached; within a class,
+/// the first rows of the shuffled `order`.
+fn stratified(
+    order: &[usize],
+    labels: &[u32],
+    classes: usize,
+    n_val: usize,
+    fraction: f64,
+) -> HashSet<usize> {
+    let mut counts = vec![0usize; classes.max(1)];
+    for &l in labels {
+        if let Some(c) = counts.get_mut(l as usize) {
+            *c += 1;
+        }
+    }
+    let exact: Vec<f64> = counts.iter().map(|&c| c as f64 * fraction).collect();
+    let mut take: Vec<usize> = exact.iter().map(|e| e.floor() as usize).collect();
+    let mut by_remainder: Vec<usize> = (0..counts.len()).collect();
+    by_remainder.sort_by(|&a, &b| {
+        let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    let mut missing = n_val.saturating_sub(take.iter().sum());
+    for c in by_remainder.into_iter().cycle().take(counts.len() * 2) {
+        if missing == 0 {
+            break;
+        }
+        if take[c] < counts[c] {
+            take[c] += 1;
+            missing -= 1;
+        }
+    }
+    let mut held = HashSet::with_capacity(n_val);
+    for &i in order {
+        let c = labels[i] as usize;
+        if take.get(c).copied().unwrap_or(0) > 0 {
+            take[c] -= 1;
+            held.insert(i);
+        }
+    }
+    held
 }
 
 impl Normalization {
