@@ -1064,3 +1064,46 @@ fn hidden_eval_json_predict_to_stdout_and_adapter() {
         "give one or the other",
     );
 }
+
+#[test]
+fn a_run_described_in_a_toml_file_with_flags_overriding_it() {
+    let dir = tmp();
+    let config = p(dir.path(), "run.toml");
+    let model = p(dir.path(), "m.safetensors");
+    std::fs::write(
+        &config,
+        "epochs = 3\nlayers = \"64,24,10\"\ndata = \"digits\"\nval-split = 0.1\ndevice = \"cpu\"\noptimizer = \"sgd\"\n",
+    )
+    .unwrap();
+    ok(&[
+        "train", "--config", &config, "--epochs", "2", "--out", &model, "--quiet",
+    ]);
+    let ck = Checkpoint::load(Path::new(&model)).unwrap();
+    assert_eq!(ck.spec.sizes, [64, 24, 10], "from the file");
+    assert_eq!(
+        ck.training.as_ref().unwrap().epoch,
+        2,
+        "the flag overrides the file"
+    );
+    // info --model prints the effective configuration, which --config reads back.
+    let info = ok(&["info", "--model", &model]);
+    assert!(info.contains("epochs = 2"), "{info}");
+    assert!(info.contains("optimizer = \"sgd\""), "{info}");
+    let toml_part = info.split_once("reads this):\n").unwrap().1;
+    let again = p(dir.path(), "again.toml");
+    let other = p(dir.path(), "other.safetensors");
+    std::fs::write(&again, toml_part.replace(&model, &other)).unwrap();
+    ok(&["train", "--config", &again, "--quiet"]);
+    assert_eq!(
+        Checkpoint::load(Path::new(&other)).unwrap().params,
+        ck.params,
+        "the printed configuration reproduces the run"
+    );
+    // Mistakes name the key.
+    std::fs::write(&config, "epoch = 3\n").unwrap();
+    fails(&["train", "--config", &config], "unknown key 'epoch'");
+    std::fs::write(&config, "epochs = \"three\"\n").unwrap();
+    fails(&["train", "--config", &config], "wrong type");
+    std::fs::write(&config, "resume = \"x\"\n").unwrap();
+    fails(&["train", "--config", &config], "cannot be set in a file");
+}

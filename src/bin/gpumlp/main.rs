@@ -2,6 +2,7 @@
 //! library: it does nothing a library user cannot do.
 
 mod bench;
+mod config;
 mod epochs;
 mod eval;
 mod plan;
@@ -33,12 +34,20 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write one row of predictions per sample to a CSV file.
     Predict(eval::PredictArgs),
-    /// List every adapter with its backend, type, driver and limits.
-    Info,
+    /// List every adapter with its backend, type, driver and limits; with --model, describe a
+    /// saved model and the configuration it was trained with.
+    Info(InfoArgs),
     /// Time training steps with a fixed protocol (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// How a training step runs on this adapter or a named device profile (kernels, tiles).
     Plan(plan::PlanArgs),
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// A checkpoint to describe instead of the adapters.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
 }
 
 /// Layer sizes, input first: `784,512,10`, `784-512-10` or `784x512x10` (the forms the
@@ -168,6 +177,33 @@ fn clean_up_on_interrupt() {
     });
 }
 
+/// `gpumlp info --model PATH`: the model and the effective configuration of its run.
+fn model_info(path: &std::path::Path) -> anyhow::Result<()> {
+    let ck = gpumlp::checkpoint::Checkpoint::load(path)?;
+    let s = &ck.spec;
+    println!("model: {}", path.display());
+    let sizes: Vec<String> = s.sizes.iter().map(|v| v.to_string()).collect();
+    let acts: Vec<String> = s.activations.iter().map(|a| a.name()).collect();
+    println!(
+        "layers: {} ({}), loss {}",
+        sizes.join("-"),
+        acts.join(","),
+        s.loss
+    );
+    println!("parameters: {}", s.param_count());
+    if let Some(n) = &ck.normalization {
+        println!("normalization: {:?}", n.method);
+    }
+    if let Some(t) = &ck.training {
+        println!("trained: {} epochs, {} steps", t.epoch, t.steps);
+        if let Some(args) = t.extra.get("args") {
+            println!("configuration (gpumlp train --config reads this):");
+            print!("{}", config::to_toml(args)?);
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     clean_up_on_interrupt();
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -191,7 +227,8 @@ fn main() -> ExitCode {
         }
         Command::Eval(args) => eval::run_eval(args).map(|_| ExitCode::SUCCESS),
         Command::Predict(args) => eval::run_predict(args).map(|_| ExitCode::SUCCESS),
-        Command::Info => info().map(|_| ExitCode::SUCCESS),
+        Command::Info(InfoArgs { model: None }) => info().map(|_| ExitCode::SUCCESS),
+        Command::Info(InfoArgs { model: Some(m) }) => model_info(&m).map(|_| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
         Command::Plan(args) => plan::run(args).map(|_| ExitCode::SUCCESS),
     };

@@ -107,6 +107,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub restore_best: bool,
+    /// A TOML file with the same keys as these flags (epochs = 2, layers = "64,32,10", ...);
+    /// flags given on the command line override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Replace outputs (--out, --metrics, --plot) even where they are read-only files.
     #[arg(long)]
     #[serde(skip)]
@@ -294,6 +299,10 @@ pub(crate) fn epoch_line(r: &EpochReport, epochs: usize) -> String {
 }
 
 pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
+    let cli = match cli.config.clone() {
+        Some(path) => crate::config::apply(cli, &path)?,
+        None => cli,
+    };
     check_flags(&cli)?;
     let resumed = match &cli.resume {
         Some(p) => Some(Checkpoint::load(p)?),
