@@ -178,7 +178,29 @@ impl Trainer {
     }
 
     /// Runs the next epoch over the data given to [`Trainer::set_train_data`].
+    ///
+    /// # Errors
+    /// No training data, a device error, or [`Error::Diverged`].
     pub fn run_epoch(&mut self, val: Option<&Dataset>) -> Result<EpochReport> {
+        self.run_epoch_observed(val, |_, _| {})
+    }
+
+    /// Steps in one epoch over the current training data.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train_rows
+            .div_ceil(self.config.batch_size.min(self.train_rows).max(1))
+    }
+
+    /// [`Trainer::run_epoch`], calling `on_step(done, total)` as each step is queued (for a
+    /// progress bar; steps are queued without any readback, so no loss is known yet).
+    ///
+    /// # Errors
+    /// As [`Trainer::run_epoch`].
+    pub fn run_epoch_observed(
+        &mut self,
+        val: Option<&Dataset>,
+        mut on_step: impl FnMut(usize, usize),
+    ) -> Result<EpochReport> {
         if self.train_rows == 0 {
             return Err(Error::InvalidConfig(
                 "no training data: call set_train_data first".into(),
@@ -197,13 +219,17 @@ impl Trainer {
         let order = epoch_order(self.train_rows, c.seed, self.epoch, c.shuffle);
         self.backend.begin_epoch(&order)?;
         let batch = c.batch_size.min(self.train_rows);
+        let total = self.train_rows.div_ceil(batch.max(1));
         let mut start = 0;
+        let mut done = 0;
         while start < self.train_rows {
             let len = batch.min(self.train_rows - start);
             self.steps += 1;
             let hyper = c.optimizer.hyper(lr, self.steps, c.l2);
             self.backend.step(start, len, &hyper)?;
             start += len;
+            done += 1;
+            on_step(done, total);
         }
         let per_step = self.backend.finish_epoch()?;
         let mut total = BatchStats::default();

@@ -103,7 +103,10 @@ impl Run<'_> {
         let mut best: Option<Checkpoint> = None;
         let mut stopped_early = None;
         while trainer.epoch() < args.epochs {
-            let r = trainer.run_epoch(self.val)?;
+            let r = match &bar {
+                Some(b) => trainer.run_epoch_observed(self.val, |_, _| b.inc(1))?,
+                None => trainer.run_epoch(self.val)?,
+            };
             let verdict = match &mut stop {
                 Some(s) => Some(s.update(&r)?),
                 None => None,
@@ -113,8 +116,8 @@ impl Run<'_> {
             history.push(record.clone());
             match &bar {
                 Some(b) => {
-                    b.set_position(r.epoch as u64);
-                    b.set_message(progress_message(&r));
+                    b.set_position(r.epoch as u64 * trainer.steps_per_epoch() as u64);
+                    b.set_message(progress_message(&r, args.epochs));
                 }
                 None if !args.quiet => eprintln!("{}", crate::train::epoch_line(&r, args.epochs)),
                 None => {}
@@ -163,23 +166,27 @@ impl Run<'_> {
         })
     }
 
+    /// On a terminal: a bar over every step of the run that advances as each step is queued,
+    /// with steps/s, the ETA and the last epoch's metrics.
     fn progress_bar(&self, trainer: &Trainer) -> Option<ProgressBar> {
         let args = self.args;
         (!args.quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(args.epochs as u64);
+            let per_epoch = trainer.steps_per_epoch() as u64;
+            let bar = ProgressBar::new(args.epochs as u64 * per_epoch);
             bar.set_style(
-                ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg}")
+                ProgressStyle::with_template("{bar:30} step {pos}/{len} {per_sec} ETA {eta} {msg}")
                     .expect("valid template"),
             );
-            bar.set_position(trainer.epoch() as u64);
+            bar.set_position(trainer.epoch() as u64 * per_epoch);
             bar
         })
     }
 }
 
-fn progress_message(r: &EpochReport) -> String {
+fn progress_message(r: &EpochReport, epochs: usize) -> String {
     format!(
-        "loss {:.4} acc {} val_acc {} {:.0} samples/s",
+        "| epoch {}/{epochs} loss {:.4} acc {} val_acc {} {:.0} samples/s",
+        r.epoch,
         r.train_loss,
         crate::train::percent(r.train_accuracy),
         crate::train::percent(r.val_accuracy),
