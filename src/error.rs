@@ -28,6 +28,13 @@ pub enum Error {
         classes: usize,
     },
 
+    #[error("class label '{label}' at row {row} is not one the model was trained on (it knows: {known})")]
+    UnknownLabel {
+        label: String,
+        row: usize,
+        known: String,
+    },
+
     #[error("non-finite value ({value}) in {what} at row {row}, column {col}: clean or drop that sample")]
     NonFinite {
         what: String,

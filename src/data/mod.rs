@@ -8,6 +8,7 @@
 pub mod csv;
 pub mod digits;
 pub mod idx;
+pub mod npy;
 pub mod prep;
 mod source;
 pub mod spec;
@@ -15,6 +16,7 @@ pub mod spec;
 pub use csv::{load_csv, load_csv_features, CsvTarget};
 pub use digits::{digits, DIGITS_RANGE};
 pub use idx::{fashion_mnist, load_idx};
+pub use npy::load_npy;
 pub use spec::{known_range, load_spec, spec_paths};
 
 use crate::error::{Error, Result};
@@ -36,6 +38,9 @@ pub struct Dataset {
     pub rows: usize,
     pub cols: usize,
     pub targets: Targets,
+    /// With string class labels: the label vocabulary, sorted, so class `i` is
+    /// `class_names[i]` (built from the training data, saved in the checkpoint).
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Dataset {
@@ -51,6 +56,7 @@ impl Dataset {
             features,
             cols,
             targets: Targets::Classes { labels, classes },
+            class_names: None,
         };
         ds.validate()?;
         Ok(ds)
@@ -69,6 +75,7 @@ impl Dataset {
             features,
             cols,
             targets: Targets::Values { values, width },
+            class_names: None,
         };
         ds.validate()?;
         Ok(ds)
@@ -227,7 +234,68 @@ impl Dataset {
             rows: idx.len(),
             cols: self.cols,
             targets,
+            class_names: self.class_names.clone(),
         }
+    }
+
+    /// A dataset whose class labels are strings: row `r` has class `names[r]`. The
+    /// vocabulary is the sorted set of names, so the same names always give the same classes.
+    ///
+    /// # Errors
+    /// Shapes that disagree, or non-finite features.
+    pub fn from_names(features: Vec<f32>, cols: usize, names: &[String]) -> Result<Self> {
+        let vocabulary: Vec<String> = names
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let labels = names
+            .iter()
+            .map(|n| vocabulary.binary_search(n).expect("in the vocabulary") as u32)
+            .collect();
+        let mut ds = Dataset::from_classes(features, cols, labels, vocabulary.len().max(1))?;
+        ds.class_names = Some(vocabulary);
+        Ok(ds)
+    }
+
+    /// This dataset's class labels in a model's `vocabulary` (class `i` is `vocabulary[i]`):
+    /// string labels are looked up by name, numeric ones by their decimal form.
+    ///
+    /// # Errors
+    /// [`Error::UnknownLabel`] for a label the vocabulary does not hold, naming its row.
+    pub fn relabel(&self, vocabulary: &[String]) -> Result<Dataset> {
+        let Targets::Classes { labels, .. } = &self.targets else {
+            return Err(Error::InvalidData(
+                "the model was trained on class labels, but this data has real-valued targets"
+                    .into(),
+            ));
+        };
+        let name = |l: u32| match &self.class_names {
+            Some(names) => names[l as usize].clone(),
+            None => l.to_string(),
+        };
+        let mut mapped = Vec::with_capacity(labels.len());
+        for (row, &l) in labels.iter().enumerate() {
+            let n = name(l);
+            match vocabulary.iter().position(|v| *v == n) {
+                Some(i) => mapped.push(i as u32),
+                None => {
+                    return Err(Error::UnknownLabel {
+                        label: n,
+                        row,
+                        known: vocabulary.join(", "),
+                    })
+                }
+            }
+        }
+        let mut ds = self.clone();
+        ds.targets = Targets::Classes {
+            labels: mapped,
+            classes: vocabulary.len(),
+        };
+        ds.class_names = Some(vocabulary.to_vec());
+        Ok(ds)
     }
 }
 

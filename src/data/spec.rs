@@ -5,6 +5,7 @@ use std::path::Path;
 use super::csv::{load_csv, CsvTarget};
 use super::digits::{digits, DIGITS_RANGE};
 use super::idx::{fashion_mnist, load_idx};
+use super::npy::load_npy;
 use super::Dataset;
 use crate::error::{Error, Result};
 
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 pub const SPEC_FORMS: &str = "digits (built in), csv:PATH (label in the last column), \
     csv:PATH:label=COL (label column by header name or 0-based index), csv:PATH:targets=K \
     (the last K columns are real-valued targets), idx:IMAGES_FILE,LABELS_FILE (MNIST format), \
+    npy:FEATURES.npy,LABELS.npy (NumPy arrays), \
     fashion-mnist, fashion-mnist-test";
 
 /// Loads the dataset that `spec` names; see [`SPEC_FORMS`].
@@ -25,6 +27,17 @@ pub fn load_spec(spec: &str) -> Result<Dataset> {
     if let Some(rest) = spec.strip_prefix("csv:") {
         let (path, target) = csv_spec(spec, rest)?;
         return load_csv(Path::new(path), target);
+    }
+    if let Some(rest) = spec.strip_prefix("npy:") {
+        return match rest.split_once(',') {
+            Some((x, y)) if !x.is_empty() && !y.is_empty() && !y.contains(',') => {
+                load_npy(Path::new(x), Path::new(y))
+            }
+            _ => Err(bad_spec(
+                spec,
+                "give two files separated by one comma: npy:FEATURES.npy,LABELS.npy",
+            )),
+        };
     }
     if let Some(rest) = spec.strip_prefix("idx:") {
         return match rest.split_once(',') {
@@ -74,7 +87,11 @@ pub fn spec_paths(spec: &str) -> Vec<std::path::PathBuf> {
             .map(|(path, _)| vec![Path::new(path).to_path_buf()])
             .unwrap_or_default();
     }
-    if let Some((images, labels)) = spec.strip_prefix("idx:").and_then(|r| r.split_once(',')) {
+    let pair = spec
+        .strip_prefix("idx:")
+        .or_else(|| spec.strip_prefix("npy:"))
+        .and_then(|r| r.split_once(','));
+    if let Some((images, labels)) = pair {
         return vec![images.into(), labels.into()];
     }
     Vec::new()
