@@ -190,6 +190,14 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     if args.verify == Some(0) {
         bail!("--verify K compares the first K steps: K must be at least 1");
     }
+    if let Some(k) = args.verify {
+        if k > gpumlp::limits::MAX_VERIFY_STEPS {
+            bail!(
+                "--verify {k}: at most {} steps are compared (the CPU reference runs every one of them): give a smaller K",
+                gpumlp::limits::MAX_VERIFY_STEPS
+            );
+        }
+    }
     if let Some(p) = &args.plot {
         plot_format(p)?;
     }
@@ -255,7 +263,10 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         None => build_spec(&args, &train)?,
     };
     let config = build_config(&args)?;
+    config.validate()?;
     let batch = config.batch_size.clamp(1, train.rows);
+    // The parameters are allocated below (initialized or read): refuse a model that cannot fit.
+    spec.check_host_memory(config.optimizer, 0)?;
     // The test set is read and checked against the model now, not after training.
     let test = match &args.test {
         Some(t) => Some(load_test(t, &spec, &norm, &args.data)?),
@@ -361,6 +372,49 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         bar
     });
     let args_json = serde_json::to_string(&args)?;
+    let save = |trainer: &mut Trainer,
+                history: &[MetricsRecord],
+                out: &std::path::Path|
+     -> anyhow::Result<()> {
+        let mut extra = HashMap::new();
+        extra.insert("args".to_string(), args_json.clone());
+        extra.insert("history".to_string(), serde_json::to_string(history)?);
+        let ck = Checkpoint {
+            spec: spec.clone(),
+            params: trainer.params()?,
+            normalization: Some(norm.clone()),
+            training: Some(TrainingState {
+                epoch: trainer.epoch(),
+                steps: trainer.steps(),
+                seed: args.seed,
+                optimizer: trainer.backend().optimizer_state()?,
+                extra,
+            }),
+        };
+        ck.save(out)?;
+        Ok(())
+    };
+    let already = trainer.epoch();
+    if already >= args.epochs {
+        // A resumed run that has already trained every epoch asked for: nothing to train, but
+        // the requested outputs are still written (the checkpoint as it is).
+        if !args.quiet {
+            eprintln!(
+                "gpumlp: nothing to train: {} has already trained {already} of --epochs {} (--epochs counts the total; give a larger one to train more)",
+                args.resume.as_ref().map_or("the run".into(), |p| p.display().to_string()),
+                args.epochs
+            );
+        }
+        if let Some(out) = &args.out {
+            save(&mut trainer, &history, out)?;
+            if !args.quiet {
+                eprintln!(
+                    "gpumlp: wrote the checkpoint unchanged to {}",
+                    out.display()
+                );
+            }
+        }
+    }
     while trainer.epoch() < args.epochs {
         let r = trainer.run_epoch(val.as_ref())?;
         history.push(MetricsRecord::from(&r));
@@ -379,22 +433,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             None => {}
         }
         if let Some(out) = &args.out {
-            let mut extra = HashMap::new();
-            extra.insert("args".to_string(), args_json.clone());
-            extra.insert("history".to_string(), serde_json::to_string(&history)?);
-            let ck = Checkpoint {
-                spec: spec.clone(),
-                params: trainer.params()?,
-                normalization: Some(norm.clone()),
-                training: Some(TrainingState {
-                    epoch: trainer.epoch(),
-                    steps: trainer.steps(),
-                    seed: args.seed,
-                    optimizer: trainer.backend().optimizer_state()?,
-                    extra,
-                }),
-            };
-            ck.save(out)?;
+            save(&mut trainer, &history, out)?;
         }
         if let Some(m) = &args.metrics {
             write_metrics(m, &history)?;
@@ -409,7 +448,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = &args.metrics {
         write_metrics(m, &history)?;
     }
-    if let Some(last) = history.last() {
+    if let (Some(last), true) = (history.last(), trainer.epoch() > already) {
         match (last.val_loss, last.val_accuracy) {
             (Some(_), Some(acc)) => println!(
                 "held-out accuracy: {:.2}% ({} samples) on {device_name}",
@@ -420,7 +459,12 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                 "held-out loss: {loss:.6} ({} samples) on {device_name}",
                 val.as_ref().map_or(0, |v| v.rows)
             ),
-            _ => println!("train loss: {:.6} on {device_name}", last.train_loss),
+            // The mean of the last epoch's per-step losses, each taken before that step's update
+            // (what training saw, not the final weights' loss: `eval` gives that).
+            _ => println!(
+                "mean training loss over the last epoch's steps (each before its update): {:.6} on {device_name}",
+                last.train_loss
+            ),
         }
     }
     if let Some(t) = &test {
