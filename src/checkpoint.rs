@@ -269,6 +269,24 @@ impl Checkpoint {
                     (Some(shift), Some(scale))
                         if shift.len() == spec.inputs() && scale.len() == spec.inputs() =>
                     {
+                        // x' = (x − shift) / scale: a scale of 0 or a non-finite value would
+                        // turn every input into NaN or infinity.
+                        let bad = shift
+                            .iter()
+                            .position(|v| !v.is_finite())
+                            .map(|i| ("normalization_shift", i, shift[i]))
+                            .or_else(|| {
+                                scale
+                                    .iter()
+                                    .position(|v| !v.is_finite() || *v == 0.0)
+                                    .map(|i| ("normalization_scale", i, scale[i]))
+                            });
+                        if let Some((name, i, v)) = bad {
+                            return Err(ck_err(
+                                path,
+                                format!("metadata '{name}' holds {v} for feature {i}: normalization statistics must be finite, and scales non-zero; the checkpoint is damaged"),
+                            ));
+                        }
                         Some(Normalization {
                             method,
                             shift,

@@ -170,6 +170,18 @@ impl Trainer {
             )));
         }
         let t = train.dense_targets(self.backend.spec())?;
+        // The backend keeps its own copy of the features and dense targets.
+        crate::limits::check_host_bytes(
+            &format!("the training set on the backend ({} rows)", train.rows),
+            crate::limits::bytes_of(
+                &[
+                    train.rows,
+                    train.cols.saturating_add(self.backend.spec().outputs()),
+                ],
+                4,
+            ),
+            "use a smaller training set",
+        )?;
         self.backend
             .set_train_data(&train.features, &t, train.rows)?;
         self.train_rows = train.rows;
@@ -276,8 +288,14 @@ impl Trainer {
 /// The most bytes of dense targets (or outputs) one evaluation or prediction chunk holds.
 const CHUNK_BYTES: usize = 64 << 20;
 
-/// Rows per chunk for `width` floats per row: at least 1, at most [`CHUNK_BYTES`] of them.
-fn chunk_rows(width: usize) -> usize {
+/// Rows per chunk for `spec`: each row holds every layer's width in floats (inputs, targets and
+/// activations a backend computes for it, which the CPU reference allocates per call), so a
+/// chunk holds at most about [`CHUNK_BYTES`] per such array; at least 1 row.
+fn chunk_rows(spec: &crate::model::ModelSpec) -> usize {
+    let width = spec
+        .sizes
+        .iter()
+        .fold(0usize, |acc, &w| acc.saturating_add(w));
     (CHUNK_BYTES / width.max(1).saturating_mul(4)).max(1)
 }
 
@@ -288,7 +306,7 @@ pub fn evaluate(backend: &mut dyn Backend, data: &Dataset) -> Result<BatchStats>
     data.validate()?;
     let spec = backend.spec().clone();
     let (cols, out) = (data.cols, spec.outputs());
-    let step = chunk_rows(out.max(cols));
+    let step = chunk_rows(&spec);
     let mut total = BatchStats::default();
     let mut start = 0;
     while start < data.rows {
@@ -327,7 +345,7 @@ pub fn predict(backend: &mut dyn Backend, x: &[f32], rows: usize) -> Result<Vec<
         crate::limits::bytes_of(&[rows, out], 4),
         "predict fewer samples at a time",
     )?;
-    let step = chunk_rows(out.max(inp));
+    let step = chunk_rows(backend.spec());
     let mut y = Vec::with_capacity(rows * out);
     let mut start = 0;
     while start < rows {

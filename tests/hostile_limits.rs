@@ -823,3 +823,44 @@ fn bench_refuses_gpu_only_flags_on_the_cpu() {
         );
     }
 }
+
+// ---- the same class of fault, found beyond the list ----
+
+#[test]
+fn damaged_normalization_statistics_are_named_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained_checkpoint(dir.path());
+    let mut ck = Checkpoint::load(Path::new(&model)).unwrap();
+    ck.normalization.as_mut().unwrap().scale[5] = 0.0;
+    let p = dir.path().join("zero-scale.safetensors");
+    ck.save(&p).unwrap();
+    fails(
+        &["eval", "--model", &s(&p), "--data", "digits"],
+        &["zero-scale.safetensors", "normalization_scale", "feature 5"],
+    );
+}
+
+#[test]
+fn the_library_bounds_verify_too() {
+    let spec = ModelSpec::new(
+        &[1, 2],
+        Activation::Identity,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let data = Dataset::from_classes(vec![0.0, 1.0], 1, vec![0, 1], 2).unwrap();
+    let mut a = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let mut b = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let e = gpumlp::verify::verify(
+        &mut a,
+        &mut b,
+        &spec.init_params(0),
+        &data,
+        &Default::default(),
+        usize::MAX,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("at most 10000"), "{e}");
+}
