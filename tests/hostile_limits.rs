@@ -864,3 +864,23 @@ fn the_library_bounds_verify_too() {
     .to_string();
     assert!(e.contains("at most 10000"), "{e}");
 }
+
+#[test]
+fn a_softmax_over_one_output_is_refused_on_the_command_line() {
+    fails(
+        &["bench", "--device", "cpu", "--layers", "4,1"],
+        &["always 1"],
+    );
+    fails(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--layers",
+            "64,1",
+            "--output-activation",
+            "softmax",
+        ],
+        &["always 1", "sigmoid"],
+    );
+}

@@ -79,6 +79,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.fused_mlp && args.layered {
         bail!("--fused-mlp and --layered ask for opposite schedules: give one of them");
     }
+    if args.layers.0.last() == Some(&1) {
+        bail!("bench trains a softmax classifier, and a softmax over one output is always 1 (the loss is 0 whatever the weights): give the last layer 2 or more units");
+    }
     let hidden: Activation = args.activation.parse()?;
     let spec = ModelSpec::new(
         &args.layers.0,

@@ -158,6 +158,9 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
         },
         other => other.parse()?,
     };
+    if out_act == Activation::Softmax && sizes.last() == Some(&1) {
+        bail!("a softmax over one output is always 1, so nothing can be learned: give the output layer 2 or more units (one per class), or use --output-activation sigmoid for one output");
+    }
     let mut activations = hidden;
     activations.push(out_act);
     Ok(ModelSpec::with_activations(&sizes, activations, loss)?)
