@@ -884,3 +884,29 @@ fn a_softmax_over_one_output_is_refused_on_the_command_line() {
         &["always 1", "sigmoid"],
     );
 }
+
+#[test]
+fn a_damaged_history_is_refused_on_resume_not_silently_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained_checkpoint(dir.path());
+    let mut ck = Checkpoint::load(Path::new(&model)).unwrap();
+    ck.training
+        .as_mut()
+        .unwrap()
+        .extra
+        .insert("history".into(), "not json".into());
+    let p = dir.path().join("history.safetensors");
+    ck.save(&p).unwrap();
+    fails(
+        &[
+            "train",
+            "--resume",
+            &s(&p),
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        &["history.safetensors", "extra.history"],
+    );
+}

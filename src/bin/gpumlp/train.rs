@@ -361,7 +361,13 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         let state = ck.training.as_ref().expect("checked in resume_args");
         trainer.restore(state.epoch, state.steps, &state.optimizer)?;
         if let Some(h) = state.extra.get("history") {
-            history = serde_json::from_str(h).unwrap_or_default();
+            // A damaged history would silently restart the metrics and the plot: refuse it.
+            history = serde_json::from_str(h).with_context(|| {
+                format!(
+                    "--resume {}: metadata 'extra.history' is not the run's per-epoch metrics: the checkpoint is damaged",
+                    args.resume.as_ref().expect("resumed").display()
+                )
+            })?;
         }
     }
     trainer.set_train_data(&train)?;
