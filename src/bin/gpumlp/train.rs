@@ -510,8 +510,14 @@ fn load_test(
     }
     norm.apply(&mut t)
         .with_context(|| format!("--test {test}"))?;
-    t.dense_targets(spec)
-        .with_context(|| format!("--test {test}: does not fit the model's outputs"))?;
+    // Checked a chunk at a time: the test set's dense targets are never held whole.
+    let mut start = 0;
+    while start < t.rows {
+        let end = t.rows.min(start + 4096);
+        t.dense_targets_rows(spec, start..end)
+            .with_context(|| format!("--test {test}: does not fit the model's outputs"))?;
+        start = end;
+    }
     Ok(t)
 }
 
