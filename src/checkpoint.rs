@@ -147,7 +147,7 @@ impl Checkpoint {
 
     /// Loads a checkpoint written by [`Checkpoint::save`], checking every tensor.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_safetensors(path)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| ck_err(path, format!("not a readable safetensors file ({e})")))?;
         let meta = header.metadata().clone().unwrap_or_default();
@@ -190,6 +190,24 @@ impl Checkpoint {
                     (Some(shift), Some(scale))
                         if shift.len() == spec.inputs() && scale.len() == spec.inputs() =>
                     {
+                        // x' = (x − shift) / scale: a scale of 0 or a non-finite value would
+                        // turn every input into NaN or infinity.
+                        let bad = shift
+                            .iter()
+                            .position(|v| !v.is_finite())
+                            .map(|i| ("normalization_shift", i, shift[i]))
+                            .or_else(|| {
+                                scale
+                                    .iter()
+                                    .position(|v| !v.is_finite() || *v == 0.0)
+                                    .map(|i| ("normalization_scale", i, scale[i]))
+                            });
+                        if let Some((name, i, v)) = bad {
+                            return Err(ck_err(
+                                path,
+                                format!("metadata '{name}' holds {v} for feature {i}: normalization statistics must be finite, and scales non-zero; the checkpoint is damaged"),
+                            ));
+                        }
                         Some(Normalization {
                             method,
                             shift,
@@ -223,11 +241,27 @@ impl Checkpoint {
                     .map_err(|_| ck_err(path, "metadata 'epoch' is not a whole number"))?;
                 let st =
                     SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e.to_string()))?;
+                // Missing slots are checked against the optimizer by whoever resumes; values are
+                // checked here: a moment must be finite, and Adam's second moment `v` ≥ 0.
                 let slot = |name: &str| -> Result<Vec<f32>> {
-                    match st.tensor(name) {
-                        Ok(t) => read_f32(path, name, &t, &[spec.param_count()]),
-                        Err(_) => Ok(Vec::new()),
+                    let Ok(t) = st.tensor(name) else {
+                        return Ok(Vec::new());
+                    };
+                    let v = read_f32(path, name, &t, &[spec.param_count()])?;
+                    let bad = v
+                        .iter()
+                        .position(|x| !x.is_finite() || (name == "optimizer.v" && *x < 0.0));
+                    if let Some(i) = bad {
+                        return Err(ck_err(
+                            path,
+                            format!(
+                                "tensor '{name}' holds {} at index {i}, but optimizer state must be finite{}: the checkpoint is damaged; resume from an earlier one or start a new run",
+                                v[i],
+                                if name == "optimizer.v" { " and ≥ 0 (it is Adam's second moment)" } else { "" }
+                            ),
+                        ));
                     }
+                    Ok(v)
                 };
                 Some(TrainingState {
                     epoch,
@@ -259,14 +293,116 @@ impl Checkpoint {
 /// `layers.{i}.weight` `[out, in]` and `layers.{i}.bias` `[out]` in float32 (for example one
 /// written by PyTorch's `safetensors.torch.save_file`). Returns params: [P].
 pub fn load_weights_file(path: &Path, spec: &ModelSpec) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_safetensors(path)?;
     load_weights(path, &bytes, spec)
+}
+
+/// The bytes of a safetensors file, read no further than its header promises: the 8-byte
+/// header length (at most [`crate::limits::MAX_SAFETENSORS_HEADER_BYTES`]), the header, and
+/// the data its tensors' offsets describe (checked against the host memory limit first). A
+/// stream that never ends (`/dev/zero`) or a header that lies fails before anything large is
+/// allocated.
+pub fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let max_header = crate::limits::MAX_SAFETENSORS_HEADER_BYTES;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(ck_err(path, "is a folder, not a safetensors file"));
+    }
+    let file_len = meta.is_file().then_some(meta.len());
+    let mut reader = std::io::BufReader::new(file);
+    let mut len8 = [0u8; 8];
+    reader.read_exact(&mut len8).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ck_err(
+            path,
+            "is shorter than 8 bytes, so not a safetensors file (it starts with the 8-byte header length)",
+        ),
+        _ => Error::io(path, e),
+    })?;
+    let n = u64::from_le_bytes(len8);
+    if !(2..=max_header).contains(&n) {
+        return Err(ck_err(
+            path,
+            format!(
+                "the header length is {n} bytes, but a safetensors header is 2 to {max_header} bytes: this is not a safetensors file"
+            ),
+        ));
+    }
+    let short = |len: u64, want: u64| {
+        ck_err(
+            path,
+            format!(
+                "is {len} bytes, but its header describes {want}: the file is truncated or damaged"
+            ),
+        )
+    };
+    if let Some(len) = file_len {
+        if len < 8 + n {
+            return Err(short(len, 8 + n));
+        }
+    }
+    let mut bytes = len8.to_vec();
+    (&mut reader)
+        .take(n)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if (bytes.len() as u64) < 8 + n {
+        return Err(short(bytes.len() as u64, 8 + n));
+    }
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..])
+        .map_err(|e| {
+            ck_err(
+                path,
+                format!("the header is not valid safetensors JSON ({e})"),
+            )
+        })?;
+    let data_len = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, v)| v.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let total = (8 + n).saturating_add(data_len);
+    crate::limits::check_host_bytes(
+        &format!("reading the checkpoint {}", path.display()),
+        total,
+        "the file's header describes more data than fits: it is damaged, or not a gpumlp checkpoint",
+    )?;
+    if let Some(len) = file_len {
+        if len != total {
+            return Err(short(len, total));
+        }
+    }
+    // One byte more than promised tells a longer stream from an exact one.
+    (&mut reader)
+        .take(data_len.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 != total {
+        return Err(short(bytes.len() as u64, total));
+    }
+    Ok(bytes)
 }
 
 fn load_weights(path: &Path, bytes: &[u8], spec: &ModelSpec) -> Result<Vec<f32>> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ck_err(path, format!("not a readable safetensors file ({e})")))?;
-    let mut params = vec![0.0f32; spec.param_count()];
+    // The parameters must be in the file: sizes (from the metadata or the command line) that
+    // describe more than it holds fail here, before they are allocated.
+    let p = spec.param_count();
+    if crate::limits::bytes_of(&[p], 4) > bytes.len() as u64 {
+        return Err(ck_err(
+            path,
+            format!(
+                "the model {:?} has {p} parameters ({}), but the file holds only {} bytes: the sizes do not match this file's tensors",
+                spec.sizes,
+                crate::limits::show_bytes(crate::limits::bytes_of(&[p], 4)),
+                bytes.len()
+            ),
+        ));
+    }
+    let mut params = vec![0.0f32; p];
     for (i, l) in spec.layout().iter().enumerate() {
         let wname = format!("layers.{i}.weight");
         let w = st.tensor(&wname).map_err(|_| {

@@ -72,6 +72,27 @@ pub enum Error {
 
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+
+    /// Something would need more memory (or a longer read) than a limit allows; refused before
+    /// anything is allocated. `needed` is `u64::MAX` when the size does not even fit 64 bits.
+    #[error("{what} needs {}, over the limit of {} ({limit_source}): {hint}", crate::limits::show_bytes(*.needed), crate::limits::show_bytes(*.limit))]
+    TooLarge {
+        what: String,
+        needed: u64,
+        limit: u64,
+        /// Where the limit comes from, e.g. "memory available on this machine".
+        limit_source: String,
+        /// What to do about it.
+        hint: String,
+    },
+
+    /// A model produced NaN or infinite outputs; `rows` are the first offending sample indices.
+    #[error("the model's outputs are not finite (NaN or infinite) for {count} of {total} samples, first at sample(s) {} (0-based): the weights or the inputs are far out of range; check the data's scale and normalization, or retrain with a lower learning rate", .rows.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))]
+    NonFiniteOutput {
+        rows: Vec<usize>,
+        count: usize,
+        total: usize,
+    },
 }
 
 /// The library's result type.

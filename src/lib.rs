@@ -29,6 +29,7 @@ pub mod early_stopping;
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod limits;
 pub mod model;
 pub mod optim;
 pub mod report;
@@ -82,6 +83,15 @@ pub fn place_with_fallback(
     optimizer: Optimizer,
     max_batch: usize,
 ) -> Result<(Box<dyn Backend>, Option<Error>)> {
+    spec.validate()?;
+    // Host copies of the model (and, on the CPU, everything else) come first: refuse a model
+    // that cannot fit before any of it is allocated.
+    // (On a GPU the batch's activations live on the device: `GpuBackend::new` checks those.)
+    spec.check_host_memory(optimizer, 0)?;
+    let on_cpu = || -> Result<Box<dyn Backend>> {
+        spec.check_host_memory(optimizer, max_batch)?;
+        Ok(Box::new(CpuBackend::new(spec, optimizer)?))
+    };
     let on_gpu = |ctx: GpuContext| -> Result<Box<dyn Backend>> {
         let options = GpuOptions::default();
         Ok(Box::new(GpuBackend::new(
@@ -93,13 +103,11 @@ pub fn place_with_fallback(
         )?))
     };
     match device {
-        Device::Cpu => Ok((Box::new(CpuBackend::new(spec, optimizer)?), None)),
+        Device::Cpu => Ok((on_cpu()?, None)),
         Device::Gpu(sel) => Ok((on_gpu(GpuContext::new(&sel.clone().or_env())?)?, None)),
         Device::Auto(sel) => match GpuContext::new(&sel.clone().or_env()) {
             Ok(ctx) => Ok((on_gpu(ctx)?, None)),
-            Err(e @ Error::NoAdapter { .. }) => {
-                Ok((Box::new(CpuBackend::new(spec, optimizer)?), Some(e)))
-            }
+            Err(e @ Error::NoAdapter { .. }) => Ok((on_cpu()?, Some(e))),
             Err(e) => Err(e),
         },
     }

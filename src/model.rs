@@ -140,10 +140,11 @@ impl fmt::Display for Activation {
 impl FromStr for Activation {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let lower = s.trim().to_ascii_lowercase().replace('-', "_");
+        // `-` may spell `_` in the name (`leaky-relu`), never in the argument (`leaky_relu:-0.1`).
+        let lower = s.trim().to_ascii_lowercase();
         let (name, arg) = match lower.split_once(':') {
-            Some((n, a)) => (n.to_string(), Some(a.to_string())),
-            None => (lower.clone(), None),
+            Some((n, a)) => (n.replace('-', "_"), Some(a.trim().to_string())),
+            None => (lower.replace('-', "_"), None),
         };
         Ok(match name.as_str() {
             "identity" | "linear" => Activation::Identity,
@@ -321,6 +322,12 @@ impl ModelSpec {
                 self.sizes
             )));
         }
+        if self.checked_param_count().is_none() {
+            return Err(Error::InvalidModel(format!(
+                "layer sizes {:?} give more parameters than a 64-bit count can hold: use smaller layers",
+                self.sizes
+            )));
+        }
         if self.activations.len() != self.layers() {
             return Err(Error::InvalidModel(format!(
                 "{} layers need {} activations, got {}",
@@ -406,6 +413,61 @@ impl ModelSpec {
             .collect()
     }
 
+    /// Total number of parameters, or `None` when it overflows `usize` (a validated spec never
+    /// does).
+    pub fn checked_param_count(&self) -> Option<usize> {
+        self.sizes.windows(2).try_fold(0usize, |acc, w| {
+            w[0].checked_add(1)?
+                .checked_mul(w[1])
+                .and_then(|n| acc.checked_add(n))
+        })
+    }
+
+    /// Host bytes a backend holds for this model with `optimizer` and batches of `batch` rows:
+    /// parameters, gradients and optimizer state (`[P]` each) plus each layer's `a`, `z` and `δ`
+    /// (`[batch, width]` each); `u64::MAX` when that overflows.
+    pub fn host_bytes(&self, optimizer: crate::optim::Optimizer, batch: usize) -> u64 {
+        use crate::limits::bytes_of;
+        let p = self.checked_param_count().unwrap_or(usize::MAX);
+        let per_param = bytes_of(&[p, 2 + optimizer.state_slots()], 4);
+        let widths = self
+            .sizes
+            .iter()
+            .try_fold(0usize, |acc, &w| acc.checked_add(w))
+            .unwrap_or(usize::MAX);
+        let per_batch = bytes_of(&[batch, widths, 3], 4);
+        per_param.saturating_add(per_batch)
+    }
+
+    /// Refuses a model that would not fit this machine's memory (see [`crate::limits`]) with
+    /// `optimizer` and batches of `batch` rows, before anything is allocated.
+    pub fn check_host_memory(
+        &self,
+        optimizer: crate::optim::Optimizer,
+        batch: usize,
+    ) -> Result<()> {
+        crate::limits::check_host_bytes(
+            &format!(
+                "the model {} ({} parameters, with {}{})",
+                self.sizes
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join("-"),
+                self.checked_param_count()
+                    .map_or("over 2^64".into(), |p| p.to_string()),
+                optimizer.name(),
+                if batch > 0 {
+                    format!(" and batch {batch}")
+                } else {
+                    String::new()
+                }
+            ),
+            self.host_bytes(optimizer, batch),
+            "use fewer or narrower layers, or a smaller --batch",
+        )
+    }
+
     /// Total number of parameters.
     pub fn param_count(&self) -> usize {
         self.layout().last().map_or(0, |l| l.end())
@@ -433,5 +495,61 @@ impl ModelSpec {
             }
         }
         params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaky_relu_alpha_in_scientific_notation_or_negative_parses() {
+        assert_eq!(
+            "leaky_relu:1e-3".parse::<Activation>().unwrap(),
+            Activation::LeakyRelu(1e-3)
+        );
+        assert_eq!(
+            "leaky-relu:-0.1".parse::<Activation>().unwrap(),
+            Activation::LeakyRelu(-0.1)
+        );
+        let e = "leaky_relu:abc"
+            .parse::<Activation>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'abc'"), "{e}");
+    }
+
+    #[test]
+    fn sizes_whose_parameter_count_wraps_are_refused() {
+        for sizes in [
+            vec![64, 4611686018427387904, 10],
+            vec![64, 288230376151711744, 63],
+            vec![usize::MAX, 2],
+        ] {
+            let e = ModelSpec::new(
+                &sizes,
+                Activation::Relu,
+                Activation::Softmax,
+                Loss::CrossEntropy,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("64-bit"), "{sizes:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_model_larger_than_memory_is_refused_naming_the_bytes() {
+        let spec = ModelSpec::new(
+            &[64, 100000, 100000, 10],
+            Activation::Relu,
+            Activation::Softmax,
+            Loss::CrossEntropy,
+        )
+        .unwrap();
+        let bytes = spec.host_bytes(crate::optim::Optimizer::adam(), 32);
+        assert!(bytes > 40_000_000_000, "{bytes}");
+        let e = crate::limits::check_bytes("m", bytes, 1 << 30, "test", "smaller").unwrap_err();
+        assert!(e.to_string().contains(&bytes.to_string()));
     }
 }

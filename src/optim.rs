@@ -47,7 +47,9 @@ impl Optimizer {
             Optimizer::Momentum { mu } => (mu, 0.9, 0.999, 1e-8),
             Optimizer::Adam { beta1, beta2, eps } => (0.0, beta1, beta2, eps),
         };
-        let t = t.max(1) as i32;
+        // `t` as an f64 exponent: exact up to 2^53 steps, and never wrapped or truncated (an
+        // `as i32` turned 2^31 steps into a negative power and 2^32 into t = 0).
+        let t = t.max(1) as f64;
         StepHyper {
             lr,
             l2,
@@ -55,8 +57,8 @@ impl Optimizer {
             beta1,
             beta2,
             eps,
-            bias_correction1: (1.0 - (beta1 as f64).powi(t)) as f32,
-            bias_correction2: (1.0 - (beta2 as f64).powi(t)) as f32,
+            bias_correction1: (1.0 - (beta1 as f64).powf(t)) as f32,
+            bias_correction2: (1.0 - (beta2 as f64).powf(t)) as f32,
         }
     }
     pub fn name(&self) -> &'static str {
@@ -122,13 +124,16 @@ impl Schedule {
         (match *self {
             Schedule::Constant => lr,
             Schedule::Step { every, gamma } => {
-                lr * (gamma as f64).powi((epoch / every.max(1)) as i32)
+                lr * (gamma as f64).powf((epoch / every.max(1)) as f64)
             }
             Schedule::Exponential { gamma } => lr * (gamma as f64).powf(e),
             Schedule::InverseScaling { power } => lr / (e + 1.0).powf(power as f64),
         }) as f32
     }
 }
+
+/// The largest `invscaling:POWER` accepted (at 8 the rate falls 256-fold by epoch 2).
+pub const MAX_INVSCALING_POWER: f32 = 8.0;
 
 impl FromStr for Schedule {
     type Err = Error;
@@ -143,22 +148,99 @@ impl FromStr for Schedule {
                     Error::InvalidConfig(format!("schedule '{s}': '{p}' is not a number"))
                 })
         };
+        // A schedule decays the rate: GAMMA in (0, 1], POWER in [0, MAX_INVSCALING_POWER].
+        // Anything else either grows the rate until training diverges or zeroes it at once.
+        let gamma = |p: &str| -> Result<f32> {
+            let g = num(p)?;
+            if g > 0.0 && g <= 1.0 {
+                Ok(g)
+            } else {
+                Err(Error::InvalidConfig(format!(
+                    "schedule '{s}': GAMMA is {p}, but it must be in (0, 1]: each decay multiplies the learning rate by GAMMA (e.g. 0.5 halves it); 0 or less would stop or reverse training, more than 1 grows the rate until training diverges"
+                )))
+            }
+        };
         match parts.as_slice() {
             ["constant"] => Ok(Schedule::Constant),
-            ["step", every, gamma] => {
+            ["step", every, g] => {
                 let every = every.parse::<usize>().ok().filter(|&e| e > 0).ok_or_else(|| {
                     Error::InvalidConfig(format!("schedule '{s}': EVERY must be a whole number ≥ 1"))
                 })?;
                 Ok(Schedule::Step {
                     every,
-                    gamma: num(gamma)?,
+                    gamma: gamma(g)?,
                 })
             }
-            ["exp", gamma] => Ok(Schedule::Exponential { gamma: num(gamma)? }),
-            ["invscaling", power] => Ok(Schedule::InverseScaling { power: num(power)? }),
+            ["exp", g] => Ok(Schedule::Exponential { gamma: gamma(g)? }),
+            ["invscaling", p] => {
+                let power = num(p)?;
+                if !(0.0..=MAX_INVSCALING_POWER).contains(&power) {
+                    return Err(Error::InvalidConfig(format!(
+                        "schedule '{s}': POWER is {p}, but it must be in [0, {MAX_INVSCALING_POWER}]: the learning rate at epoch e is lr / e^POWER (0.5 is usual); a negative power grows the rate until training diverges"
+                    )));
+                }
+                Ok(Schedule::InverseScaling { power })
+            }
             _ => Err(Error::InvalidConfig(format!(
                 "unknown schedule '{s}': use constant, step:EVERY:GAMMA, exp:GAMMA or invscaling:POWER"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam_bias_correction_is_right_past_two_to_the_31_steps() {
+        let adam = Optimizer::adam();
+        for t in [1u64 << 31, (1 << 31) + 1, 1 << 32, u64::MAX] {
+            let h = adam.hyper(0.001, t, 0.0);
+            assert_eq!(h.bias_correction1, 1.0, "t = {t}");
+            assert_eq!(h.bias_correction2, 1.0, "t = {t}");
+        }
+        let h = adam.hyper(0.001, 1, 0.0);
+        assert!((h.bias_correction1 - 0.1).abs() < 1e-6);
+        let h = adam.hyper(0.001, 1000, 0.0);
+        assert!((h.bias_correction2 as f64 - (1.0 - (0.999f32 as f64).powi(1000))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn schedules_that_grow_or_zero_the_rate_are_refused_when_parsed() {
+        for bad in [
+            "exp:1e30",
+            "exp:-1",
+            "exp:0",
+            "exp:1.5",
+            "step:1:0",
+            "step:2:-0.5",
+            "step:1:2",
+            "invscaling:-100",
+            "invscaling:1e9",
+        ] {
+            let e = bad.parse::<Schedule>().unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("must be in"), "{bad}: {e}");
+        }
+        for good in [
+            "constant",
+            "exp:0.9",
+            "exp:1",
+            "step:10:0.5",
+            "invscaling:0.5",
+            "invscaling:0",
+        ] {
+            good.parse::<Schedule>().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_step_schedule_far_out_does_not_wrap() {
+        let s = Schedule::Step {
+            every: 1,
+            gamma: 0.5,
+        };
+        // (epoch / every) as i32 wrapped to a negative power at 2^31 epochs: a huge rate.
+        assert!(s.lr(1.0, (1usize << 32) + 1) <= 1.0);
     }
 }

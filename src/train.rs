@@ -61,6 +61,16 @@ impl TrainConfig {
                 self.l2
             )));
         }
+        if self.epochs > 0 {
+            // Every schedule decays (checked when parsed), so the last epoch's rate is the least.
+            let last = self.schedule.lr(self.lr, self.epochs - 1);
+            if !(last.is_finite() && last > 0.0) {
+                return Err(Error::InvalidConfig(format!(
+                    "the schedule {:?} takes the learning rate {} down to {last} by epoch {}: it would stop training; use a gentler decay or fewer epochs",
+                    self.schedule, self.lr, self.epochs
+                )));
+            }
+        }
         if let Optimizer::Momentum { mu } = self.optimizer {
             if !(0.0..1.0).contains(&mu) {
                 return Err(Error::InvalidConfig(format!(
@@ -169,7 +179,27 @@ impl Trainer {
     /// Uploads the training set once; later epochs reuse it.
     pub fn set_train_data(&mut self, train: &Dataset) -> Result<()> {
         train.validate()?;
+        if u32::try_from(train.rows).is_err() {
+            // Epoch orders are u32 row indices (the Backend trait's `begin_epoch`).
+            return Err(Error::InvalidData(format!(
+                "{} training rows are more than the {} a training set may have: use a subset",
+                train.rows,
+                u32::MAX
+            )));
+        }
         let t = train.dense_targets(self.backend.spec())?;
+        // The backend keeps its own copy of the features and dense targets.
+        crate::limits::check_host_bytes(
+            &format!("the training set on the backend ({} rows)", train.rows),
+            crate::limits::bytes_of(
+                &[
+                    train.rows,
+                    train.cols.saturating_add(self.backend.spec().outputs()),
+                ],
+                4,
+            ),
+            "use a smaller training set",
+        )?;
         self.backend
             .set_train_data(&train.features, &t, train.rows)?;
         self.train_rows = train.rows;
@@ -292,20 +322,109 @@ impl Trainer {
         Ok(reports)
     }
 
-    /// Summed loss and correct count on a dataset.
+    /// Summed loss and correct count on a dataset (see [`evaluate`]).
     pub fn evaluate(&mut self, data: &Dataset) -> Result<BatchStats> {
-        data.validate()?;
-        let t = data.dense_targets(self.backend.spec())?;
-        self.backend.evaluate(&data.features, &t, data.rows)
+        evaluate(self.backend.as_mut(), data)
     }
 
-    /// y: [rows, out] for x: [rows, in].
+    /// y: [rows, out] for x: [rows, in] (see [`predict`]).
     pub fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.backend.predict(x, rows)
+        predict(self.backend.as_mut(), x, rows)
     }
 
     /// params: [P].
     pub fn params(&mut self) -> Result<Vec<f32>> {
         self.backend.params()
     }
+}
+
+/// The most bytes of dense targets (or outputs) one evaluation or prediction chunk holds.
+const CHUNK_BYTES: usize = 64 << 20;
+
+/// Rows per chunk for `spec`: each row holds every layer's width in floats (inputs, targets and
+/// activations a backend computes for it, which the CPU reference allocates per call), so a
+/// chunk holds at most about [`CHUNK_BYTES`] per such array; at least 1 row.
+fn chunk_rows(spec: &crate::model::ModelSpec) -> usize {
+    let width = spec
+        .sizes
+        .iter()
+        .fold(0usize, |acc, &w| acc.saturating_add(w));
+    (CHUNK_BYTES / width.max(1).saturating_mul(4)).max(1)
+}
+
+/// Summed loss and correct count of `backend`'s model on `data`, in chunks whose dense targets
+/// stay small (one-hot targets of many classes are never built for the whole set). A loss that
+/// is not finite is an error naming the samples whose outputs are NaN or infinite.
+pub fn evaluate(backend: &mut dyn Backend, data: &Dataset) -> Result<BatchStats> {
+    data.validate()?;
+    let spec = backend.spec().clone();
+    let (cols, out) = (data.cols, spec.outputs());
+    let step = chunk_rows(&spec);
+    let mut total = BatchStats::default();
+    let mut start = 0;
+    while start < data.rows {
+        let n = step.min(data.rows - start);
+        let t = data.dense_targets_rows(&spec, start..start + n)?;
+        let x = &data.features[start * cols..(start + n) * cols];
+        let s = backend.evaluate(x, &t, n)?;
+        if !s.loss_sum.is_finite() {
+            let y = backend.predict(x, n)?;
+            check_finite_outputs(&y, out, start, data.rows)?;
+            return Err(Error::InvalidData(format!(
+                "the loss over samples {start}..{} is {} although every output is finite: the outputs are too far from the targets for a 32-bit loss; check the data's scale and normalization",
+                start + n,
+                s.loss_sum
+            )));
+        }
+        total.add(&s);
+        start += n;
+    }
+    Ok(total)
+}
+
+/// `backend`'s outputs y: [rows, out] for x: [rows, in], computed in chunks, with the host
+/// bytes of y checked first. Errors naming the samples whose outputs are NaN or infinite.
+pub fn predict(backend: &mut dyn Backend, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+    let (inp, out) = (backend.spec().inputs(), backend.spec().outputs());
+    if Some(x.len()) != rows.checked_mul(inp) {
+        return Err(Error::shape(
+            "inputs",
+            format!("{rows} rows × {inp} values"),
+            x.len(),
+        ));
+    }
+    crate::limits::check_host_bytes(
+        &format!("the outputs of {rows} samples × {out} values"),
+        crate::limits::bytes_of(&[rows, out], 4),
+        "predict fewer samples at a time",
+    )?;
+    let step = chunk_rows(backend.spec());
+    let mut y = Vec::with_capacity(rows * out);
+    let mut start = 0;
+    while start < rows {
+        let n = step.min(rows - start);
+        y.extend(backend.predict(&x[start * inp..(start + n) * inp], n)?);
+        start += n;
+    }
+    check_finite_outputs(&y, out, 0, rows)?;
+    Ok(y)
+}
+
+/// Errors with [`Error::NonFiniteOutput`] when any row of y: [rows, out] holds NaN or infinity,
+/// naming the first few samples (counted from `first`, out of `total`).
+pub fn check_finite_outputs(y: &[f32], out: usize, first: usize, total: usize) -> Result<()> {
+    let bad: Vec<usize> = y
+        .chunks(out.max(1))
+        .enumerate()
+        .filter(|(_, r)| r.iter().any(|v| !v.is_finite()))
+        .map(|(i, _)| first + i)
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NonFiniteOutput {
+        count: bad.len(),
+        rows: bad.into_iter().take(10).collect(),
+        total,
+    })
 }

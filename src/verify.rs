@@ -37,6 +37,12 @@ pub fn verify<'a>(
     config: &TrainConfig,
     steps: usize,
 ) -> Result<VerifyReport> {
+    if steps > crate::limits::MAX_VERIFY_STEPS {
+        return Err(crate::error::Error::InvalidConfig(format!(
+            "verify compares at most {} steps (the CPU reference runs every one), not {steps}",
+            crate::limits::MAX_VERIFY_STEPS
+        )));
+    }
     let t = train.dense_targets(device.spec())?;
     let name = device.name();
     let mut runs = Vec::new();

@@ -117,7 +117,12 @@ impl<'a, R: BufRead> Parser<'a, R> {
     fn next_line(&mut self) -> Result<bool> {
         loop {
             self.buf.clear();
-            let got = self.reader.read_until(b'\n', &mut self.buf);
+            // A line is read no further than MAX_CSV_LINE_BYTES (a file with no newline, or a
+            // decompression bomb, must not be buffered whole).
+            let max = crate::limits::MAX_CSV_LINE_BYTES;
+            let got = (&mut self.reader)
+                .take(max as u64 + 1)
+                .read_until(b'\n', &mut self.buf);
             let n = match got {
                 Ok(n) => n,
                 Err(e) if self.gz => return Err(source::gzip_error(self.source, &e)),
@@ -127,6 +132,12 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 return Ok(false);
             }
             self.line_no += 1;
+            if self.buf.len() > max && !self.buf.ends_with(b"\n") {
+                return Err(self.error(format!(
+                    "line {} is longer than {max} bytes, the longest line gpumlp reads (reading stopped there): is this really a CSV file of samples, one per line?",
+                    self.line_no
+                )));
+            }
             let Ok(text) = std::str::from_utf8(&self.buf) else {
                 return Err(self.error(format!(
                     "line {} is not valid UTF-8 text: is this really a CSV file?",
@@ -198,6 +209,8 @@ impl<'a, R: BufRead> Parser<'a, R> {
         let mut labels: Vec<u32> = Vec::new();
         let mut values = Vec::new();
         let mut max_label = 0u32;
+        // What the rows hold so far is checked against the host memory limit as they grow.
+        let (limit, limit_source) = crate::limits::host_memory_limit()?;
         loop {
             if !std::mem::take(&mut pending) && !self.next_line()? {
                 break;
@@ -210,6 +223,29 @@ impl<'a, R: BufRead> Parser<'a, R> {
                     self.line_no,
                 )));
             }
+            // Growing the rows' storage (to twice its size, as a Vec grows) is checked first.
+            let grown = |len: usize, cap: usize, extra: usize| -> usize {
+                if len + extra > cap {
+                    (cap * 2).max(len + extra)
+                } else {
+                    cap
+                }
+            };
+            let next = grown(features.len(), features.capacity(), features_per_row)
+                + grown(values.len(), values.capacity(), width - features_per_row)
+                + grown(labels.len(), labels.capacity(), 1);
+            crate::limits::check_bytes(
+                &format!(
+                    "the data of {} (at line {})",
+                    self.source.display(),
+                    self.line_no
+                ),
+                next as u64 * 4,
+                limit,
+                &limit_source,
+                "use a smaller file",
+            )?;
+            features.reserve(features_per_row);
             for (col, (field, role)) in fields(&self.line).zip(&roles).enumerate() {
                 match role {
                     Role::Label => {

@@ -21,10 +21,8 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// Loads images and labels from two IDX files. Features are the raw pixel values (0..=255) as
 /// f32, one row per image; there are 10 classes unless a label is 10 or more (then max + 1).
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
-    let image_bytes = source::read_all(images)?;
-    let label_bytes = source::read_all(labels)?;
-    let (dims, pixels) = parse_idx(&image_bytes, images, IDX_IMAGES_MAGIC)?;
-    let (label_dims, label_data) = parse_idx(&label_bytes, labels, IDX_LABELS_MAGIC)?;
+    let (dims, pixels) = read_idx(images, IDX_IMAGES_MAGIC)?;
+    let (label_dims, label_data) = read_idx(labels, IDX_LABELS_MAGIC)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 {
         return Err(Error::file(
@@ -46,6 +44,15 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     }
     let max = label_data.iter().copied().max().unwrap_or(0) as usize;
     let classes = if max < 10 { 10 } else { max + 1 };
+    // The features take 4 bytes per pixel: checked before they are made.
+    crate::limits::check_host_bytes(
+        &format!(
+            "the features of {} ({n} images of {rows}×{cols} pixels as 32-bit floats)",
+            images.display()
+        ),
+        crate::limits::bytes_of(&[pixels.len()], 4),
+        "use a smaller dataset",
+    )?;
     let features = pixels.iter().map(|&p| p as f32).collect();
     let labels = label_data.iter().map(|&l| l as u32).collect();
     Dataset::from_classes(features, rows * cols, labels, classes)
@@ -86,8 +93,92 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Checks an IDX file's magic number and size; returns its dimensions and its data.
-fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>, &'a [u8])> {
+/// Reads an IDX file (plain or gzip) no further than its header promises: the header first,
+/// then exactly the data its dimensions describe (checked against the host memory limit before
+/// it is read), plus one byte to tell a longer file from an exact one. A gzip bomb or a header
+/// that lies fails after reading at most what the header promised.
+fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
+    use std::io::Read;
+    let file_len = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let (mut reader, gz) = source::maybe_gunzip(source::open(path)?, path)?;
+    let read_err = |e: std::io::Error| {
+        if gz {
+            source::gzip_error(path, &e)
+        } else {
+            Error::io(path, e)
+        }
+    };
+    let header_len = 4 + 4 * (magic & 0xff) as u64;
+    let mut bytes = Vec::new();
+    (&mut reader)
+        .take(header_len)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    // The header alone: `parse_idx` checks the magic and the dimensions and says how much data
+    // they promise.
+    let expected = match parse_idx(&bytes, path, magic, None) {
+        Err(IdxHeader::Error(e)) => return Err(e),
+        Err(IdxHeader::Needs(expected)) => expected,
+        Ok(_) => header_len as usize,
+    };
+    let data_len = expected - bytes.len().min(expected);
+    crate::limits::check_host_bytes(
+        &format!("reading {}", path.display()),
+        expected as u64,
+        "the IDX header promises more data than fits in memory: the file is damaged, or use a smaller dataset",
+    )?;
+    (&mut reader)
+        .take(data_len as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    // Sizes are reported as the file's real size where it is known (a plain file); reading a
+    // stream stops one byte past the promised size.
+    let found = match (gz, file_len) {
+        (false, Some(len)) => len.to_string(),
+        _ if bytes.len() > expected => format!("{} or more", bytes.len()),
+        _ => bytes.len().to_string(),
+    };
+    let (dims, header) = match parse_idx(&bytes, path, magic, Some(found)) {
+        Ok((dims, data)) => (dims, bytes.len() - data.len()),
+        Err(IdxHeader::Error(e)) => return Err(e),
+        Err(IdxHeader::Needs(n)) => {
+            return Err(Error::file(
+                path,
+                format!("expected {n} bytes: the file is damaged"),
+            ))
+        }
+    };
+    bytes.drain(..header);
+    Ok((dims, bytes))
+}
+
+/// Why a header could not be parsed: an error, or (while only the header has been read) the
+/// total bytes the file should hold.
+enum IdxHeader {
+    Error(Error),
+    Needs(usize),
+}
+
+impl From<Error> for IdxHeader {
+    fn from(e: Error) -> Self {
+        IdxHeader::Error(e)
+    }
+}
+
+/// Checks an IDX file's magic number and size; returns its dimensions and its data. With
+/// `found: None` only the header has been read: a valid header returns `Needs(total bytes)`.
+/// `found`: the file's size for messages.
+fn parse_idx<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    magic: u32,
+    found: Option<String>,
+) -> std::result::Result<(Vec<usize>, &'a [u8]), IdxHeader> {
+    let partial = found.is_none();
+    let found = found.unwrap_or_else(|| bytes.len().to_string());
     let what = if magic == IDX_IMAGES_MAGIC {
         "images [n, rows, cols]"
     } else {
@@ -99,16 +190,16 @@ fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>
             format!(
                 "truncated IDX file: expected {expected} bytes{detail}, found {}; the file is \
                  incomplete: download it again",
-                bytes.len()
+                found
             ),
         )
     };
     if bytes.len() < 4 {
-        return Err(truncated(4, " or more (the magic number)"));
+        return Err(truncated(4, " or more (the magic number)").into());
     }
-    let found = be_u32(&bytes[0..4]);
-    if found != magic {
-        let hint = match found {
+    let found_magic = be_u32(&bytes[0..4]);
+    if found_magic != magic {
+        let hint = match found_magic {
             IDX_LABELS_MAGIC => " (this is a labels file: are the images and labels swapped?)",
             IDX_IMAGES_MAGIC => " (this is an images file: are the images and labels swapped?)",
             _ => "",
@@ -116,16 +207,17 @@ fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>
         return Err(Error::file(
             path,
             format!(
-                "not an IDX file of u8 {what}: the magic number is 0x{found:08x}, expected \
+                "not an IDX file of u8 {what}: the magic number is 0x{found_magic:08x}, expected \
                  0x{magic:08x}{hint}; pass MNIST-format files such as train-images-idx3-ubyte \
                  and train-labels-idx1-ubyte"
             ),
-        ));
+        )
+        .into());
     }
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        return Err(truncated(header, " or more (the header)"));
+        return Err(truncated(header, " or more (the header)").into());
     }
     let dims: Vec<usize> = (0..ndim)
         .map(|d| be_u32(&bytes[4 + 4 * d..8 + 4 * d]) as usize)
@@ -135,8 +227,12 @@ fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>
         return Err(Error::file(
             path,
             format!("the header's dimensions {dims:?} are impossibly large: the file is damaged"),
-        ));
+        )
+        .into());
     };
+    if partial {
+        return Err(IdxHeader::Needs(expected));
+    }
     let shape = dims
         .iter()
         .map(|d| d.to_string())
@@ -144,17 +240,18 @@ fn parse_idx<'a>(bytes: &'a [u8], path: &Path, magic: u32) -> Result<(Vec<usize>
         .join("×");
     let detail = format!(" ({header}-byte header + {shape} data bytes)");
     if bytes.len() < expected {
-        return Err(truncated(expected, &detail));
+        return Err(truncated(expected, &detail).into());
     }
     if bytes.len() > expected {
         return Err(Error::file(
             path,
             format!(
-                "expected {expected} bytes{detail}, found {}: there is extra data after the \
-                 images or labels, so the file is damaged or not what its header says",
-                bytes.len()
+                "expected {expected} bytes{detail}, found {found}: there is extra data after the \
+                 images or labels (reading stopped there), so the file is damaged or not what \
+                 its header says"
             ),
-        ));
+        )
+        .into());
     }
     Ok((dims, &bytes[header..]))
 }

@@ -146,6 +146,23 @@ impl Dataset {
     /// one-hot rows (or the label itself for a one-output sigmoid/identity net), checked against
     /// the model's widths.
     pub fn dense_targets(&self, spec: &ModelSpec) -> Result<Vec<f32>> {
+        self.dense_targets_rows(spec, 0..self.rows)
+    }
+
+    /// [`Dataset::dense_targets`] of the rows `rows` only (`[rows.len(), spec.outputs()]`), so
+    /// that a pass over the data in chunks never holds all the dense targets at once. The bytes
+    /// are checked against the host memory limit before they are allocated.
+    pub fn dense_targets_rows(
+        &self,
+        spec: &ModelSpec,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        if rows.start > rows.end || rows.end > self.rows {
+            return Err(Error::InvalidConfig(format!(
+                "rows {}..{} are not inside the dataset's {} rows",
+                rows.start, rows.end, self.rows
+            )));
+        }
         if self.cols != spec.inputs() {
             return Err(Error::shape(
                 "input width",
@@ -154,13 +171,16 @@ impl Dataset {
             ));
         }
         let out = spec.outputs();
+        let n = rows.len();
+        let first = rows.start;
         match &self.targets {
             Targets::Classes { labels, classes } => {
+                let labels = &labels[rows];
                 if out == 1 {
                     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > 1) {
                         return Err(Error::LabelOutOfRange {
                             label: l as i64,
-                            index: i,
+                            index: first + i,
                             classes: 2,
                         });
                     }
@@ -172,18 +192,34 @@ impl Dataset {
                     {
                         return Err(Error::LabelOutOfRange {
                             label: l as i64,
-                            index: i,
+                            index: first + i,
                             classes: out,
                         });
                     }
                 }
-                let mut t = vec![0.0f32; self.rows * out];
+                let bytes = crate::limits::bytes_of(&[n, out], 4);
+                crate::limits::check_host_bytes(
+                    &format!("one-hot targets for {n} samples × {out} classes"),
+                    bytes,
+                    &format!(
+                        "a class label of L makes L + 1 outputs, and the largest label here is {}: if the label column holds ids or real values rather than classes, load it as targets (csv:PATH:targets=1) or pick the class column with label=COL",
+                        labels.iter().max().copied().unwrap_or(0)
+                    ),
+                )?;
+                let mut t = vec![0.0f32; n * out];
                 for (r, &l) in labels.iter().enumerate() {
                     t[r * out + l as usize] = 1.0;
                 }
                 Ok(t)
             }
             Targets::Values { values, width } => {
+                let values = values.get(first * width..rows.end * width).ok_or_else(|| {
+                    Error::shape(
+                        "targets",
+                        format!("{} rows × {width}", self.rows),
+                        values.len(),
+                    )
+                })?;
                 if *width != out {
                     return Err(Error::shape(
                         "target width",
@@ -196,13 +232,13 @@ impl Dataset {
                         return Err(Error::InvalidData(format!(
                             "{} targets must lie in [0, 1], but row {} column {} is {}",
                             spec.loss,
-                            i / width,
+                            first + i / width,
                             i % width,
                             values[i]
                         )));
                     }
                 }
-                Ok(values.clone())
+                Ok(values.to_vec())
             }
         }
     }

@@ -215,7 +215,7 @@ impl Array {
                 ))
             }
         };
-        Ok(self.c_order(v, path)?)
+        self.c_order(v, path)
     }
 
     fn c_order<T: Clone>(&self, v: Vec<T>, path: &Path) -> Result<Vec<T>> {

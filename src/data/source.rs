@@ -1,7 +1,7 @@
 //! Opening data files: friendly errors for missing files, and gzip detected by its magic bytes.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use flate2::bufread::MultiGzDecoder;
@@ -62,18 +62,4 @@ pub(crate) fn maybe_gunzip<'a, R: BufRead + 'a>(
     } else {
         Ok((Box::new(reader), false))
     }
-}
-
-/// The whole content of `path`, decompressed if it is gzip.
-pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>> {
-    let (mut reader, gz) = maybe_gunzip(open(path)?, path)?;
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(|e| {
-        if gz {
-            gzip_error(path, &e)
-        } else {
-            Error::io(path, e)
-        }
-    })?;
-    Ok(bytes)
 }

@@ -34,17 +34,28 @@ impl AdapterSelector {
         Ok(
             match self.backend.as_deref().map(|b| b.to_ascii_lowercase()) {
                 None => wgpu::Backends::all(),
-                Some(b) => match b.as_str() {
-                    "vulkan" | "vk" => wgpu::Backends::VULKAN,
-                    "metal" => wgpu::Backends::METAL,
-                    "dx12" | "d3d12" => wgpu::Backends::DX12,
-                    "gl" | "gles" | "opengl" => wgpu::Backends::GL,
-                    other => {
-                        return Err(Error::InvalidConfig(format!(
-                            "unknown backend '{other}': use vulkan, metal, dx12 or gl"
-                        )))
+                Some(b) => {
+                    match b.as_str() {
+                        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+                        "metal" => wgpu::Backends::METAL,
+                        "dx12" | "d3d12" => wgpu::Backends::DX12,
+                        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+                        other => {
+                            // Say where the name came from when it is the environment's.
+                            let from_env = std::env::var("GPUMLP_BACKEND")
+                                .is_ok_and(|v| v.trim().eq_ignore_ascii_case(other.trim()));
+                            let origin = if from_env {
+                                format!("GPUMLP_BACKEND={other}: ")
+                            } else {
+                                String::new()
+                            };
+                            return Err(Error::InvalidConfig(format!(
+                            "{origin}unknown backend '{other}': use vulkan, metal, dx12 or gl{}",
+                            if from_env { " (or unset GPUMLP_BACKEND)" } else { "" }
+                        )));
+                        }
                     }
-                },
+                }
             },
         )
     }
@@ -214,9 +225,32 @@ impl GpuContext {
             .collect()
     }
 
+    /// [`GpuContext::all`], with each device opened at the adapter's limits changed by `adjust`
+    /// (which may only lower them): a device with small limits, so that tests can reach them
+    /// without gigabytes of data.
+    pub fn all_with_limits(
+        sel: &AdapterSelector,
+        adjust: impl Fn(&mut wgpu::Limits),
+    ) -> Result<Vec<GpuContext>> {
+        usable_adapters(sel)?
+            .into_iter()
+            .map(|(a, mut i)| {
+                let mut limits = a.limits();
+                adjust(&mut limits);
+                i.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size;
+                i.max_buffer_size = limits.max_buffer_size;
+                Self::open(a, i, limits)
+            })
+            .collect()
+    }
+
     fn from_adapter(adapter: wgpu::Adapter, info: AdapterInfo) -> Result<Self> {
         // Ask for everything the adapter offers: large storage bindings in particular.
         let limits = adapter.limits();
+        Self::open(adapter, info, limits)
+    }
+
+    fn open(adapter: wgpu::Adapter, info: AdapterInfo, limits: wgpu::Limits) -> Result<Self> {
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut features = wgpu::Features::empty();
         if timestamps {
@@ -239,6 +273,34 @@ impl GpuContext {
             limits,
             timestamps,
         })
+    }
+
+    /// Runs `f` (which creates device objects) inside out-of-memory and validation error
+    /// scopes, so that a failed creation becomes an error naming `what`, never wgpu's panic.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let validation = pollster::block_on(validation.pop());
+        let oom = pollster::block_on(oom.pop());
+        if let Some(e) = oom {
+            return Err(Error::DeviceLimit(format!(
+                "out of device memory {what} on {}: {e}; use a smaller --batch or a smaller model",
+                self.info
+            )));
+        }
+        if let Some(e) = validation {
+            return Err(Error::Gpu(format!("{what} failed on {}: {e}", self.info)));
+        }
+        Ok(out)
+    }
+
+    /// The largest buffer that can be bound as one storage binding (the smaller of the
+    /// binding and buffer limits), in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Waits for all submitted work.

@@ -201,6 +201,9 @@ pub struct GpuBackend {
 
 const F32: u64 = 4;
 
+/// The most training steps recorded before one submit ([`GpuOptions::steps_per_submit`]).
+pub const MAX_STEPS_PER_SUBMIT: usize = 4096;
+
 impl Drop for GpuBackend {
     /// Queued steps still run: a backend dropped mid-queue leaves the device as if each step
     /// had been submitted on its own.
@@ -224,6 +227,14 @@ impl GpuBackend {
             return Err(Error::InvalidConfig("batch size must be at least 1".into()));
         }
         let fits = check_fits(&ctx, spec, max_batch)?;
+        // Each recorded step has its own uniform slot: bounded so the slots fit one buffer.
+        let slots_limit = (ctx.limits.max_buffer_size / 256).clamp(1, MAX_STEPS_PER_SUBMIT as u64);
+        if options.steps_per_submit as u64 > slots_limit {
+            return Err(Error::InvalidConfig(format!(
+                "{} steps per submit: at most {slots_limit} are recorded before one submit on this device",
+                options.steps_per_submit
+            )));
+        }
         let micro = options.micro_batch.unwrap_or(fits).clamp(1, fits);
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope_v = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -481,10 +492,10 @@ impl GpuBackend {
     }
 
     fn check_rows(&self, what: &str, data: &[f32], rows: usize, width: usize) -> Result<()> {
-        if data.len() != rows * width {
+        if Some(data.len()) != rows.checked_mul(width) {
             return Err(Error::shape(
                 what,
-                format!("{rows} rows × {width} = {} values", rows * width),
+                format!("{rows} rows × {width} values"),
                 data.len(),
             ));
         }
@@ -553,8 +564,8 @@ fn read_staging(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
 /// runs as micro-batches of this size. Errors when the parameters or a single row do not fit,
 /// naming what to change.
 fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<usize> {
-    let limit = ctx.limits.max_storage_buffer_binding_size;
-    let params = spec.param_count() as u64 * F32;
+    let limit = ctx.max_binding_bytes();
+    let params = crate::limits::bytes_of(&[spec.param_count()], F32);
     if params > limit {
         // All parameters live in one binding: name the layer that takes the most of it.
         let (l, w) = spec
@@ -564,18 +575,18 @@ fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<usize>
             .max_by_key(|(_, w)| w[0] * w[1])
             .expect("at least one layer");
         return Err(Error::DeviceLimit(format!(
-            "the model's {} parameters need {params} bytes, over this device's storage binding limit of {limit} bytes ({}); the largest is layer {} ({}x{}, {} bytes): use fewer or narrower layers",
+            "the model's {} parameters need {params} bytes, over this device's storage binding limit of {limit} bytes ({}); the largest is layer {} ({}x{}, {}): use fewer or narrower layers",
             spec.param_count(),
             ctx.info,
             l + 1,
             w[0],
             w[1],
-            (w[0] * w[1] + w[1]) as u64 * F32,
+            crate::limits::show_bytes(crate::limits::bytes_of(&[w[0] * w[1] + w[1]], F32)),
         )));
     }
     let mut fits = batch;
     for (l, &w) in spec.sizes.iter().enumerate() {
-        let rows = limit / (w as u64 * F32);
+        let rows = limit / (w as u64).saturating_mul(F32);
         if rows == 0 {
             let what = if l == 0 {
                 "an input row".to_string()

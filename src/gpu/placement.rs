@@ -97,7 +97,7 @@ impl GpuBackend {
         let step_stride = kernels::STEP_UNIFORM_SIZE.div_ceil(align) * align;
         let step_uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step"),
-            size: step_stride * options.steps_per_submit.max(1) as u64,
+            size: step_stride.saturating_mul(options.steps_per_submit.max(1) as u64),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -589,12 +589,34 @@ impl GpuBackend {
 
     /// Grows the per-step stats buffer to at least `slots`, keeping its contents and rebuilding
     /// the loss bind groups. Doubling, so a long epoch pays for it a logarithmic number of times.
-    pub(super) fn ensure_stats_capacity(&mut self, slots: usize) {
+    /// Errors (before creating anything) when `slots` do not fit one storage binding.
+    pub(super) fn ensure_stats_capacity(&mut self, slots: usize) -> Result<()> {
         if slots <= self.stats_capacity {
-            return;
+            return Ok(());
+        }
+        let limit = self.ctx.max_binding_bytes();
+        let max_slots = self.max_stats_slots();
+        if slots > max_slots {
+            return Err(Error::DeviceLimit(format!(
+                "{slots} steps in one epoch need {} of per-step statistics, over this device's storage binding limit of {limit} bytes ({}): use a larger --batch, so that an epoch has at most {max_slots} steps",
+                crate::limits::show_bytes(crate::limits::bytes_of(&[slots, 2], F32)),
+                self.ctx.info
+            )));
         }
         self.flush(); // queued steps write the old buffer, whose contents are copied below
-        let cap = slots.next_power_of_two();
+        let cap = slots.next_power_of_two().min(max_slots);
+        let ctx = self.ctx.clone();
+        ctx.scoped("growing the per-step statistics buffer", || {
+            self.grow_stats(cap)
+        })
+    }
+
+    /// The most per-step stats slots one binding holds.
+    pub(super) fn max_stats_slots(&self) -> usize {
+        usize::try_from(self.ctx.max_binding_bytes() / (2 * F32)).unwrap_or(usize::MAX)
+    }
+
+    fn grow_stats(&mut self, cap: usize) {
         let device = &self.ctx.device;
         self.bytes += ((cap - self.stats_capacity) * 2) as u64 * F32;
         let stats = device.create_buffer(&wgpu::BufferDescriptor {

@@ -27,7 +27,7 @@ impl GpuBackend {
             )));
         }
         self.flush();
-        self.ensure_stats_capacity(self.epoch_lens.len() + 1);
+        self.ensure_stats_capacity(self.epoch_lens.len() + 1)?;
         self.write_step(
             0,
             len,

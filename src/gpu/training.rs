@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// The largest readback buffer `predict` creates at once.
+const PREDICT_STAGING_BYTES: u64 = 256 << 20;
+
 impl Backend for GpuBackend {
     fn name(&self) -> String {
         self.ctx.info.to_string()
@@ -64,13 +67,30 @@ impl Backend for GpuBackend {
         let (inp, out) = (self.spec.inputs(), self.spec.outputs());
         self.check_rows("inputs", x, rows, inp)?;
         self.check_rows("targets", t, rows, out)?;
-        self.ensure_stats_capacity(rows);
+        // Per-step stats: room for an epoch of full batches (a step of more rows than the
+        // batch buffers takes one slot per micro-batch), within one binding; `step` grows it
+        // further if an epoch ever needs more, or says what to change.
+        let expected_slots = rows
+            .div_ceil(self.micro)
+            .saturating_add(rows.div_ceil(self.max_batch))
+            .min(self.max_stats_slots());
+        self.ensure_stats_capacity(expected_slots)?;
         if let TrainData::Device(old) = std::mem::replace(&mut self.data, TrainData::None) {
             self.bytes -= old.bytes;
         }
         let before = self.bytes;
-        let limit = self.ctx.limits.max_storage_buffer_binding_size;
-        if (rows * inp) as u64 * F32 > limit || (rows * out) as u64 * F32 > limit {
+        let limit = self.ctx.max_binding_bytes();
+        let (x_bytes, t_bytes) = (
+            crate::limits::bytes_of(&[rows, inp], 4),
+            crate::limits::bytes_of(&[rows, out], 4),
+        );
+        if x_bytes > limit || t_bytes > limit || u32::try_from(rows).is_err() {
+            // Too large for one binding: kept on the host and uploaded a batch at a time.
+            crate::limits::check_host_bytes(
+                &format!("the GPU backend's host copy of the training set ({rows} rows)"),
+                x_bytes.saturating_add(t_bytes),
+                "use a smaller training set",
+            )?;
             self.data = TrainData::Host(HostData {
                 x: x.to_vec(),
                 t: t.to_vec(),
@@ -79,9 +99,14 @@ impl Backend for GpuBackend {
             });
             return Ok(());
         }
-        let data_x = self.storage_buffer("data_x", bytemuck::cast_slice(x));
-        let data_t = self.storage_buffer("data_t", bytemuck::cast_slice(t));
-        let order = self.storage_buffer("order", bytemuck::cast_slice(&vec![0u32; rows]));
+        let ctx = self.ctx.clone();
+        let (data_x, data_t, order) = ctx.scoped("uploading the training set", || {
+            (
+                self.storage_buffer("data_x", bytemuck::cast_slice(x)),
+                self.storage_buffer("data_t", bytemuck::cast_slice(t)),
+                self.storage_buffer("order", bytemuck::cast_slice(&vec![0u32; rows])),
+            )
+        })?;
         let device = &self.ctx.device;
         let gather = |src: &wgpu::Buffer, dst: &wgpu::Buffer, width: usize| {
             let dims = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -168,7 +193,7 @@ impl Backend for GpuBackend {
             TrainData::Host(h) => h.rows,
             TrainData::None => 0,
         };
-        if len == 0 || len > self.max_batch || start + len > rows {
+        if len == 0 || len > self.max_batch || start.checked_add(len).is_none_or(|end| end > rows) {
             return Err(Error::InvalidConfig(format!(
                 "step rows {start}..{} must be 1..={} rows inside the epoch's {rows}",
                 start + len,
@@ -182,7 +207,7 @@ impl Backend for GpuBackend {
         for c in 0..chunks {
             let offset = c * self.micro;
             let rows_here = self.micro.min(len - offset);
-            self.ensure_stats_capacity(self.epoch_lens.len() + 1);
+            self.ensure_stats_capacity(self.epoch_lens.len() + 1)?;
             if let TrainData::Host(h) = &self.data {
                 let (inp, out) = (self.spec.inputs(), self.spec.outputs());
                 let mut x = Vec::with_capacity(rows_here * inp);
@@ -256,49 +281,98 @@ impl Backend for GpuBackend {
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.check_rows("inputs", x, rows, self.spec.inputs())?;
-        let out = self.spec.outputs();
-        let size = (rows * out) as u64 * F32;
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("predict"),
-            size: size.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        self.forward_chunks(x, None, rows, |me, start, len, enc| {
-            let z = &me.layers.last().expect("a layer").z;
-            enc.copy_buffer_to_buffer(
-                z,
-                0,
-                &staging,
-                (start * out) as u64 * F32,
-                (len * out) as u64 * F32,
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        self.check_rows("inputs", x, rows, inp)?;
+        crate::limits::check_host_bytes(
+            &format!("the outputs of {rows} samples × {out} values"),
+            crate::limits::bytes_of(&[rows, out], F32),
+            "predict fewer samples at a time",
+        )?;
+        // Rows are read back in groups whose staging buffer stays within the device's buffer
+        // limit (and PREDICT_STAGING_BYTES), a whole number of micro-batches each.
+        let staging_limit = self.ctx.limits.max_buffer_size.min(PREDICT_STAGING_BYTES);
+        let per_row = out as u64 * F32;
+        let micro_bytes = per_row * self.micro as u64;
+        let group = (staging_limit / micro_bytes.max(1)).max(1) as usize * self.micro;
+        let mut y = Vec::with_capacity(rows * out);
+        let mut start = 0;
+        while start < rows {
+            let n = group.min(rows - start);
+            let size = (n as u64 * per_row).max(4);
+            if size > self.ctx.limits.max_buffer_size {
+                return Err(Error::DeviceLimit(format!(
+                    "one batch of {n} outputs needs {}, over this device's buffer limit of {} bytes ({}): use a smaller --batch",
+                    crate::limits::show_bytes(size),
+                    self.ctx.limits.max_buffer_size,
+                    self.ctx.info
+                )));
+            }
+            let staging = self
+                .ctx
+                .scoped("creating the prediction readback buffer", || {
+                    self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("predict"),
+                        size,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })?;
+            self.forward_chunks(
+                &x[start * inp..(start + n) * inp],
+                None,
+                n,
+                |me, s, len, enc| {
+                    let z = &me.layers.last().expect("a layer").z;
+                    enc.copy_buffer_to_buffer(
+                        z,
+                        0,
+                        &staging,
+                        (s * out) as u64 * F32,
+                        (len * out) as u64 * F32,
+                    );
+                },
             );
-        });
-        let mut y = read_staging(&self.ctx, &staging)?;
-        y.truncate(rows * out);
+            let mut part = read_staging(&self.ctx, &staging)?;
+            part.truncate(n * out);
+            y.extend(part);
+            start += n;
+        }
         Ok(y)
     }
 
     fn evaluate(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<BatchStats> {
-        self.check_rows("inputs", x, rows, self.spec.inputs())?;
-        self.check_rows("targets", t, rows, self.spec.outputs())?;
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        self.check_rows("inputs", x, rows, inp)?;
+        self.check_rows("targets", t, rows, out)?;
         if !self.epoch_lens.is_empty() {
             return Err(Error::InvalidConfig(
                 "evaluate inside an epoch: call finish_epoch first".into(),
             ));
         }
-        let chunks = rows.div_ceil(self.micro);
-        self.ensure_stats_capacity(chunks);
-        self.forward_chunks(x, Some(t), rows, |_, _, _, _| {});
-        let raw = self.read(&self.stats, chunks * 2)?;
+        // Groups of micro-batches whose per-chunk stats fit the stats buffer's binding.
+        let group_chunks = self.max_stats_slots().clamp(1, 1024);
+        let group = group_chunks * self.micro;
         let mut s = BatchStats {
             samples: rows as u64,
             ..Default::default()
         };
-        for c in raw.chunks(2) {
-            s.loss_sum += c[0] as f64;
-            s.correct += c[1] as u64;
+        let mut start = 0;
+        while start < rows {
+            let n = group.min(rows - start);
+            let chunks = n.div_ceil(self.micro);
+            self.ensure_stats_capacity(chunks)?;
+            self.forward_chunks(
+                &x[start * inp..(start + n) * inp],
+                Some(&t[start * out..(start + n) * out]),
+                n,
+                |_, _, _, _| {},
+            );
+            let raw = self.read(&self.stats, chunks * 2)?;
+            for c in raw.chunks(2) {
+                s.loss_sum += c[0] as f64;
+                s.correct += c[1] as u64;
+            }
+            start += n;
         }
         Ok(s)
     }

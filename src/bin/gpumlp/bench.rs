@@ -57,8 +57,30 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.device.device == "auto" {
         args.device.device = "gpu".into();
     }
-    if args.steps == 0 || args.batch == 0 {
-        bail!("--steps and --batch must be at least 1");
+    if args.steps == 0 || args.batch == 0 || args.steps_per_submit == 0 {
+        bail!("--steps, --batch and --steps-per-submit must be at least 1");
+    }
+    if args.device.device == "cpu" {
+        // These flags choose GPU kernels and schedules: on the CPU reference they would be
+        // silently ignored.
+        let gpu_only = [
+            (args.profile, "--profile"),
+            (args.unfused, "--unfused"),
+            (args.fused_mlp, "--fused-mlp"),
+            (args.layered, "--layered"),
+            (args.no_subgroup, "--no-subgroup"),
+            (args.no_images, "--no-images"),
+            (args.tiled, "--tiled"),
+        ];
+        if let Some((_, flag)) = gpu_only.iter().find(|(on, _)| *on) {
+            bail!("{flag} applies to GPU kernels, but --device cpu runs the CPU reference: leave {flag} out, or use --device gpu");
+        }
+    }
+    if args.fused_mlp && args.layered {
+        bail!("--fused-mlp and --layered ask for opposite schedules: give one of them");
+    }
+    if args.layers.0.last() == Some(&1) {
+        bail!("bench trains a softmax classifier, and a softmax over one output is always 1 (the loss is 0 whatever the weights): give the last layer 2 or more units");
     }
     let hidden: Activation = args.activation.parse()?;
     let spec = ModelSpec::new(
@@ -68,6 +90,17 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         Loss::CrossEntropy,
     )?;
     let (inp, out, batch) = (spec.inputs(), spec.outputs(), args.batch);
+    // The random batch (inputs and one-hot targets) and the model are made on the host first.
+    let data_bytes = gpumlp::limits::bytes_of(&[batch, inp.saturating_add(out)], 4);
+    gpumlp::limits::check_host_bytes(
+        &format!(
+            "the bench batch ({batch} rows × {} values)",
+            inp.saturating_add(out)
+        ),
+        data_bytes,
+        "use a smaller --batch",
+    )?;
+    spec.check_host_memory(Optimizer::Sgd, 0)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let x: Vec<f32> = (0..batch * inp)
         .map(|_| rng.random_range(0.0..1.0))
@@ -79,7 +112,10 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let mut gpu: Option<gpumlp::GpuBackend> = None;
     let mut adapter = ("cpu-reference".to_string(), "cpu".to_string());
     let mut backend: Box<dyn Backend> = match args.device.device()? {
-        gpumlp::Device::Cpu => Box::new(gpumlp::CpuBackend::new(&spec, Optimizer::Sgd)?),
+        gpumlp::Device::Cpu => {
+            spec.check_host_memory(Optimizer::Sgd, batch)?;
+            Box::new(gpumlp::CpuBackend::new(&spec, Optimizer::Sgd)?)
+        }
         gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
             let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);
             adapter = (ctx.info.name.clone(), ctx.info.backend.clone());
@@ -132,7 +168,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let stats = backend.finish_epoch()?;
     let seconds = started.elapsed().as_secs_f64();
     let final_loss = stats.last().map_or(f64::NAN, |s| s.mean_loss());
-    let samples_per_s = (batch * args.steps) as f64 / seconds;
+    let samples_per_s = batch as f64 * args.steps as f64 / seconds.max(1e-9);
     let gflops =
         6.0 * batch as f64 * spec.macs_per_sample() as f64 * args.steps as f64 / seconds / 1e9;
     let name = backend.name();

@@ -99,6 +99,28 @@ impl Run<'_> {
             Some(m) => Some(MetricsLog::create(m, &history, self.write)?),
             None => None,
         };
+        let already = trainer.epoch();
+        if already >= args.epochs {
+            // A resumed run that has already trained every epoch asked for: nothing to train,
+            // but the requested checkpoint is still written (as it is).
+            if !args.quiet {
+                eprintln!(
+                    "gpumlp: nothing to train: {} has already trained {already} of --epochs {} (--epochs counts the total; give a larger one to train more)",
+                    args.resume.as_ref().map_or("the run".into(), |p| p.display().to_string()),
+                    args.epochs
+                );
+            }
+            if let Some(out) = &args.out {
+                self.checkpoint(trainer, &history)?
+                    .save_with(out, self.write)?;
+                if !args.quiet {
+                    eprintln!(
+                        "gpumlp: wrote the checkpoint unchanged to {}",
+                        out.display()
+                    );
+                }
+            }
+        }
         let bar = self.progress_bar(trainer);
         let mut best: Option<Checkpoint> = None;
         let mut stopped_early = None;

@@ -51,19 +51,24 @@ pub struct PredictArgs {
 /// The checkpoint and the data, normalized as the model was trained.
 fn load(model: &std::path::Path, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
     let ck = Checkpoint::load(model)?;
-    let ds = load_checked(&ck, data)?;
+    let ds = load_checked(&ck, data, false)?;
     Ok((ck, ds))
 }
 
 /// `data` loaded, checked against the model's inputs and normalized as the model was trained.
-fn load_checked(ck: &Checkpoint, data: &str) -> anyhow::Result<Dataset> {
+/// `predicting`: the data may also be a CSV of just the inputs (said in the error).
+fn load_checked(ck: &Checkpoint, data: &str, predicting: bool) -> anyhow::Result<Dataset> {
     let mut ds = load_spec(data)?;
     if ds.cols != ck.spec.inputs() {
+        let inputs = ck.spec.inputs();
+        let also = if predicting {
+            format!(" (predict also reads a CSV of just the {inputs} inputs)")
+        } else {
+            format!(": eval needs the {inputs} inputs and the targets the model was trained on")
+        };
         bail!(
-            "{data}: {} features, but the model takes {} (predict also reads a CSV of just the {} inputs)",
-            ds.cols,
-            ck.spec.inputs(),
-            ck.spec.inputs()
+            "{data}: {} features, but the model takes {inputs}{also}",
+            ds.cols
         );
     }
     if let Some(n) = &ck.normalization {
@@ -85,26 +90,28 @@ fn predicted_classes(y: &[f32], out: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The most classes whose confusion matrix `eval` prints (it holds classes² counts).
+const MAX_CONFUSION_CLASSES: usize = 100;
+
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     args.device.device()?; // contradictory device flags fail before any file is read
     let (ck, ds) = load(&args.model, &args.data)?;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
-    let t = ds.dense_targets(&ck.spec)?;
-    let stats = b.evaluate(&ds.features, &t, ds.rows)?;
+    let stats = gpumlp::train::evaluate(b.as_mut(), &ds)?;
+    let out = ck.spec.outputs();
+    let classes = out.max(2);
     let confusion = match &ds.targets {
-        Targets::Classes { labels, .. } => {
-            let out = ck.spec.outputs();
-            let y = b.predict(&ds.features, ds.rows)?;
-            let classes = out.max(2);
+        Targets::Classes { labels, .. } if classes <= MAX_CONFUSION_CLASSES => {
+            let y = gpumlp::train::predict(b.as_mut(), &ds.features, ds.rows)?;
             let mut confusion = vec![vec![0usize; classes]; classes];
             for (&l, p) in labels.iter().zip(predicted_classes(&y, out)) {
                 confusion[l as usize][p] += 1;
             }
             Some(confusion)
         }
-        Targets::Values { .. } => None,
+        _ => None,
     };
-    let accuracy = confusion.is_some().then(|| stats.accuracy());
+    let accuracy = ds.classes().is_some().then(|| stats.accuracy());
     if args.json {
         let report = serde_json::json!({
             "model": args.model.display().to_string(),
@@ -121,8 +128,13 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     println!("model: {} on {}", args.model.display(), b.name());
     println!("samples: {}", ds.rows);
     println!("loss: {:.6}", stats.mean_loss());
-    if let (Some(acc), Some(confusion)) = (accuracy, confusion) {
+    if let Some(acc) = accuracy {
         println!("accuracy: {:.2}%", acc * 100.0);
+    }
+    if let (Some(_), None) = (accuracy, &confusion) {
+        println!("confusion matrix: omitted ({classes} classes; it is printed for at most {MAX_CONFUSION_CLASSES})");
+    }
+    if let Some(confusion) = confusion {
         println!("confusion matrix (rows: true class, columns: predicted class):");
         print!("{:>6}", "");
         for c in 0..confusion.len() {
@@ -157,7 +169,7 @@ fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize,
             return Ok((features, cols, None));
         }
     }
-    let ds = load_checked(ck, data)?;
+    let ds = load_checked(ck, data, true)?;
     let classes = ds.classes();
     Ok((ds.features, ds.cols, classes))
 }
@@ -180,7 +192,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     let (features, cols, classes) = predict_data(&ck, &args.data)?;
     let rows = features.len() / cols;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, rows))?;
-    let y = b.predict(&features, rows)?;
+    let y = gpumlp::train::predict(b.as_mut(), &features, rows)?;
     let out = ck.spec.outputs();
     // Columns are probabilities (p0, …) only when the output layer makes them (softmax, or a
     // one-unit sigmoid for two classes); other outputs are raw values (y0, …).

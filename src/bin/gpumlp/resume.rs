@@ -44,6 +44,30 @@ pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs
     args.verify = cli.verify;
     args.resume = cli.resume.clone();
     args.given = cli.given.clone();
+    // The optimizer's state must be in the file: a missing tensor would silently restart its
+    // moments (or fail later without naming the file).
+    let optimizer = build_config(&args)?.optimizer;
+    let p = ck.spec.param_count();
+    for (slot, name, have) in [
+        (1, "optimizer.m", &state.optimizer.m),
+        (2, "optimizer.v", &state.optimizer.v),
+    ] {
+        let needed = optimizer.state_slots() >= slot;
+        if needed && have.len() != p {
+            bail!(
+                "--resume {}: tensor '{name}' is missing, but the run's optimizer ({}) needs it ({p} values): the checkpoint is damaged or was not written by `gpumlp train --out`",
+                path.display(),
+                optimizer.name()
+            );
+        }
+        if !needed && !have.is_empty() {
+            bail!(
+                "--resume {}: tensor '{name}' is present, but the run's optimizer ({}) has no such state: the file's tensors and its saved arguments disagree",
+                path.display(),
+                optimizer.name()
+            );
+        }
+    }
     if args.epochs < state.epoch {
         bail!(
             "--resume {}: --epochs {} is fewer than the {} epochs this checkpoint has already trained (--epochs counts the total, those done included)",

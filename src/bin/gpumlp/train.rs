@@ -189,6 +189,9 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
         },
         other => other.parse()?,
     };
+    if out_act == Activation::Softmax && sizes.last() == Some(&1) {
+        bail!("a softmax over one output is always 1, so nothing can be learned: give the output layer 2 or more units (one per class), or use --output-activation sigmoid for one output");
+    }
     let mut activations = hidden;
     activations.push(out_act);
     Ok(ModelSpec::with_activations(&sizes, activations, loss)?)
@@ -220,6 +223,14 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     }
     if args.verify == Some(0) {
         bail!("--verify K compares the first K steps: K must be at least 1");
+    }
+    if let Some(k) = args.verify {
+        if k > gpumlp::limits::MAX_VERIFY_STEPS {
+            bail!(
+                "--verify {k}: at most {} steps are compared (the CPU reference runs every one of them): give a smaller K",
+                gpumlp::limits::MAX_VERIFY_STEPS
+            );
+        }
     }
     if let Some(p) = &args.plot {
         plot_format(p)?;
@@ -345,7 +356,10 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         None => build_spec(&args, &train)?,
     };
     let config = build_config(&args)?;
+    config.validate()?;
     let batch = config.batch_size.clamp(1, train.rows);
+    // The parameters are allocated below (initialized or read): refuse a model that cannot fit.
+    spec.check_host_memory(config.optimizer, 0)?;
     // The test set is read and checked against the model now, not after training.
     let test = match &args.test {
         Some(t) => Some(load_test(t, &spec, &norm, &args.data)?),
@@ -438,7 +452,13 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         let state = ck.training.as_ref().expect("checked in resume_args");
         trainer.restore(state.epoch, state.steps, &state.optimizer)?;
         if let Some(h) = state.extra.get("history") {
-            history = serde_json::from_str(h).unwrap_or_default();
+            // A damaged history would silently restart the metrics and the plot: refuse it.
+            history = serde_json::from_str(h).with_context(|| {
+                format!(
+                    "--resume {}: metadata 'extra.history' is not the run's per-epoch metrics: the checkpoint is damaged",
+                    args.resume.as_ref().expect("resumed").display()
+                )
+            })?;
         }
     }
     trainer.set_train_data(&train)?;
@@ -449,6 +469,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         val: val.as_ref(),
         write,
     };
+    let already = trainer.epoch();
     let finished = run.train(&mut trainer, history)?;
     let history = finished.history;
     if let Some(p) = &args.plot {
@@ -463,7 +484,12 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             args.monitor
         );
     }
-    if let Some(last) = history.last() {
+    // The epoch whose weights the run ends with: the best one where --restore-best restored it.
+    let kept = match (finished.best_epoch, args.restore_best) {
+        (Some(best), true) => history.iter().find(|r| r.epoch == best),
+        _ => history.last(),
+    };
+    if let (Some(last), true) = (kept, trainer.epoch() > already) {
         match (last.val_loss, last.val_accuracy) {
             (Some(_), Some(acc)) => println!(
                 "held-out accuracy: {:.2}% ({} samples) on {device_name}",
@@ -474,7 +500,12 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                 "held-out loss: {loss:.6} ({} samples) on {device_name}",
                 val.as_ref().map_or(0, |v| v.rows)
             ),
-            _ => println!("train loss: {:.6} on {device_name}", last.train_loss),
+            // The mean of the last epoch's per-step losses, each taken before that step's update
+            // (what training saw, not the final weights' loss: `eval` gives that).
+            _ => println!(
+                "mean training loss over the last epoch's steps (each before its update): {:.6} on {device_name}",
+                last.train_loss
+            ),
         }
     }
     if let Some(t) = &test {
@@ -511,8 +542,14 @@ fn load_test(
     }
     norm.apply(&mut t)
         .with_context(|| format!("--test {test}"))?;
-    t.dense_targets(spec)
-        .with_context(|| format!("--test {test}: does not fit the model's outputs"))?;
+    // Checked a chunk at a time: the test set's dense targets are never held whole.
+    let mut start = 0;
+    while start < t.rows {
+        let end = t.rows.min(start + 4096);
+        t.dense_targets_rows(spec, start..end)
+            .with_context(|| format!("--test {test}: does not fit the model's outputs"))?;
+        start = end;
+    }
     Ok(t)
 }
 
