@@ -42,6 +42,9 @@ pub struct Checkpoint {
     /// [P] in [`ModelSpec::layout`] order.
     pub params: Vec<f32>,
     pub normalization: Option<Normalization>,
+    /// The class names of a model trained on string labels: output `i` is `class_names[i]`
+    /// (metadata `class_names`, a JSON array).
+    pub class_names: Option<Vec<String>>,
     pub training: Option<TrainingState>,
 }
 
@@ -95,6 +98,11 @@ impl Checkpoint {
                 .join(","),
         );
         meta.insert("loss".into(), self.spec.loss.name().into());
+        if let Some(names) = &self.class_names {
+            let json = serde_json::to_string(names)
+                .map_err(|e| Error::InvalidModel(format!("class names: {e}")))?;
+            meta.insert("class_names".into(), json);
+        }
         if let Some(n) = &self.normalization {
             meta.insert("normalization".into(), n.method.name().into());
             meta.insert("normalization_shift".into(), json_floats(&n.shift));
@@ -280,10 +288,30 @@ impl Checkpoint {
                 })
             }
         };
+        let class_names = match meta.get("class_names") {
+            None => None,
+            Some(text) => {
+                let names: Vec<String> = serde_json::from_str(text).map_err(|e| {
+                    ck_err(
+                        path,
+                        format!("metadata 'class_names' is not a JSON list of names ({e})"),
+                    )
+                })?;
+                let classes = spec.outputs().max(2);
+                if names.len() != classes {
+                    return Err(ck_err(
+                        path,
+                        format!("metadata 'class_names' holds {} names for a model of {classes} classes: the checkpoint is damaged", names.len()),
+                    ));
+                }
+                Some(names)
+            }
+        };
         Ok(Checkpoint {
             spec,
             params,
             normalization,
+            class_names,
             training,
         })
     }

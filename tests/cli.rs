@@ -1107,3 +1107,91 @@ fn a_run_described_in_a_toml_file_with_flags_overriding_it() {
     std::fs::write(&config, "resume = \"x\"\n").unwrap();
     fails(&["train", "--config", &config], "cannot be set in a file");
 }
+
+#[test]
+fn a_quoted_string_labelled_csv_trains_evaluates_and_predicts_names() {
+    let dir = tmp();
+    let data = p(dir.path(), "flowers.csv");
+    let mut csv = String::from("petal,sepal,species\n");
+    let names = ["setosa", "versicolor", "virginica"];
+    for i in 0..90 {
+        let c = i % 3;
+        let jitter = (i as f32 * 0.37).sin() * 0.2;
+        csv += &format!(
+            "{},{},\"{}\"\n",
+            c as f32 + jitter,
+            2.0 - c as f32 - jitter,
+            names[c]
+        );
+    }
+    std::fs::write(&data, &csv).unwrap();
+    let spec = format!("csv:{data}");
+    let model = p(dir.path(), "m.safetensors");
+    ok(&[
+        "train",
+        "--data",
+        &spec,
+        "--epochs",
+        "40",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--out",
+        &model,
+        "--quiet",
+    ]);
+    let ck = Checkpoint::load(Path::new(&model)).unwrap();
+    assert_eq!(
+        ck.class_names.as_deref().unwrap(),
+        names,
+        "the sorted vocabulary is saved"
+    );
+    let o = gpumlp(&[
+        "eval", "--model", &model, "--data", &spec, "--device", "cpu", "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["classes"], serde_json::json!(names));
+    assert!(v["accuracy"].as_f64().unwrap() > 0.95, "{v}");
+    let eval_text = ok(&[
+        "eval", "--model", &model, "--data", &spec, "--device", "cpu",
+    ]);
+    assert!(
+        eval_text.contains("setos"),
+        "the confusion matrix names classes:\n{eval_text}"
+    );
+    let o = gpumlp(&[
+        "predict", "--model", &model, "--data", &spec, "--device", "cpu", "--out", "-",
+    ]);
+    let preds = String::from_utf8_lossy(&o.stdout).to_string();
+    let predicted: Vec<&str> = preds
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(predicted.len(), 90);
+    let right = predicted
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| **p == names[i % 3])
+        .count();
+    assert!(right > 85, "predict prints class names:\n{preds}");
+    // A label the model never saw is a clear error.
+    let unseen = p(dir.path(), "unseen.csv");
+    std::fs::write(&unseen, "petal,sepal,species\n0.1,2,setosa\n1,1,rose\n").unwrap();
+    fails(
+        &[
+            "eval",
+            "--model",
+            &model,
+            "--data",
+            &format!("csv:{unseen}"),
+            "--device",
+            "cpu",
+        ],
+        "class label 'rose' at row 1 is not one the model was trained on",
+    );
+}

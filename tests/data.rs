@@ -175,11 +175,16 @@ fn csv_first_row_is_a_header_only_when_none_of_its_fields_is_a_number() {
             LAST,
             vec!["line 1, column 1", "\"x\"", "rename"],
         ),
-        // The label column too; a blank line before the first row does not change that.
+        // A label column that starts with a name holds names (string labels): a number in it
+        // later is an error, with its line; a blank line before the first row counts.
         (
             "\n1,2,y\n2,3,1\n",
             LAST,
-            vec!["line 2, column 3", "class label \"y\"", "header"],
+            vec![
+                "line 3, column 3",
+                "class label \"1\"",
+                "all numbers or all names",
+            ],
         ),
         // A header with a numeric column name is read as data.
         (

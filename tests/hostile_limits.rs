@@ -595,6 +595,7 @@ fn item11_eval_and_predict_name_the_samples_whose_outputs_are_not_finite() {
         spec,
         params: vec![1e30, -1e30, 0.0, 0.0],
         normalization: None,
+        class_names: None,
         training: None,
     }
     .save(&model)

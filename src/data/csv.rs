@@ -70,6 +70,8 @@ struct Rows {
     features: Vec<f32>,
     features_per_row: usize,
     labels: Vec<u32>,
+    /// The labels as names, when the label column's first label is not a number.
+    names: Option<Vec<String>>,
     values: Vec<f32>,
     max_label: u32,
 }
@@ -174,10 +176,13 @@ impl<'a, R: BufRead> Parser<'a, R> {
         let rows = self.rows(target)?;
         let (features, cols) = (rows.features, rows.features_per_row);
         match target {
-            CsvTarget::Label { .. } => {
-                let classes = rows.max_label as usize + 1;
-                Dataset::from_classes(features, cols, rows.labels, classes)
-            }
+            CsvTarget::Label { .. } => match &rows.names {
+                Some(names) => Dataset::from_names(features, cols, names),
+                None => {
+                    let classes = rows.max_label as usize + 1;
+                    Dataset::from_classes(features, cols, rows.labels, classes)
+                }
+            },
             CsvTarget::Values { count } => {
                 Dataset::from_values(features, cols, rows.values, *count)
             }
@@ -207,6 +212,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
 
         let mut features = Vec::new();
         let mut labels: Vec<u32> = Vec::new();
+        let mut names: Option<Vec<String>> = None;
         let mut values = Vec::new();
         let mut max_label = 0u32;
         // What the rows hold so far is checked against the host memory limit as they grow.
@@ -249,9 +255,31 @@ impl<'a, R: BufRead> Parser<'a, R> {
             for (col, (field, role)) in fields(&self.line).zip(&roles).enumerate() {
                 match role {
                     Role::Label => {
-                        let label = self.label(field, col)?;
-                        max_label = max_label.max(label);
-                        labels.push(label);
+                        // A column whose first label is not a number holds class names.
+                        let first = labels.is_empty() && names.is_none();
+                        if first && !field.is_empty() && field.parse::<f64>().is_err() {
+                            names = Some(Vec::new());
+                        }
+                        match &mut names {
+                            Some(_) if field.is_empty() => {
+                                return Err(self.error(format!(
+                                    "{}: the class label is empty",
+                                    self.where_(col)
+                                )));
+                            }
+                            Some(_) if field.parse::<f64>().is_ok() => {
+                                return Err(self.error(format!(
+                                    "{}: class label \"{field}\" is a number, but the column's first label is a name: labels must be all numbers or all names",
+                                    self.where_(col)
+                                )));
+                            }
+                            Some(names) => names.push(field.to_string()),
+                            None => {
+                                let label = self.label(field, col)?;
+                                max_label = max_label.max(label);
+                                labels.push(label);
+                            }
+                        }
                     }
                     Role::Feature => features.push(self.number(field, col)?),
                     Role::Value => values.push(self.number(field, col)?),
@@ -265,6 +293,7 @@ impl<'a, R: BufRead> Parser<'a, R> {
             features,
             features_per_row,
             labels,
+            names,
             values,
             max_label,
         })
@@ -394,8 +423,9 @@ impl<'a, R: BufRead> Parser<'a, R> {
     fn label(&self, field: &str, col: usize) -> Result<u32> {
         let bad = |why: &str| {
             self.error(format!(
-                "{}: class label \"{field}\" {why}; labels must be integers 0, 1, 2, … (for \
-                 real-valued targets, load the file with targets=K instead of a label column)",
+                "{}: class label \"{field}\" {why}; labels must be integers 0, 1, 2, … as the \
+                 column's first label is a number, or all names (for real-valued targets, load \
+                 the file with targets=K instead of a label column)",
                 self.where_(col)
             ))
         };

@@ -18,6 +18,8 @@ pub struct Run<'a> {
     pub spec: &'a ModelSpec,
     pub norm: &'a Normalization,
     pub val: Option<&'a Dataset>,
+    /// The label vocabulary of string class labels.
+    pub class_names: Option<Vec<String>>,
     pub write: WriteOptions,
 }
 
@@ -77,6 +79,7 @@ impl Run<'_> {
             spec: self.spec.clone(),
             params: trainer.params()?,
             normalization: Some(self.norm.clone()),
+            class_names: self.class_names.clone(),
             training: Some(TrainingState {
                 epoch: trainer.epoch(),
                 steps: trainer.steps(),

@@ -2,7 +2,7 @@
 
 use crate::train::place_saved;
 use crate::DeviceArgs;
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::Checkpoint;
 use gpumlp::cpu::ops::argmax;
@@ -74,7 +74,33 @@ fn load_checked(ck: &Checkpoint, data: &str, predicting: bool) -> anyhow::Result
     if let Some(n) = &ck.normalization {
         n.apply(&mut ds)?;
     }
-    Ok(ds)
+    match (&ck.class_names, &ds.class_names) {
+        (Some(names), _) => Ok(ds.relabel(names).with_context(|| data.to_string())?),
+        (None, Some(_)) => {
+            bail!("{data}: its labels are names, but the model was trained on numeric class labels")
+        }
+        (None, None) => Ok(ds),
+    }
+}
+
+/// Class `c` as `eval` prints it: its name (at most 5 characters) or its index.
+fn class_name(ck: &Checkpoint, c: usize) -> String {
+    match &ck.class_names {
+        Some(names) => names[c].chars().take(5).collect(),
+        None => c.to_string(),
+    }
+}
+
+/// Class `c` as a CSV field: its name (quoted where it holds a comma, quote or line break) or
+/// its index.
+fn csv_class(ck: &Checkpoint, c: usize) -> String {
+    match &ck.class_names {
+        Some(names) if names[c].contains([',', '"', '\n', '\r']) => {
+            format!("\"{}\"", names[c].replace('"', "\"\""))
+        }
+        Some(names) => names[c].clone(),
+        None => c.to_string(),
+    }
 }
 
 /// The predicted class of each output row. y: [rows, out].
@@ -121,6 +147,7 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
             "loss": stats.mean_loss(),
             "accuracy": accuracy,
             "confusion": confusion,
+            "classes": ck.class_names,
         });
         println!("{report}");
         return Ok(());
@@ -138,11 +165,11 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         println!("confusion matrix (rows: true class, columns: predicted class):");
         print!("{:>6}", "");
         for c in 0..confusion.len() {
-            print!("{c:>6}");
+            print!(" {:>5}", class_name(&ck, c));
         }
         println!();
         for (r, row) in confusion.iter().enumerate() {
-            print!("{r:>6}");
+            print!("{:>6}", class_name(&ck, r));
             for v in row {
                 print!("{v:>6}");
             }
@@ -161,12 +188,15 @@ fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize,
         .strip_prefix("csv:")
         .filter(|rest| !rest.contains(":label=") && !rest.contains(":targets="));
     if let Some(path) = plain_csv {
-        let (mut features, cols) = load_csv_features(std::path::Path::new(path))?;
-        if cols == inputs {
-            if let Some(n) = &ck.normalization {
-                n.apply_features(&mut features, cols)?;
+        // Just the inputs, or (a column that is not a number, e.g. string labels, or one
+        // column more) a labelled file, read below.
+        if let Ok((mut features, cols)) = load_csv_features(std::path::Path::new(path)) {
+            if cols == inputs {
+                if let Some(n) = &ck.normalization {
+                    n.apply_features(&mut features, cols)?;
+                }
+                return Ok((features, cols, None));
             }
-            return Ok((features, cols, None));
         }
     }
     let ds = load_checked(ck, data, true)?;
@@ -205,7 +235,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         if out == 1 && last == Some(Activation::Sigmoid) {
             csv += "predicted,p0,p1\n";
             for (p, v) in pred.iter().zip(&y) {
-                csv += &format!("{p},{},{}\n", 1.0 - v, v);
+                csv += &format!("{},{},{}\n", csv_class(&ck, *p), 1.0 - v, v);
             }
         } else {
             csv += "predicted";
@@ -214,7 +244,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
             }
             csv.push('\n');
             for (p, row) in pred.iter().zip(y.chunks(out)) {
-                csv += &p.to_string();
+                csv += &csv_class(&ck, *p);
                 for v in row {
                     csv += &format!(",{v}");
                 }

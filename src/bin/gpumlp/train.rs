@@ -334,7 +334,14 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         replace_read_only: args.force,
     };
     let device = args.device.device()?;
-    let full = load_spec(&args.data)?;
+    let mut full = load_spec(&args.data)?;
+    // String class labels: a resumed run keeps the checkpoint's vocabulary (its outputs).
+    if let Some(names) = resumed.as_ref().and_then(|ck| ck.class_names.as_ref()) {
+        full = full
+            .relabel(names)
+            .with_context(|| format!("--data {}", args.data))?;
+    }
+    let class_names = full.class_names.clone();
     let (mut train, mut val) = full.split(args.val_split, args.seed)?;
     let norm = match &resumed {
         Some(ck) => ck
@@ -362,7 +369,13 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     spec.check_host_memory(config.optimizer, 0)?;
     // The test set is read and checked against the model now, not after training.
     let test = match &args.test {
-        Some(t) => Some(load_test(t, &spec, &norm, &args.data)?),
+        Some(t) => Some(load_test(
+            t,
+            &spec,
+            &norm,
+            &args.data,
+            class_names.as_deref(),
+        )?),
         None => None,
     };
     let params = match (&resumed, &args.init) {
@@ -467,6 +480,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         spec: &spec,
         norm: &norm,
         val: val.as_ref(),
+        class_names,
         write,
     };
     let already = trainer.epoch();
@@ -531,8 +545,12 @@ fn load_test(
     spec: &ModelSpec,
     norm: &Normalization,
     data: &str,
+    class_names: Option<&[String]>,
 ) -> anyhow::Result<Dataset> {
     let mut t = load_spec(test).with_context(|| format!("--test {test}"))?;
+    if let Some(names) = class_names {
+        t = t.relabel(names).with_context(|| format!("--test {test}"))?;
+    }
     if t.cols != spec.inputs() {
         bail!(
             "--test {test}: {} features per sample, but the model takes {} (the features of --data {data}): the test set needs the same columns",
