@@ -9,8 +9,8 @@
 
 use anyhow::bail;
 use gpumlp::{
-    Activation, AdapterSelector, Backend, CpuBackend, GpuBackend, GpuContext, GpuOptions, Loss,
-    ModelSpec, Optimizer,
+    Activation, AdapterSelector, Backend, GpuBackend, GpuContext, GpuOptions, Loss, ModelSpec,
+    Optimizer, ReferenceBackend,
 };
 use std::sync::Arc;
 
@@ -63,8 +63,8 @@ fn main() -> anyhow::Result<()> {
     )?;
 
     let mut runs: Vec<(Box<dyn Backend>, Box<dyn Backend>)> = vec![(
-        Box::new(CpuBackend::new(&spec, Optimizer::Sgd)?),
-        Box::new(CpuBackend::new(&hidden, Optimizer::Sgd)?),
+        Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd)?),
+        Box::new(ReferenceBackend::new(&hidden, Optimizer::Sgd)?),
     )];
     match GpuContext::new(&AdapterSelector::from_env()) {
         Ok(ctx) => {

@@ -5,8 +5,8 @@ use crate::DeviceArgs;
 use anyhow::bail;
 use clap::Args;
 use gpumlp::checkpoint::{atomic_write, Checkpoint};
-use gpumlp::cpu::ops::argmax;
 use gpumlp::data::{load_csv_features, load_spec};
+use gpumlp::reference::ops::argmax;
 use gpumlp::{Activation, Dataset, Targets};
 use std::path::PathBuf;
 

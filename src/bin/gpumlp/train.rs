@@ -9,8 +9,8 @@ use gpumlp::data::{known_range, load_spec, Normalization, NormalizeMethod};
 use gpumlp::report::{plot, plot_format, write_metrics, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
-    Activation, Backend, CpuBackend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
-    Schedule, TrainConfig, Trainer,
+    Activation, Backend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
+    ReferenceBackend, Schedule, TrainConfig, Trainer,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,8 @@ pub struct TrainArgs {
     /// Continue a run from a checkpoint written with --out.
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Train the first K steps on the GPU and the CPU reference side by side and compare.
+    /// Train the first K steps on this device (GPU or fast CPU) and the CPU reference side by
+    /// side and compare.
     #[arg(long)]
     pub verify: Option<usize>,
     #[arg(long)]
@@ -299,10 +300,10 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let mut trainer = Trainer::new(backend, &params, config.clone())?;
     if let Some(k) = args.verify {
-        if device == Device::Cpu || device_name == "cpu-reference" {
-            bail!("--verify compares a GPU with the CPU reference, but this run is on the CPU");
+        if device == Device::Reference || device_name == "cpu-reference" {
+            bail!("--verify compares this run's device with the CPU reference, but this run is on the reference itself");
         }
-        let mut reference = CpuBackend::new(&spec, config.optimizer)?;
+        let mut reference = ReferenceBackend::new(&spec, config.optimizer)?;
         let report = verify(
             trainer.backend(),
             &mut reference,
