@@ -84,6 +84,19 @@ pub fn gemm(c: &mut [f32], ldc: usize, a: View, b: View, m: usize, n: usize, k: 
         )
     };
     matmul(c, Accum::Replace, a, b, 1.0f32, Par::Seq);
+    clear_upper_vector_state();
+}
+
+/// faer's AVX-512 kernels can return with the upper halves of the vector registers dirty; the
+/// epilogues after them are SSE code, and on this Xeon every SSE instruction then waits on those
+/// halves (libm's expf in the loss ran ~40× slower). `vzeroupper` clears them.
+#[inline]
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX (checked just above), which is all vzeroupper needs.
+        unsafe { std::arch::x86_64::_mm256_zeroupper() }
+    }
 }
 
 /// z: [n] = φ(a: [n]) for a hidden layer (softmax is output-only and handled by the caller).
