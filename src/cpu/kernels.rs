@@ -1,4 +1,4 @@
-//! The fast backend's passes: one GEMM per row block (through the `gemm` crate) with its
+//! The fast backend's passes: one GEMM per row block (through `faer`) with its
 //! epilogue fused behind it while the block is still in cache, and the element-wise math
 //! written as plain loops over slices that LLVM vectorizes (the `match` hoisted out of them).
 //!
@@ -8,7 +8,8 @@
 //! `matrixmultiply` 66–84, 50, 66; `gemm` 0.18 42–46, 41, 44. faer takes arbitrary row and column
 //! strides (so `Wᵀ`, `xᵀ` and the bias-as-a-row layout need no copies) and its parallelism is a
 //! per-call argument (`Par::Seq` here: we split the rows ourselves, so the blocks are fixed and
-//! the epilogues fused). `matrixmultiply` reads its thread count once per process from
+//! the epilogues fused). Its packing buffers are thread-local and kept, so a step allocates
+//! nothing there either. `matrixmultiply` reads its thread count once per process from
 //! `MATMUL_NUM_THREADS` and threads inside every call, which would oversubscribe our blocks.
 
 use faer::linalg::matmul::matmul;

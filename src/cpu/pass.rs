@@ -15,8 +15,10 @@ use crate::optim::{OptimizerKind, StepHyper};
 use rayon::prelude::*;
 use std::marker::PhantomData;
 
-/// Multiply-adds below which a GEMM runs as one block on the calling thread. Measured on the
-/// suite (BENCHMARKS.md): a rayon hand-off costs ~5–10 µs, about 250k multiply-adds of one core.
+/// Multiply-adds below which a GEMM runs as one block on the calling thread (and a whole step
+/// below it never enters the pool). Set from an estimate, not yet tuned: a rayon hand-off costs
+/// some µs, about what one core needs for 250k multiply-adds. So 2-16-2 b256 never dispatches,
+/// while every GEMM of 784-512-512-10 b1024 and the first layer of 784-128-10 b128 split.
 pub const PAR_MIN_MACS: usize = 1 << 18;
 
 /// Rows per block are rounded to this, the GEMM micro-kernel's row count.
