@@ -11,7 +11,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpumlp::{
     Activation, AdapterSelector, Backend, CpuBackend, GpuBackend, GpuContext, GpuOptions, Loss,
-    ModelSpec, Optimizer,
+    ModelSpec, Optimizer, ReferenceBackend,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -300,9 +300,15 @@ fn training_steps(c: &mut Criterion) {
                 }
             }
         }
+        // The fast CPU backend, on the machine's threads (GPUMLP_THREADS narrows them).
+        let mut fast = CpuBackend::new(&spec, Optimizer::Sgd, batch, None).unwrap();
+        placed(&mut fast, &spec, batch);
+        group.bench_function("cpu", |bch| {
+            bch.iter_custom(|iters| time_steps(&mut fast, batch, iters))
+        });
         // The naive reference is the oracle, not a competitor: only where a step takes < ~1 s.
         if 6.0 * batch as f64 * spec.macs_per_sample() as f64 <= 3e9 {
-            let mut cpu = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+            let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
             placed(&mut cpu, &spec, batch);
             group.bench_function("cpu-reference", |bch| {
                 bch.iter_custom(|iters| time_steps(&mut cpu, batch, iters))

@@ -3,14 +3,14 @@
 //!
 //! For each quantity it prints the notes' value; the same quantity computed in f64 by the short
 //! hand-written code in common/lecture_notes.rs, rounded to as many decimals as the notes print (it must match them
-//! exactly, or the example fails); and what each backend computes in f32 (the CPU reference and
-//! the best GPU adapter), with its distance from the notes. f32 carries about 7 significant
+//! exactly, or the example fails); and what each backend computes in f32 (the CPU reference, the
+//! fast CPU backend and the best GPU adapter), with its distance from the notes. f32 carries about 7 significant
 //! digits, so its 9th decimal differs from the notes' while f64 reproduces every printed digit.
 
 use anyhow::bail;
 use gpumlp::{
     Activation, AdapterSelector, Backend, CpuBackend, GpuBackend, GpuContext, GpuOptions, Loss,
-    ModelSpec, Optimizer,
+    ModelSpec, Optimizer, ReferenceBackend,
 };
 use std::sync::Arc;
 
@@ -62,10 +62,16 @@ fn main() -> anyhow::Result<()> {
         Loss::SquaredError,
     )?;
 
-    let mut runs: Vec<(Box<dyn Backend>, Box<dyn Backend>)> = vec![(
-        Box::new(CpuBackend::new(&spec, Optimizer::Sgd)?),
-        Box::new(CpuBackend::new(&hidden, Optimizer::Sgd)?),
-    )];
+    let mut runs: Vec<(Box<dyn Backend>, Box<dyn Backend>)> = vec![
+        (
+            Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd)?),
+            Box::new(ReferenceBackend::new(&hidden, Optimizer::Sgd)?),
+        ),
+        (
+            Box::new(CpuBackend::new(&spec, Optimizer::Sgd, 1, None)?),
+            Box::new(CpuBackend::new(&hidden, Optimizer::Sgd, 1, None)?),
+        ),
+    ];
     match GpuContext::new(&AdapterSelector::from_env()) {
         Ok(ctx) => {
             let ctx = Arc::new(ctx);

@@ -50,7 +50,7 @@ pub enum Error {
         value: f64,
     },
 
-    #[error("no GPU adapter found{detail}: install a GPU driver, or a software Vulkan device (on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), or use the CPU reference (--device cpu)")]
+    #[error("no GPU adapter found{detail}: install a GPU driver, or a software Vulkan device (on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), or train on the fast CPU backend (--device cpu)")]
     NoAdapter { detail: String },
 
     #[error("{0}")]

@@ -1,7 +1,8 @@
 //! # gpumlp
 //!
-//! Train multi-layer perceptrons on any GPU that wgpu reaches (Vulkan, Metal, DX12, GL), with a
-//! plain CPU reference that has the same semantics and checks every GPU kernel.
+//! Train multi-layer perceptrons on any GPU that wgpu reaches (Vulkan, Metal, DX12, GL), or on a
+//! fast multi-threaded CPU backend, both checked against a plain CPU reference with the same
+//! semantics (the oracle).
 //!
 //! A dense layer computes `a = x·W + b`, `z = φ(a)`; training is mini-batch SGD (optionally with
 //! momentum or Adam) on a loss averaged over the batch, with backpropagated deltas
@@ -10,7 +11,8 @@
 //! ```
 //! use gpumlp::{Activation, Dataset, Device, Loss, ModelSpec, Optimizer, TrainConfig, Trainer};
 //!
-//! // XOR with a 2-4-1 sigmoid network on the CPU reference (Device::Auto picks the best GPU).
+//! // XOR with a 2-4-1 sigmoid network on the fast CPU backend (Device::Auto picks the fastest
+//! // device: a hardware GPU, else this one).
 //! let spec = ModelSpec::new(&[2, 4, 1], Activation::Sigmoid, Activation::Sigmoid, Loss::SquaredError)?;
 //! let data = Dataset::from_classes(vec![0., 0., 0., 1., 1., 0., 1., 1.], 2, vec![0, 1, 1, 0], 2)?;
 //! let config = TrainConfig { lr: 2.0, batch_size: 4, epochs: 3000, ..Default::default() };
@@ -32,6 +34,7 @@ pub mod gpu;
 pub mod limits;
 pub mod model;
 pub mod optim;
+pub mod reference;
 pub mod report;
 pub mod tolerance;
 pub mod train;
@@ -45,6 +48,7 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterInfo, AdapterSelector, GpuBackend, GpuContext, GpuOptions};
 pub use model::{Activation, LayerLayout, Loss, ModelSpec};
 pub use optim::{Optimizer, Schedule, StepHyper};
+pub use reference::ReferenceBackend;
 pub use tolerance::{Comparison, Tolerance};
 pub use train::{EpochControl, EpochReport, TrainConfig, Trainer};
 
@@ -53,62 +57,128 @@ use std::sync::Arc;
 /// Where to place a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Device {
-    /// The best GPU adapter matching the selector (and `GPUMLP_BACKEND`/`GPUMLP_ADAPTER`); the
-    /// CPU reference when there is none ([`place_with_fallback`] says why; nothing is printed).
+    /// The fastest device here, by what it is: a discrete GPU, then an integrated one, then the
+    /// fast CPU backend. Software adapters only when the selector (or `GPUMLP_BACKEND` /
+    /// `GPUMLP_ADAPTER`) narrows the choice. [`place_with`] says which and why.
     Auto(AdapterSelector),
-    /// A GPU adapter, or an error that says how to get one.
+    /// Any wgpu adapter matching the selector, software ones included, or an error that says
+    /// how to get one.
     Gpu(AdapterSelector),
-    /// The CPU reference.
+    /// The fast CPU backend ([`CpuBackend`]).
     Cpu,
+    /// The naive CPU reference, the oracle ([`ReferenceBackend`]).
+    Reference,
 }
 
-/// Places `spec` on `device` for batches of up to `max_batch` rows. With [`Device::Auto`] and no
-/// usable GPU adapter this silently returns the CPU reference: use [`place_with_fallback`] to
-/// learn why, or [`Backend::name`] to see where the model went.
+/// How to place a model, beyond the device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlaceOptions {
+    /// Threads of the CPU backend (None: `GPUMLP_THREADS`, else one per logical core).
+    pub threads: Option<usize>,
+}
+
+/// A placed model, and one line saying which device was chosen and why.
+pub struct Placement {
+    pub backend: Box<dyn Backend>,
+    pub reason: String,
+}
+
+/// Places `spec` on `device` for batches of up to `max_batch` rows (see [`place_with`]).
 pub fn place(
     device: &Device,
     spec: &ModelSpec,
     optimizer: Optimizer,
     max_batch: usize,
 ) -> Result<Box<dyn Backend>> {
-    place_with_fallback(device, spec, optimizer, max_batch).map(|(backend, _)| backend)
+    place_with(device, spec, optimizer, max_batch, &PlaceOptions::default()).map(|p| p.backend)
 }
 
-/// Like [`place`], and also returns why [`Device::Auto`] fell back to the CPU reference (the
-/// [`Error::NoAdapter`] it met), or `None` when it did not. The library prints nothing: a caller
-/// that wants to tell its user (as `gpumlp` does on stderr, unless `--quiet`) prints this.
-pub fn place_with_fallback(
+/// Places `spec` on `device`, and says which device was chosen and why. The library prints
+/// nothing: a caller that wants to tell its user (as `gpumlp` does on stderr, unless
+/// `--quiet`) prints [`Placement::reason`].
+pub fn place_with(
     device: &Device,
     spec: &ModelSpec,
     optimizer: Optimizer,
     max_batch: usize,
-) -> Result<(Box<dyn Backend>, Option<Error>)> {
+    options: &PlaceOptions,
+) -> Result<Placement> {
     spec.validate()?;
-    // Host copies of the model (and, on the CPU, everything else) come first: refuse a model
-    // that cannot fit before any of it is allocated.
-    // (On a GPU the batch's activations live on the device: `GpuBackend::new` checks those.)
+    // Host copies of the model come first: refuse a model that cannot fit before any of it
+    // is allocated (on a GPU the batch's activations live on the device: `GpuBackend::new`
+    // checks those; the CPU backend checks its own buffers).
     spec.check_host_memory(optimizer, 0)?;
-    let on_cpu = || -> Result<Box<dyn Backend>> {
-        spec.check_host_memory(optimizer, max_batch)?;
-        Ok(Box::new(CpuBackend::new(spec, optimizer)?))
-    };
-    let on_gpu = |ctx: GpuContext| -> Result<Box<dyn Backend>> {
-        let options = GpuOptions::default();
-        Ok(Box::new(GpuBackend::new(
+    let on_gpu = |ctx: GpuContext, reason: String| -> Result<Placement> {
+        let backend = GpuBackend::new(
             Arc::new(ctx),
             spec,
             optimizer,
             max_batch,
-            options,
-        )?))
+            GpuOptions::default(),
+        )?;
+        Ok(Placement {
+            backend: Box::new(backend),
+            reason,
+        })
+    };
+    let on_cpu = |reason: &str| -> Result<Placement> {
+        let cpu = CpuBackend::new(spec, optimizer, max_batch, options.threads)?;
+        let reason = format!("{} {reason}", cpu.name());
+        Ok(Placement {
+            backend: Box::new(cpu),
+            reason,
+        })
     };
     match device {
-        Device::Cpu => Ok((on_cpu()?, None)),
-        Device::Gpu(sel) => Ok((on_gpu(GpuContext::new(&sel.clone().or_env())?)?, None)),
-        Device::Auto(sel) => match GpuContext::new(&sel.clone().or_env()) {
-            Ok(ctx) => Ok((on_gpu(ctx)?, None)),
-            Err(e @ Error::NoAdapter { .. }) => Ok((on_cpu()?, Some(e))),
-            Err(e) => Err(e),
-        },
+        Device::Reference => Ok(Placement {
+            backend: {
+                spec.check_host_memory(optimizer, max_batch)?;
+                Box::new(ReferenceBackend::new(spec, optimizer)?)
+            },
+            reason: "the CPU reference (--device reference)".into(),
+        }),
+        Device::Cpu => on_cpu("(--device cpu)"),
+        Device::Gpu(sel) => {
+            let ctx = GpuContext::new(&sel.clone().or_env())?;
+            let reason = format!("{} (--device gpu)", ctx.info);
+            on_gpu(ctx, reason)
+        }
+        Device::Auto(sel) => {
+            let sel = sel.clone().or_env();
+            if sel.backend.is_some() || sel.name.is_some() {
+                // Narrowed by the user: any adapter that matches, software ones included.
+                return match GpuContext::new(&sel) {
+                    Ok(ctx) => {
+                        let reason = format!("{}: the best adapter matching {sel}", ctx.info);
+                        on_gpu(ctx, reason)
+                    }
+                    Err(e @ Error::NoAdapter { .. }) => on_cpu(&format!("(auto: {e})")),
+                    Err(e) => Err(e),
+                };
+            }
+            match GpuContext::best_hardware(&sel)? {
+                Some(ctx) => {
+                    let reason = format!("{}: the best hardware GPU (auto)", ctx.info);
+                    on_gpu(ctx, reason)
+                }
+                None => on_cpu(&auto_cpu_reason(&sel)?),
+            }
+        }
     }
+}
+
+/// Why auto runs on the CPU: no hardware GPU, naming the software adapters it passed over.
+fn auto_cpu_reason(sel: &AdapterSelector) -> Result<String> {
+    let software: Vec<String> = gpu::context::usable(sel)?
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    Ok(if software.is_empty() {
+        "(auto: no GPU adapter found)".into()
+    } else {
+        format!(
+            "(auto: no discrete or integrated GPU; software adapters run only with --device gpu: {})",
+            software.join(", ")
+        )
+    })
 }

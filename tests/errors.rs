@@ -5,7 +5,10 @@ mod common;
 use common::gpus;
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
-use gpumlp::{Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, TrainConfig, Trainer};
+use gpumlp::{
+    Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, ReferenceBackend, TrainConfig,
+    Trainer,
+};
 
 fn spec() -> ModelSpec {
     ModelSpec::new(
@@ -18,8 +21,10 @@ fn spec() -> ModelSpec {
 }
 
 fn backends(spec: &ModelSpec) -> Vec<Box<dyn Backend>> {
-    let mut v: Vec<Box<dyn Backend>> =
-        vec![Box::new(CpuBackend::new(spec, Optimizer::Sgd).unwrap())];
+    let mut v: Vec<Box<dyn Backend>> = vec![
+        Box::new(ReferenceBackend::new(spec, Optimizer::Sgd).unwrap()),
+        Box::new(CpuBackend::new(spec, Optimizer::Sgd, 8, Some(2)).unwrap()),
+    ];
     for ctx in gpus() {
         v.push(Box::new(
             GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, 8, GpuOptions::default()).unwrap(),
@@ -125,7 +130,8 @@ fn bad_data_is_refused_on_every_backend() {
 #[test]
 fn bad_configs_are_refused() {
     let spec = spec();
-    let cpu = || Box::new(CpuBackend::new(&spec, Optimizer::Sgd).unwrap()) as Box<dyn Backend>;
+    let cpu =
+        || Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap()) as Box<dyn Backend>;
     let p = spec.init_params(0);
     for config in [
         TrainConfig {
@@ -224,8 +230,10 @@ fn divergence_stops_training_naming_epoch_and_step() {
     .unwrap();
     let x: Vec<f32> = (0..16).map(|i| i as f32 * 100.0).collect();
     let data = Dataset::from_values(x.clone(), 1, x, 1).unwrap();
-    let mut all: Vec<Box<dyn Backend>> =
-        vec![Box::new(CpuBackend::new(&spec, Optimizer::Sgd).unwrap())];
+    let mut all: Vec<Box<dyn Backend>> = vec![
+        Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap()),
+        Box::new(CpuBackend::new(&spec, Optimizer::Sgd, 8, Some(2)).unwrap()),
+    ];
     for ctx in gpus() {
         all.push(Box::new(
             GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 4, GpuOptions::default()).unwrap(),

@@ -11,7 +11,7 @@ use gpumlp::backend::Backend;
 use gpumlp::gpu::fused::{self, FusedBuffers, FusedMlp, FusedOptions};
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
-use gpumlp::{CpuBackend, GpuContext, OptimizerState};
+use gpumlp::{GpuContext, OptimizerState, ReferenceBackend};
 
 fn sizes_name(spec: &ModelSpec) -> String {
     spec.sizes
@@ -62,7 +62,7 @@ fn compare_one_step(
         ctx, spec, opt, &params, &state, &x, &t, rows, &hyper, options,
     )
     .unwrap();
-    let mut cpu = CpuBackend::new(spec, opt).unwrap();
+    let mut cpu = ReferenceBackend::new(spec, opt).unwrap();
     cpu.set_params(&params).unwrap();
     cpu.set_optimizer_state(&state).unwrap();
     let c_stats = cpu.train_batch(&x, &t, rows, &hyper);
@@ -222,7 +222,7 @@ fn fused_step_uses_relu_derivative_one_at_zero() {
             &hyper,
         )
         .unwrap();
-        let mut cpu = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+        let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
         cpu.set_params(&params).unwrap();
         cpu.train_batch(&x, &t, 2, &hyper);
         let want = cpu.last_gradients().unwrap();

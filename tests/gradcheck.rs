@@ -6,7 +6,7 @@ mod common;
 use common::{one_hot, uniform};
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
-use gpumlp::CpuBackend;
+use gpumlp::ReferenceBackend;
 
 fn act64(act: Activation, a: f64) -> f64 {
     match act {
@@ -93,7 +93,7 @@ fn check(spec: &ModelSpec, l2: f32) {
         _ => uniform(rows * spec.outputs(), 0.05, 0.95, 61),
     };
     let params = spec.init_params(62);
-    let mut cpu = CpuBackend::new(spec, Optimizer::Sgd).unwrap();
+    let mut cpu = ReferenceBackend::new(spec, Optimizer::Sgd).unwrap();
     gpumlp::Backend::set_params(&mut cpu, &params).unwrap();
     cpu.train_batch(&x, &t, rows, &Optimizer::Sgd.hyper(0.0, 1, l2));
     let grads = gpumlp::Backend::last_gradients(&mut cpu).unwrap();

@@ -8,8 +8,8 @@ mod common;
 
 use gpumlp::checkpoint::{Checkpoint, TrainingState};
 use gpumlp::{
-    Activation, AdapterSelector, Backend, CpuBackend, Dataset, GpuBackend, GpuContext, GpuOptions,
-    Loss, ModelSpec, Optimizer,
+    Activation, AdapterSelector, Backend, Dataset, GpuBackend, GpuContext, GpuOptions, Loss,
+    ModelSpec, Optimizer, ReferenceBackend,
 };
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
@@ -304,7 +304,7 @@ fn item7_many_rows_predictions_and_evaluations_stay_within_device_limits() {
     let x = common::uniform(rows * 2, -1.0, 1.0, 1);
     let t = common::one_hot(rows, 2, 2);
     let params = spec.init_params(3);
-    let mut cpu = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
     cpu.set_params(&params).unwrap();
     let want_y = cpu.predict(&x, rows).unwrap();
     let want = cpu.evaluate(&x, &t, rows).unwrap();
@@ -562,7 +562,7 @@ fn item10_adam_still_moves_the_weights_past_two_to_the_31_steps() {
             (1.0, 1.0),
             "t = {t}"
         );
-        let mut cpu = CpuBackend::new(&spec, Optimizer::adam()).unwrap();
+        let mut cpu = ReferenceBackend::new(&spec, Optimizer::adam()).unwrap();
         let p0 = vec![0.5, -0.5, 0.25, 1.0, 0.0, 0.0];
         cpu.set_params(&p0).unwrap();
         cpu.set_train_data(&[1.0, 2.0], &[3.0, -1.0], 1).unwrap();
@@ -851,8 +851,8 @@ fn the_library_bounds_verify_too() {
     )
     .unwrap();
     let data = Dataset::from_classes(vec![0.0, 1.0], 1, vec![0, 1], 2).unwrap();
-    let mut a = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
-    let mut b = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let mut a = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let mut b = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
     let e = gpumlp::verify::verify(
         &mut a,
         &mut b,

@@ -5,10 +5,10 @@ mod common;
 use common::{
     awkward_shapes, dense_reference, gpus, one_hot, report, uniform, AWKWARD, OUTPUT_PAIRS,
 };
-use gpumlp::cpu::ops::{self, MatmulForm};
 use gpumlp::gpu::probe;
 use gpumlp::model::{Activation, Loss};
 use gpumlp::optim::Optimizer;
+use gpumlp::reference::ops::{self, MatmulForm};
 use gpumlp::Tolerance;
 
 /// f32 accumulation in a different order over k ≤ 300 terms of size ≤ 1.

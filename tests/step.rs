@@ -10,8 +10,8 @@ use gpumlp::backend::Backend;
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
 use gpumlp::{
-    CpuBackend, Dataset, EpochReport, GpuBackend, GpuContext, GpuOptions, Schedule, Tolerance,
-    TrainConfig, Trainer,
+    Dataset, EpochReport, GpuBackend, GpuContext, GpuOptions, ReferenceBackend, Schedule,
+    Tolerance, TrainConfig, Trainer,
 };
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ fn compare_one_step(
         ..options
     };
     let mut gpu = GpuBackend::new(ctx.clone(), spec, opt, rows, options).unwrap();
-    let mut cpu = CpuBackend::new(spec, opt).unwrap();
+    let mut cpu = ReferenceBackend::new(spec, opt).unwrap();
     let mut results = Vec::new();
     for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
         b.set_params(&params).unwrap();
@@ -306,7 +306,7 @@ fn fifty_step_case(spec: &ModelSpec) {
         .collect();
     let data = Dataset::from_classes(x, inp, labels, classes).unwrap();
     let (cpu_loss, cpu_params) = trajectory(
-        Box::new(CpuBackend::new(spec, Optimizer::Momentum { mu: 0.9 }).unwrap()),
+        Box::new(ReferenceBackend::new(spec, Optimizer::Momentum { mu: 0.9 }).unwrap()),
         spec,
         &data,
     );
@@ -446,7 +446,7 @@ fn bit_identical(a: &[f32], b: &[f32]) -> bool {
 #[test]
 fn trainer_with_partial_batches_shuffle_and_step_decay_matches_reference() {
     let (spec, data) = partial_batch_data();
-    let cpu = || Box::new(CpuBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap());
+    let cpu = || Box::new(ReferenceBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap());
     for shuffle in [true, false] {
         let (cpu_reports, cpu_params) = partial_batch_run(cpu(), &spec, &data, shuffle);
         assert!(
@@ -500,7 +500,9 @@ fn shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically() {
     let (spec, data) = partial_batch_data();
     let mut backends: Vec<(String, Place)> = vec![(
         "cpu".into(),
-        Box::new(|| Box::new(CpuBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap())),
+        Box::new(|| {
+            Box::new(ReferenceBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap())
+        }),
     )];
     for ctx in gpus() {
         let spec = spec.clone();
@@ -572,7 +574,7 @@ fn evaluate_and_predict_match_reference_in_chunks() {
     let x = uniform(rows * 7, -1.0, 1.0, 50);
     let t = one_hot(rows, 10, 51);
     let params = spec.init_params(52);
-    let mut cpu = CpuBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
     cpu.set_params(&params).unwrap();
     let want_y = cpu.predict(&x, rows).unwrap();
     let want_e = cpu.evaluate(&x, &t, rows).unwrap();
@@ -715,7 +717,7 @@ fn a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference() 
         b.finish_epoch().unwrap();
         b.params().unwrap()
     };
-    let want = run(&mut CpuBackend::new(&spec, opt).unwrap());
+    let want = run(&mut ReferenceBackend::new(&spec, opt).unwrap());
     for ctx in gpus() {
         let options = GpuOptions {
             micro_batch: Some(8),

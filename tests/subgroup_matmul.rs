@@ -7,11 +7,11 @@ mod common;
 
 use common::{dense_reference, gpus, report, uniform};
 use gpumlp::backend::Backend;
-use gpumlp::cpu::ops::{self, MatmulForm};
 use gpumlp::gpu::kernels::{MatmulDims, MatmulMode, MatmulVariant};
 use gpumlp::gpu::probe;
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::{Optimizer, OptimizerKind};
+use gpumlp::reference::ops::{self, MatmulForm};
 use gpumlp::{GpuBackend, GpuContext, GpuOptions, Tolerance};
 use std::sync::Arc;
 

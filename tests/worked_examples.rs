@@ -6,12 +6,17 @@ mod common;
 use common::gpus;
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
-use gpumlp::{Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, TrainConfig, Trainer};
+use gpumlp::{
+    Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, ReferenceBackend, TrainConfig,
+    Trainer,
+};
 
-/// The CPU reference and one GPU backend per adapter for `spec`.
+/// The CPU reference, the fast CPU backend and one GPU backend per adapter for `spec`.
 fn backends(spec: &ModelSpec, batch: usize) -> Vec<Box<dyn Backend>> {
-    let mut v: Vec<Box<dyn Backend>> =
-        vec![Box::new(CpuBackend::new(spec, Optimizer::Sgd).unwrap())];
+    let mut v: Vec<Box<dyn Backend>> = vec![
+        Box::new(ReferenceBackend::new(spec, Optimizer::Sgd).unwrap()),
+        Box::new(CpuBackend::new(spec, Optimizer::Sgd, batch, Some(2)).unwrap()),
+    ];
     for ctx in gpus() {
         let options = GpuOptions {
             fused: true,

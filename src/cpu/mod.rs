@@ -1,26 +1,37 @@
-//! The CPU reference backend: naive and readable, the oracle every GPU kernel is tested against.
+//! The fast CPU backend: the reference's exact semantics (`crate::reference`), computed with a
+//! GEMM crate on a pool of threads, in passes that fuse bias + activation into the forward
+//! GEMM, φ' into the delta GEMM, and `+ λW` + the optimizer update into the gradient GEMM.
+//! Every buffer is sized when the model is placed (or the batch capacity grows), so a step
+//! allocates nothing; a rerun with the same thread count is bit-identical (see `pass`).
 
-pub mod ops;
+mod buffers;
+pub mod kernels;
+mod pass;
+pub mod threads;
 
 use crate::backend::{Backend, BatchStats, OptimizerState};
 use crate::error::{Error, Result};
-use crate::model::ModelSpec;
+use crate::model::{LayerLayout, ModelSpec};
 use crate::optim::{Optimizer, StepHyper};
-use ops::{backprop_delta, dense_forward, optimizer_update, output_delta_row, weight_grad};
+use buffers::{bytes_needed, check_host_memory, zeros, Buffers};
+use pass::{Head, Model, Split};
+use std::sync::Arc;
+pub use threads::{machine_threads, resolve_threads, MAX_THREADS};
 
-/// Per-layer values of one forward/backward pass. Each `[rows, out_l]`.
-struct Pass {
-    a: Vec<Vec<f32>>,
-    z: Vec<Vec<f32>>,
-}
-
-/// The reference backend: the model's parameters in one `Vec<f32>` and plain loops.
+/// The fast CPU backend. Parameters use the layout of [`ModelSpec::layout`]: per layer `W` then
+/// `b`, which is one `[(in + 1), out]` matrix, so the bias rides inside every GEMM.
 pub struct CpuBackend {
     spec: ModelSpec,
+    layout: Vec<LayerLayout>,
     optimizer: Optimizer,
+    threads: usize,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    /// params, grads: [P]; the optimizer's m, v: [P] or empty.
     params: Vec<f32>,
-    state: OptimizerState,
     grads: Vec<f32>,
+    state: OptimizerState,
+    buf: Buffers,
+    /// train_x: [rows, in]; train_t: [rows, out].
     train_x: Vec<f32>,
     train_t: Vec<f32>,
     train_rows: usize,
@@ -29,20 +40,39 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// Places `spec` on the CPU with zero parameters (set them with `set_params`).
-    pub fn new(spec: &ModelSpec, optimizer: Optimizer) -> Result<Self> {
+    /// Places `spec` with zero parameters, buffers for batches of `max_batch` rows, and `threads`
+    /// threads (None: `GPUMLP_THREADS`, else one per logical core). Refuses a model that does
+    /// not fit in host memory before allocating it.
+    pub fn new(
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        threads: Option<usize>,
+    ) -> Result<Self> {
         spec.validate()?;
-        let p = spec.param_count();
+        let threads = resolve_threads(threads)?;
         let slots = optimizer.state_slots();
+        let cap = max_batch.max(1);
+        let what = format!("the model ({} parameters)", spec.param_count());
+        check_host_memory(&what, bytes_needed(spec, slots, cap, 0))?;
+        let p = spec.param_count();
         Ok(CpuBackend {
+            layout: spec.layout(),
             spec: spec.clone(),
             optimizer,
-            params: vec![0.0; p],
-            state: OptimizerState {
-                m: vec![0.0; if slots >= 1 { p } else { 0 }],
-                v: vec![0.0; if slots >= 2 { p } else { 0 }],
+            threads,
+            pool: if threads > 1 {
+                Some(threads::pool(threads)?)
+            } else {
+                None
             },
-            grads: vec![0.0; p],
+            params: zeros(p)?,
+            grads: zeros(p)?,
+            state: OptimizerState {
+                m: zeros(if slots >= 1 { p } else { 0 })?,
+                v: zeros(if slots >= 2 { p } else { 0 })?,
+            },
+            buf: Buffers::new(spec, cap)?,
             train_x: Vec::new(),
             train_t: Vec::new(),
             train_rows: 0,
@@ -51,129 +81,75 @@ impl CpuBackend {
         })
     }
 
-    /// Forward pass. x: [rows, in]. Returns a_l, z_l for every layer.
-    fn forward_pass(&self, x: &[f32], rows: usize) -> Pass {
-        let mut pass = Pass {
-            a: Vec::new(),
-            z: Vec::new(),
-        };
-        for (l, (lay, &act)) in self
-            .spec
-            .layout()
-            .iter()
-            .zip(&self.spec.activations)
-            .enumerate()
-        {
-            let input = if l == 0 { x } else { &pass.z[l - 1] };
-            let mut a = vec![0.0; rows * lay.outputs];
-            let mut z = vec![0.0; rows * lay.outputs];
-            dense_forward(
-                &mut a,
-                &mut z,
-                input,
-                &self.params[lay.weight..lay.bias],
-                &self.params[lay.bias..lay.end()],
-                rows,
-                lay.inputs,
-                lay.outputs,
-                act,
-            );
-            pass.a.push(a);
-            pass.z.push(z);
-        }
-        pass
+    /// The number of threads this backend runs on.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
-    /// Loss of every row and the output delta scaled by `scale`. a: [rows, out], t: [rows, out].
-    fn loss_and_delta(
-        &self,
-        a: &[f32],
-        t: &[f32],
-        rows: usize,
-        scale: f32,
-    ) -> (BatchStats, Vec<f32>) {
-        let out = self.spec.outputs();
-        let mut delta = vec![0.0; rows * out];
-        let mut stats = BatchStats::default();
-        for r in 0..rows {
-            let (j, ok) = output_delta_row(
-                &mut delta[r * out..(r + 1) * out],
-                &a[r * out..(r + 1) * out],
-                &t[r * out..(r + 1) * out],
-                self.spec.output_activation(),
-                self.spec.loss,
-                scale,
-            );
-            stats.loss_sum += j as f64;
-            stats.correct += ok as u64;
-            stats.samples += 1;
-        }
-        (stats, delta)
-    }
-
-    /// One step on x: [rows, in], t: [rows, out]: forward, loss, backward, update.
-    pub fn train_batch(&mut self, x: &[f32], t: &[f32], rows: usize, h: &StepHyper) -> BatchStats {
-        let pass = self.forward_pass(x, rows);
-        let layout = self.spec.layout();
-        let last = layout.len() - 1;
-        let (stats, mut delta) = self.loss_and_delta(&pass.a[last], t, rows, 1.0 / rows as f32);
-        for l in (0..=last).rev() {
-            let lay = layout[l];
-            let input = if l == 0 { x } else { &pass.z[l - 1] };
-            let (gw, gb) = self.grads[lay.weight..lay.end()].split_at_mut(lay.weight_len());
-            weight_grad(
-                gw,
-                gb,
-                input,
-                &delta,
-                &self.params[lay.weight..lay.bias],
-                h.l2,
-                rows,
-                lay.inputs,
-                lay.outputs,
-            );
-            if l > 0 {
-                let mut prev = vec![0.0; rows * lay.inputs];
-                backprop_delta(
-                    &mut prev,
-                    &delta,
-                    &self.params[lay.weight..lay.bias],
-                    &pass.a[l - 1],
-                    rows,
-                    lay.inputs,
-                    lay.outputs,
-                    self.spec.activations[l - 1],
-                );
-                delta = prev;
+    /// Runs `f` inside the pool when the work is worth threads, else on this thread.
+    fn run<R: Send>(&mut self, rows: usize, f: impl FnOnce(&mut Self, Split) -> R + Send) -> R {
+        let big = rows * self.spec.macs_per_sample() >= pass::PAR_MIN_MACS;
+        match self.pool.clone() {
+            Some(pool) if big => {
+                let split = Split {
+                    threads: self.threads,
+                };
+                pool.install(|| f(self, split))
             }
+            _ => f(self, Split { threads: 1 }),
         }
-        let p = self.params.len();
-        let mut m = std::mem::take(&mut self.state.m);
-        let mut v = std::mem::take(&mut self.state.v);
-        let (mut m_buf, mut v_buf) = (m.clone(), v.clone());
-        if m_buf.is_empty() {
-            m_buf = vec![0.0; p];
+    }
+
+    /// Grows the batch buffers to hold `rows` rows (the only allocation after placement, and only
+    /// when a batch larger than every earlier one arrives).
+    fn reserve_rows(&mut self, rows: usize) -> Result<()> {
+        if rows > self.buf.cap {
+            self.buf = Buffers::new(&self.spec, rows)?;
         }
-        if v_buf.is_empty() {
-            v_buf = vec![0.0; p];
+        Ok(())
+    }
+
+    /// Copies x: [rows, in] into the first rows of `xs[0]` (whose ones column stays).
+    fn load_inputs(&mut self, x: &[f32], rows: usize) {
+        let inp = self.spec.inputs();
+        let dst = self.buf.xs[0].chunks_exact_mut(inp + 1);
+        for (d, s) in dst.zip(x.chunks_exact(inp)).take(rows) {
+            d[..inp].copy_from_slice(s);
         }
-        optimizer_update(
-            &mut self.params,
-            &mut m_buf,
-            &mut v_buf,
-            &self.grads,
-            self.optimizer.kind(),
-            h,
-        );
-        if !m.is_empty() {
-            m = m_buf;
-        }
-        if !v.is_empty() {
-            v = v_buf;
-        }
-        self.state.m = m;
-        self.state.v = v;
-        stats
+    }
+
+    /// One training step on the rows already in `xs[0]` and `t`.
+    fn train_rows(&mut self, rows: usize, h: &StepHyper) -> BatchStats {
+        self.run(rows, |s, split| {
+            let scale = 1.0 / rows as f32;
+            let (spec, layout) = (&s.spec, &s.layout[..]);
+            pass::forward(
+                &mut s.buf,
+                spec,
+                layout,
+                &s.params,
+                rows,
+                Head::Loss { scale },
+                split,
+            );
+            let model = Model {
+                params: &mut s.params,
+                grads: &mut s.grads,
+                state: &mut s.state,
+                kind: s.optimizer.kind(),
+            };
+            pass::backward(&mut s.buf, spec, layout, model, rows, h, split);
+            pass::batch_stats(&s.buf, rows)
+        })
+    }
+
+    /// Forward over x: [len, in] (len ≤ the batch capacity), ending in `head`.
+    fn forward_block(&mut self, x: &[f32], len: usize, head: Head) {
+        self.load_inputs(x, len);
+        self.run(len, |s, split| {
+            let (spec, layout) = (&s.spec, &s.layout[..]);
+            pass::forward(&mut s.buf, spec, layout, &s.params, len, head, split);
+        });
     }
 
     fn check_rows(&self, what: &str, data: &[f32], rows: usize, width: usize) -> Result<()> {
@@ -190,7 +166,7 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        "cpu-reference".into()
+        format!("cpu ({} threads)", self.threads)
     }
     fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -213,7 +189,8 @@ impl Backend for CpuBackend {
                 format!("m: {}, v: {}", state.m.len(), state.v.len()),
             ));
         }
-        self.state = state.clone();
+        self.state.m.copy_from_slice(&state.m);
+        self.state.v.copy_from_slice(&state.v);
         Ok(())
     }
     fn optimizer_state(&mut self) -> Result<OptimizerState> {
@@ -225,9 +202,14 @@ impl Backend for CpuBackend {
         }
         self.check_rows("inputs", x, rows, self.spec.inputs())?;
         self.check_rows("targets", t, rows, self.spec.outputs())?;
-        self.train_x = x.to_vec();
-        self.train_t = t.to_vec();
+        let bytes = (x.len() as u64 + t.len() as u64) * 4 + rows as u64 * 4;
+        check_host_memory(&format!("a training set of {rows} rows"), Some(bytes))?;
+        self.train_x = zeros(x.len())?;
+        self.train_x.copy_from_slice(x);
+        self.train_t = zeros(t.len())?;
+        self.train_t.copy_from_slice(t);
         self.train_rows = rows;
+        self.order = Vec::with_capacity(rows);
         Ok(())
     }
     fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
@@ -237,7 +219,8 @@ impl Backend for CpuBackend {
                 self.train_rows
             )));
         }
-        self.order = order.to_vec();
+        self.order.clear();
+        self.order.extend_from_slice(order);
         self.epoch_stats.clear();
         Ok(())
     }
@@ -250,15 +233,16 @@ impl Backend for CpuBackend {
                 self.order.len()
             )));
         }
+        self.reserve_rows(len)?;
         let (inp, out) = (self.spec.inputs(), self.spec.outputs());
-        let mut x = Vec::with_capacity(len * inp);
-        let mut t = Vec::with_capacity(len * out);
-        for &r in &self.order[start..start + len] {
+        let rows = &self.order[start..start + len];
+        let xs = self.buf.xs[0].chunks_exact_mut(inp + 1);
+        for ((x, t), &r) in xs.zip(self.buf.t.chunks_exact_mut(out)).zip(rows) {
             let r = r as usize;
-            x.extend_from_slice(&self.train_x[r * inp..(r + 1) * inp]);
-            t.extend_from_slice(&self.train_t[r * out..(r + 1) * out]);
+            x[..inp].copy_from_slice(&self.train_x[r * inp..(r + 1) * inp]);
+            t.copy_from_slice(&self.train_t[r * out..(r + 1) * out]);
         }
-        let stats = self.train_batch(&x, &t, len, hyper);
+        let stats = self.train_rows(len, hyper);
         self.epoch_stats.push(stats);
         Ok(())
     }
@@ -266,16 +250,33 @@ impl Backend for CpuBackend {
         Ok(std::mem::take(&mut self.epoch_stats))
     }
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.check_rows("inputs", x, rows, self.spec.inputs())?;
-        let mut pass = self.forward_pass(x, rows);
-        Ok(pass.z.pop().unwrap_or_default())
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        self.check_rows("inputs", x, rows, inp)?;
+        let mut y = zeros(rows * out)?;
+        let mut start = 0;
+        while start < rows {
+            let len = self.buf.cap.min(rows - start);
+            self.forward_block(&x[start * inp..(start + len) * inp], len, Head::Outputs);
+            y[start * out..(start + len) * out].copy_from_slice(&self.buf.y[..len * out]);
+            start += len;
+        }
+        Ok(y)
     }
     fn evaluate(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<BatchStats> {
-        self.check_rows("inputs", x, rows, self.spec.inputs())?;
-        self.check_rows("targets", t, rows, self.spec.outputs())?;
-        let pass = self.forward_pass(x, rows);
-        let a = pass.a.last().expect("at least one layer");
-        Ok(self.loss_and_delta(a, t, rows, 1.0).0)
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        self.check_rows("inputs", x, rows, inp)?;
+        self.check_rows("targets", t, rows, out)?;
+        let mut stats = BatchStats::default();
+        let mut start = 0;
+        while start < rows {
+            let len = self.buf.cap.min(rows - start);
+            self.buf.t[..len * out].copy_from_slice(&t[start * out..(start + len) * out]);
+            let head = Head::Loss { scale: 1.0 };
+            self.forward_block(&x[start * inp..(start + len) * inp], len, head);
+            stats.add(&pass::batch_stats(&self.buf, len));
+            start += len;
+        }
+        Ok(stats)
     }
     fn last_gradients(&mut self) -> Result<Vec<f32>> {
         Ok(self.grads.clone())
@@ -286,7 +287,8 @@ impl Backend for CpuBackend {
             + self.state.m.len()
             + self.state.v.len()
             + self.train_x.len()
-            + self.train_t.len();
-        (floats * 4 + self.order.len() * 4) as u64
+            + self.train_t.len()
+            + self.buf.floats();
+        (floats * 4 + self.order.capacity() * 4 + self.buf.cap) as u64
     }
 }

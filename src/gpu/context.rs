@@ -61,6 +61,23 @@ impl AdapterSelector {
     }
 }
 
+/// `backend vulkan, name containing 'llvm'`: what the selector asks for.
+impl fmt::Display for AdapterSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(b) = &self.backend {
+            parts.push(format!("backend {b}"));
+        }
+        if let Some(n) = &self.name {
+            parts.push(format!("name containing '{n}'"));
+        }
+        if parts.is_empty() {
+            parts.push("any adapter".into());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// One adapter as `list_adapters` reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdapterInfo {
@@ -80,6 +97,15 @@ pub struct AdapterInfo {
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
     pub timestamps: bool,
+}
+
+impl AdapterInfo {
+    /// A discrete or integrated GPU: what `--device auto` may pick without being asked. Software
+    /// adapters (lavapipe, llvmpipe, WARP, SwiftShader report `cpu`), virtual and unknown ones
+    /// run only when asked for: `--device gpu`, `--backend`, `GPUMLP_BACKEND`/`GPUMLP_ADAPTER`.
+    pub fn is_hardware_gpu(&self) -> bool {
+        matches!(self.device_type.as_str(), "discrete" | "integrated")
+    }
 }
 
 impl fmt::Display for AdapterInfo {
@@ -217,6 +243,18 @@ impl GpuContext {
         Self::from_adapter(adapter, info)
     }
 
+    /// The best discrete or integrated GPU that matches `sel`, or None (see
+    /// [`AdapterInfo::is_hardware_gpu`]).
+    pub fn best_hardware(sel: &AdapterSelector) -> Result<Option<Self>> {
+        match usable_adapters(sel)?
+            .into_iter()
+            .find(|(_, info)| info.is_hardware_gpu())
+        {
+            Some((adapter, info)) => Self::from_adapter(adapter, info).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// One context per usable adapter that matches `sel` (for tests that run on all of them).
     pub fn all(sel: &AdapterSelector) -> Result<Vec<GpuContext>> {
         usable_adapters(sel)?
@@ -310,6 +348,11 @@ impl GpuContext {
             .map(|_| ())
             .map_err(|e| Error::Gpu(format!("waiting for the device failed: {e}")))
     }
+}
+
+/// Every usable adapter that matches `sel`, best first, without opening any.
+pub fn usable(sel: &AdapterSelector) -> Result<Vec<AdapterInfo>> {
+    Ok(usable_adapters(sel)?.into_iter().map(|(_, i)| i).collect())
 }
 
 /// The adapter `GpuContext::new(sel)` would open, without opening it.

@@ -14,7 +14,7 @@
 //!    `stats[step_index]`.
 //!
 //! Every sum has a fixed order, so a rerun is bit-identical. The math is that of
-//! `crate::cpu::ops` (the same as the layered schedule).
+//! `crate::reference::ops` (the same as the layered schedule).
 
 use super::kernels::{groups_1d, StepUniform, ACTIVATION_WGSL, STEP_WGSL};
 use super::{plan, probe, read_staging, GpuContext};

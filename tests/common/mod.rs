@@ -141,6 +141,16 @@ pub fn dense_reference(
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>) {
     let (mut a, mut z) = (vec![0.0; b * n], vec![0.0; b * n]);
-    gpumlp::cpu::ops::dense_forward(&mut a, &mut z, x, &wb[..k * n], &wb[k * n..], b, k, n, act);
+    gpumlp::reference::ops::dense_forward(
+        &mut a,
+        &mut z,
+        x,
+        &wb[..k * n],
+        &wb[k * n..],
+        b,
+        k,
+        n,
+        act,
+    );
     (a, z)
 }

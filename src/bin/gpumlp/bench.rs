@@ -112,9 +112,14 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let mut gpu: Option<gpumlp::GpuBackend> = None;
     let mut adapter = ("cpu-reference".to_string(), "cpu".to_string());
     let mut backend: Box<dyn Backend> = match args.device.device()? {
-        gpumlp::Device::Cpu => {
+        gpumlp::Device::Reference => {
             spec.check_host_memory(Optimizer::Sgd, batch)?;
-            Box::new(gpumlp::CpuBackend::new(&spec, Optimizer::Sgd)?)
+            Box::new(gpumlp::ReferenceBackend::new(&spec, Optimizer::Sgd)?)
+        }
+        gpumlp::Device::Cpu => {
+            let cpu = gpumlp::CpuBackend::new(&spec, Optimizer::Sgd, batch, args.device.threads)?;
+            adapter = (cpu.name(), "cpu".to_string());
+            Box::new(cpu)
         }
         gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
             let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);

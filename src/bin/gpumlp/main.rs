@@ -11,7 +11,7 @@ mod train;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use gpumlp::{AdapterSelector, Backend, Device, ModelSpec, Optimizer};
+use gpumlp::{AdapterSelector, Backend, Device, ModelSpec, Optimizer, PlaceOptions};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
 
@@ -19,7 +19,7 @@ use std::process::ExitCode;
 #[command(
     name = "gpumlp",
     version,
-    about = "Train multi-layer perceptrons on any GPU wgpu reaches, checked against a CPU reference"
+    about = "Train multi-layer perceptrons on any GPU wgpu reaches or on a fast CPU backend, checked against a CPU reference"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -93,7 +93,9 @@ impl std::str::FromStr for LayerSizes {
 /// Where to run, shared by every command.
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceArgs {
-    /// auto (best GPU, else the CPU reference), gpu, or cpu.
+    /// auto (the fastest here: a hardware GPU, else the fast CPU backend), gpu (any wgpu
+    /// adapter, software ones included), cpu (the fast CPU backend) or reference (the naive
+    /// CPU oracle).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Restrict to one backend: vulkan, metal, dx12 or gl.
@@ -103,13 +105,18 @@ pub struct DeviceArgs {
     #[arg(long)]
     #[serde(default)]
     pub adapter: Option<String>,
+    /// Threads of the CPU backend (default: GPUMLP_THREADS, else one per logical core).
+    #[arg(long)]
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 impl DeviceArgs {
     pub fn device(&self) -> anyhow::Result<Device> {
-        if let (Some(b), "cpu") = (&self.backend, self.device.as_str()) {
+        if let (Some(b), "cpu" | "reference") = (&self.backend, self.device.as_str()) {
             anyhow::bail!(
-                "--backend {b} picks a GPU backend, but --device cpu runs on the CPU reference: give one or the other"
+                "--backend {b} picks a GPU backend, but --device {} runs on the CPU: give one or the other",
+                self.device
             );
         }
         if let (Some(a), "cpu") = (&self.adapter, self.device.as_str()) {
@@ -125,12 +132,15 @@ impl DeviceArgs {
             "auto" => Device::Auto(sel),
             "gpu" => Device::Gpu(sel),
             "cpu" => Device::Cpu,
-            other => anyhow::bail!("unknown --device '{other}': use auto, gpu or cpu"),
+            "reference" => Device::Reference,
+            other => {
+                anyhow::bail!("unknown --device '{other}': use auto, gpu, cpu or reference")
+            }
         })
     }
 
-    /// Places `spec` on this device; when `auto` finds no GPU adapter it says so on stderr
-    /// (unless `quiet`) and runs on the CPU reference.
+    /// Places `spec` on this device and says on stderr (unless `quiet`) which device was
+    /// chosen and why.
     pub fn place(
         &self,
         spec: &ModelSpec,
@@ -138,12 +148,14 @@ impl DeviceArgs {
         max_batch: usize,
         quiet: bool,
     ) -> anyhow::Result<Box<dyn Backend>> {
-        let (backend, fallback) =
-            gpumlp::place_with_fallback(&self.device()?, spec, optimizer, max_batch)?;
-        if let (Some(why), false) = (fallback, quiet) {
-            eprintln!("gpumlp: {why}\ngpumlp: running on the CPU reference instead");
+        let options = PlaceOptions {
+            threads: self.threads,
+        };
+        let placed = gpumlp::place_with(&self.device()?, spec, optimizer, max_batch, &options)?;
+        if !quiet {
+            eprintln!("gpumlp: device: {}", placed.reason);
         }
-        Ok(backend)
+        Ok(placed.backend)
     }
 }
 
@@ -170,10 +182,21 @@ fn info() -> anyhow::Result<()> {
             if a.timestamps { "yes" } else { "no" }
         );
     }
-    match gpumlp::gpu::context::best_adapter(&AdapterSelector::from_env()) {
-        Ok(Some(best)) => println!("auto picks: {best}"),
-        Ok(None) => println!("auto picks: the CPU reference (no usable GPU adapter)"),
-        Err(e) => println!("auto: {e}"),
+    println!("--device auto ranks (first found wins):");
+    let sel = AdapterSelector::from_env();
+    let usable = gpumlp::gpu::context::usable(&sel)?;
+    let narrowed = sel.backend.is_some() || sel.name.is_some();
+    let mut rank = 0;
+    for a in usable.iter().filter(|a| narrowed || a.is_hardware_gpu()) {
+        rank += 1;
+        println!("  {rank}. {a}");
+    }
+    match gpumlp::cpu::resolve_threads(None) {
+        Ok(n) => println!("  {}. the fast CPU backend ({n} threads)", rank + 1),
+        Err(e) => println!("  {}. the fast CPU backend: {e}", rank + 1),
+    }
+    for a in usable.iter().filter(|a| !narrowed && !a.is_hardware_gpu()) {
+        println!("  not ranked (software or virtual; use --device gpu): {a}");
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ use gpumlp::files::{check_distinct, check_writable, WriteOptions};
 use gpumlp::report::{plot, plot_format, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
-    Activation, Backend, CpuBackend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
-    Schedule, TrainConfig, Trainer,
+    Activation, Backend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
+    ReferenceBackend, Schedule, TrainConfig, Trainer,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -116,7 +116,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     pub force: bool,
-    /// Train the first K steps on the GPU and the CPU reference side by side and compare.
+    /// Train the first K steps on this device (GPU or fast CPU) and the CPU reference side by
+    /// side and compare.
     #[arg(long)]
     pub verify: Option<usize>,
     #[arg(long)]
@@ -417,10 +418,10 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let mut trainer = Trainer::new(backend, &params, config.clone())?;
     if let Some(k) = args.verify {
-        if device == Device::Cpu || device_name == "cpu-reference" {
-            bail!("--verify compares a GPU with the CPU reference, but this run is on the CPU");
+        if device == Device::Reference || device_name == "cpu-reference" {
+            bail!("--verify compares this run's device with the CPU reference, but this run is on the reference itself");
         }
-        let mut reference = CpuBackend::new(&spec, config.optimizer)?;
+        let mut reference = ReferenceBackend::new(&spec, config.optimizer)?;
         let report = verify(
             trainer.backend(),
             &mut reference,
