@@ -14,6 +14,9 @@ pub enum Family {
     MatmulImage,
     /// Copies of operands into those images (image.wgsl).
     Image,
+    /// The real-GPU matmul in tiles chosen by override constants ([`GemmConfig`]):
+    /// matmul.wgsl + matmul_gemm.wgsl, built on every device.
+    MatmulGemm,
     Loss,
     Optimizer,
     Data,
@@ -27,16 +30,18 @@ pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const MATMUL_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
 pub const MATMUL_IMAGE_WGSL: &str = include_str!("../../shaders/matmul_image.wgsl");
 pub const IMAGE_WGSL: &str = include_str!("../../shaders/image.wgsl");
+pub const MATMUL_GEMM_WGSL: &str = include_str!("../../shaders/matmul_gemm.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Matmul,
         Family::MatmulSubgroup,
         Family::MatmulImage,
         Family::Image,
+        Family::MatmulGemm,
         Family::Loss,
         Family::Optimizer,
         Family::Data,
@@ -56,6 +61,7 @@ impl Family {
                 MATMUL_IMAGE_WGSL,
             ),
             Family::Image => (&[STEP_WGSL], IMAGE_WGSL),
+            Family::MatmulGemm => (&[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL], MATMUL_GEMM_WGSL),
             Family::Loss => (&[ACTIVATION_WGSL, STEP_WGSL], LOSS_WGSL),
             Family::Optimizer => (&[STEP_WGSL], OPTIMIZER_WGSL),
             Family::Data => (&[STEP_WGSL], DATA_WGSL),
@@ -73,6 +79,7 @@ impl Family {
             Family::MatmulSubgroup => "shaders/matmul_subgroup.wgsl",
             Family::MatmulImage => "shaders/matmul_image.wgsl",
             Family::Image => "shaders/image.wgsl",
+            Family::MatmulGemm => "shaders/matmul_gemm.wgsl",
             Family::Loss => "shaders/loss.wgsl",
             Family::Optimizer => "shaders/optimizer.wgsl",
             Family::Data => "shaders/data.wgsl",
@@ -162,10 +169,142 @@ pub enum MatmulVariant {
     /// `matmul_img_{forward,delta,grad}` (shaders/matmul_image.wgsl): the subgroup kernels with
     /// both operands read from rgba32float storage images that mirror them (`images.rs`).
     Image(MatmulMode),
+    /// `matmul_gemm` (shaders/matmul_gemm.wgsl): the real-GPU kernel, in the tile `GemmConfig`
+    /// (vec4 loads, conflict-free k-major staging, register-prefetch double buffering).
+    Gemm(GemmConfig),
     /// `matmul_narrow_grad` (in matmul_subgroup.wgsl, no subgroup operations): the gradient
     /// of a layer with at most [`NARROW_GRAD_MAX`] outputs (the value) that the subgroup kernel
     /// cannot take; each lane owns 4 rows and every column.
     NarrowGrad(u32),
+}
+
+/// A workgroup tile of `matmul_gemm` (shaders/matmul_gemm.wgsl), its override constants:
+/// `bm × bn` outputs per workgroup, K in slabs of `bk` staged twice (double buffering), each
+/// invocation owning `tm × tn` outputs as `tm/4 × tn/4` vec4 blocks (CLBlast's MWG, NWG, KWG and
+/// MWG/MDIMC, NWG/NDIMC). Plain data: the plan picks one per matmul, the tuner times them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmConfig {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl GemmConfig {
+    pub const fn new(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> Self {
+        GemmConfig { bm, bn, bk, tm, tn }
+    }
+
+    /// The tiles worth timing on a real GPU (see BENCHMARKS.md, "The GEMM candidates"):
+    /// large square, half-width, two 64×64 (one under 16 KiB of workgroup memory), and a
+    /// narrow one for outputs of at most 16 columns (a classifier's last layer).
+    pub const CANDIDATES: &'static [GemmConfig] = &[
+        GemmConfig::new(128, 128, 8, 8, 8),
+        GemmConfig::new(128, 64, 8, 8, 8),
+        GemmConfig::new(64, 64, 16, 4, 4),
+        GemmConfig::new(64, 64, 8, 8, 4),
+        GemmConfig::new(64, 16, 16, 4, 4),
+    ];
+
+    /// The candidate for outputs of at most 16 columns.
+    pub const NARROW: GemmConfig = GemmConfig::new(64, 16, 16, 4, 4);
+
+    /// Invocations per workgroup.
+    pub const fn invocations(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+
+    pub const fn outputs_per_invocation(&self) -> u32 {
+        self.tm * self.tn
+    }
+
+    /// Bytes of workgroup memory: two stages of `bk` rows of `bm + 4` and `bn + 4` floats.
+    pub const fn workgroup_bytes(&self) -> u32 {
+        2 * self.bk * ((self.bm + 4) + (self.bn + 4)) * 4
+    }
+
+    /// Whether the kernel is well formed for this tile: register tiles of 4 or 8, every
+    /// dimension a multiple of its per-invocation share, and each slab a whole number of vec4
+    /// chunks per invocation (at most 4, the kernel's prefetch registers).
+    pub const fn valid(&self) -> bool {
+        let inv = self.invocations();
+        (self.tm == 4 || self.tm == 8)
+            && (self.tn == 4 || self.tn == 8)
+            && self.bm.is_multiple_of(self.tm)
+            && self.bn.is_multiple_of(self.tn)
+            && self.bk.is_multiple_of(4)
+            && self.bk > 0
+            && inv > 0
+            && (self.bm * self.bk / 4).is_multiple_of(inv)
+            && (self.bn * self.bk / 4).is_multiple_of(inv)
+            && self.bm * self.bk / 4 / inv >= 1
+            && self.bm * self.bk / 4 / inv <= 4
+            && self.bn * self.bk / 4 / inv >= 1
+            && self.bn * self.bk / 4 / inv <= 4
+    }
+
+    /// Whether a device with `limits` can run this tile.
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        self.valid()
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+            && self.invocations() <= limits.max_compute_invocations_per_workgroup
+            && self.invocations() <= limits.max_compute_workgroup_size_x
+            && limits.max_storage_buffers_per_shader_stage >= 8
+    }
+
+    /// The override constants of shaders/matmul_gemm.wgsl.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("GBM", self.bm as f64),
+            ("GBN", self.bn as f64),
+            ("GBK", self.bk as f64),
+            ("GTM", self.tm as f64),
+            ("GTN", self.tn as f64),
+        ]
+    }
+}
+
+impl std::str::FromStr for GemmConfig {
+    type Err = String;
+
+    /// Parses the [`Display`](std::fmt::Display) form, `BMxBNxBK/TMxTN`; the tile must be
+    /// [`valid`](GemmConfig::valid).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a GEMM tile BMxBNxBK/TMxTN (e.g. 128x128x8/8x8)");
+        let (block, thread) = s.split_once('/').ok_or_else(bad)?;
+        let nums = |t: &str| -> Result<Vec<u32>, String> {
+            t.split('x')
+                .map(|v| v.trim().parse().map_err(|_| bad()))
+                .collect()
+        };
+        let (b, t) = (nums(block)?, nums(thread)?);
+        let [bm, bn, bk] = b[..] else {
+            return Err(bad());
+        };
+        let [tm, tn] = t[..] else {
+            return Err(bad());
+        };
+        let g = GemmConfig::new(bm, bn, bk, tm, tn);
+        if !g.valid() {
+            return Err(format!(
+                "{g} is not a tile matmul_gemm can run: per-invocation tiles of 4 or 8, BK a \
+                 multiple of 4, and 1 to 4 vec4s of each slab per invocation"
+            ));
+        }
+        Ok(g)
+    }
+}
+
+impl std::fmt::Display for GemmConfig {
+    /// `128x128x8/8x8`: the workgroup tile, then the outputs per invocation.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{}x{}/{}x{}",
+            self.bm, self.bn, self.bk, self.tm, self.tn
+        )
+    }
 }
 
 /// The widest δ `matmul_narrow_grad` takes (its `NN_MAX`).
@@ -201,6 +340,7 @@ impl MatmulConfig {
             MatmulVariant::Image(MatmulMode::Delta) => "matmul_img_delta",
             MatmulVariant::Image(MatmulMode::Grad) => "matmul_img_grad",
             MatmulVariant::NarrowGrad(_) => "matmul_narrow_grad",
+            MatmulVariant::Gemm(_) => "matmul_gemm",
         }
     }
 
@@ -209,6 +349,7 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Blocked => vec![("WG_N", self.wg_n as f64)],
             MatmulVariant::NarrowGrad(n) => vec![("NARROW_N", n as f64)],
+            MatmulVariant::Gemm(g) => g.constants(),
             _ => vec![],
         }
     }
@@ -218,6 +359,7 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Subgroup(_) | MatmulVariant::NarrowGrad(_) => Family::MatmulSubgroup,
             MatmulVariant::Image(_) => Family::MatmulImage,
+            MatmulVariant::Gemm(_) => Family::MatmulGemm,
             _ => Family::Matmul,
         }
     }
@@ -233,6 +375,7 @@ impl MatmulConfig {
             }
             MatmulVariant::Subgroup(_) | MatmulVariant::Image(_) => (64, 64),
             MatmulVariant::NarrowGrad(_) => (256, NARROW_GRAD_MAX),
+            MatmulVariant::Gemm(g) => (g.bm, g.bn),
         }
     }
 
@@ -300,7 +443,7 @@ pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 /// as vec4 arrays (8, 9).
 pub fn family_aliases(f: Family) -> &'static [(usize, usize)] {
     match f {
-        Family::MatmulSubgroup => &[(8, 2), (9, 3)],
+        Family::MatmulSubgroup | Family::MatmulGemm => &[(8, 2), (9, 3)],
         _ => &[],
     }
 }
@@ -313,7 +456,7 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
         ],
         // bindings 8, 9: lhs and rhs again, as vec4 arrays (`family_aliases`)
-        Family::MatmulSubgroup => &[
+        Family::MatmulSubgroup | Family::MatmulGemm => &[
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
         ],
         // bindings 8, 9: lhs and rhs mirrored in images (`bind_group_with_images`)
@@ -450,6 +593,15 @@ impl Kernels {
     /// and measure it on CPU adapters).
     pub fn with_tiled_matmul(mut self) -> Self {
         self.matmul_variant = MatmulVariant::Tiled;
+        self.subgroup_matmul = false;
+        self.image_matmul = false;
+        self
+    }
+
+    /// Uses `matmul_gemm` with the tile `cfg` for every launch whatever the adapter (tests,
+    /// benches and, later, the plan's choice).
+    pub fn with_gemm(mut self, cfg: GemmConfig) -> Self {
+        self.matmul_variant = MatmulVariant::Gemm(cfg);
         self.subgroup_matmul = false;
         self.image_matmul = false;
         self

@@ -28,6 +28,9 @@ impl GpuBackend {
         if options.force_tiled_matmul {
             kernels = kernels.with_tiled_matmul();
         }
+        if let Some(g) = options.force_gemm {
+            kernels = kernels.with_gemm(g);
+        }
         let mut bytes = 0u64;
         let mut storage = |label: &str, len: usize| -> wgpu::Buffer {
             let size = (len.max(4) as u64) * F32;
