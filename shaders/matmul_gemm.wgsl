@@ -99,7 +99,9 @@ fn gemm_shape() -> Shape {
 }
 
 // Chunk c (0 .. GBM·GBK/4) of the A slab at (row0, k0): 4 elements along A's contiguous
-// dimension. Returns the values; `where` gets (slab row kk, slab column mm) of the first.
+// dimension (`stage_a` puts them in place). Consecutive invocations take consecutive chunks,
+// so the slab's part of each operand row is read by neighbouring invocations in whole 16-byte
+// pieces (full 32-byte sectors: BK ≥ 8 along K, whole rows of the tile along M or N).
 fn fetch_a(c: u32, row0: u32, k0: u32, s: Shape) -> vec4<f32> {
     if (MODE == MODE_GRAD) {
         // contiguous along rows (m): chunk = (kk, mm..mm+3)

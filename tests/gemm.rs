@@ -113,11 +113,13 @@ const ACTIVATIONS: [Activation; 6] = [
 fn forward(ctx: &Arc<GpuContext>) {
     let mut worst = 0.0f32;
     for g in candidates(ctx) {
-        // Identity on every shape; every other activation on two (one aligned).
+        // Identity on every shape; every other activation on an awkward or an aligned one.
+        let epilogue_shapes = [(65, 7, 63), (33, 64, 68)];
         let cases = SHAPES.iter().map(|&s| (s, Activation::Identity)).chain(
             ACTIVATIONS[1..]
                 .iter()
-                .flat_map(|&a| [((65, 7, 63), a), ((33, 64, 68), a)]),
+                .enumerate()
+                .map(|(i, &a)| (epilogue_shapes[i % 2], a)),
         );
         for ((b, k, n), act) in cases {
             let x = uniform(b * k, -1.0, 1.0, 1);
@@ -147,9 +149,11 @@ fn forward(ctx: &Arc<GpuContext>) {
 fn delta(ctx: &Arc<GpuContext>) {
     let mut worst = 0.0f32;
     for g in candidates(ctx) {
+        let epilogue_shapes = [(63, 65, 7), (33, 68, 64)];
         let derivatives = ACTIVATIONS[1..5]
             .iter()
-            .flat_map(|&a| [((63, 65, 7), a), ((33, 68, 64), a)]);
+            .enumerate()
+            .map(|(i, &a)| (epilogue_shapes[i % 2], a));
         let cases = SHAPES
             .iter()
             .map(|&s| (s, Activation::Identity))
@@ -211,12 +215,14 @@ fn grad(ctx: &Arc<GpuContext>) {
     for g in candidates(ctx) {
         for (i, opt) in optimizers.into_iter().enumerate() {
             for split_k in [1, 3] {
-                // (batch, m, n): the batch is K here. Every shape for the plain gradient;
-                // an awkward and an aligned one for each fused optimizer.
-                let shapes: &[(usize, usize, usize)] = if opt.is_none() {
-                    &SHAPES
-                } else {
-                    &[(65, 63, 7), (257, 64, 12)]
+                // (batch, m, n): the batch is K here. The plain gradient on every shape
+                // unsplit and on three split in 3; each fused optimizer on an awkward shape
+                // unsplit and an aligned one split.
+                let shapes: &[(usize, usize, usize)] = match (opt, split_k) {
+                    (None, 1) => &SHAPES,
+                    (None, _) => &[(1, 7, 65), (65, 63, 7), (257, 64, 12)],
+                    (Some(_), 1) => &[(65, 63, 7)],
+                    (Some(_), _) => &[(257, 64, 12)],
                 };
                 for &(b, m, n) in shapes {
                     let p = (m + 1) * n;
@@ -333,6 +339,18 @@ fn training_step(ctx: &Arc<GpuContext>) {
         Loss::SquaredError,
     )
     .unwrap();
+    // The 600-row step really splits K: it records grad_reduce dispatches a 256-row one lacks.
+    let dispatches = |rows: usize| {
+        let g = GemmConfig::CANDIDATES[0];
+        GpuBackend::new(ctx.clone(), &aligned, Optimizer::Sgd, rows, gemm_options(g))
+            .unwrap()
+            .dispatches_per_step()
+    };
+    assert!(
+        dispatches(600) > dispatches(256),
+        "{}: the 600-row step should split K",
+        ctx.info
+    );
     let mut worst = 0.0f32;
     for g in candidates(ctx) {
         worst = worst.max(one_step(ctx, &awkward, 33, g));
@@ -415,5 +433,117 @@ fn trajectory(ctx: &Arc<GpuContext>) {
             "{what}: largest |GPU − CPU| loss {:.2e}, parameters {:.2e}; rerun bit-identical",
             l.max_abs_diff, p.max_abs_diff
         ));
+    }
+}
+
+/// Every candidate, specialized as each form (grad with the fused Adam update, split-K on and
+/// off), translates with naga to SPIR-V (Vulkan), MSL (Metal), HLSL (DX12) and GLSL (GL,
+/// desktop 4.3 and ES 3.1), so a kernel those backends would refuse fails here without their
+/// hardware; and the workgroup memory the shader declares is what `workgroup_bytes` says.
+#[test]
+fn every_candidate_translates_for_every_backend() {
+    use naga::back::{glsl, hlsl, msl, spv};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let family = gpumlp::gpu::kernels::Family::MatmulGemm;
+    let src = family.source();
+    let module = naga::front::wgsl::parse_str(&src).unwrap();
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(&src)));
+    let stage = naga::ShaderStage::Compute;
+    let entry = "matmul_gemm";
+    // (what, MODE, ACT, OPT, KEEP_GRAD, SPLIT_K)
+    let forms = [
+        ("forward relu", 0, 4, 0, 0, 0),
+        ("delta tanh'", 1, 3, 0, 0, 0),
+        ("grad + adam", 2, 0, 3, 1, 0),
+        ("grad split-K", 2, 0, 0, 0, 1),
+    ];
+    for g in GemmConfig::CANDIDATES {
+        assert!(g.valid(), "{g}");
+        for (what, mode, act, opt, keep, split) in forms {
+            let mut constants = naga::back::PipelineConstants::default();
+            for (name, v) in g.constants() {
+                constants.insert(name.to_string(), v);
+            }
+            for (name, v) in [
+                ("MODE", mode),
+                ("ACT", act),
+                ("OPT", opt),
+                ("KEEP_GRAD", keep),
+                ("SPLIT_K", split),
+            ] {
+                constants.insert(name.to_string(), v as f64);
+            }
+            let what = format!("gemm {g} {what}");
+            let (m, i) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((stage, entry)),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
+            // Workgroup memory as declared, against the host's arithmetic.
+            let declared: u32 = m
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.name.as_deref().is_some_and(|n| n.starts_with("gemm_")))
+                .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+                .sum();
+            assert_eq!(declared, g.workgroup_bytes(), "{what}: workgroup memory");
+            let ep = m.entry_points.iter().find(|e| e.name == entry).unwrap();
+            assert_eq!(
+                ep.workgroup_size[0],
+                g.invocations(),
+                "{what}: workgroup size"
+            );
+
+            let spv_pipeline = spv::PipelineOptions {
+                shader_stage: stage,
+                entry_point: entry.into(),
+            };
+            spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_pipeline))
+                .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
+            let msl_options = msl::Options {
+                lang_version: (2, 1),
+                ..Default::default()
+            };
+            let msl_pipeline = msl::PipelineOptions {
+                entry_point: Some((stage, entry.into())),
+                ..Default::default()
+            };
+            msl::write_string(&m, &i, &msl_options, &msl_pipeline)
+                .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
+            let hlsl_pipeline = hlsl::PipelineOptions {
+                entry_point: Some((stage, entry.into())),
+            };
+            let hlsl_options = hlsl::Options::default();
+            let mut out = String::new();
+            hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+                .write(&m, &i, None)
+                .unwrap_or_else(|e| panic!("{what}: HLSL: {e}"));
+            for version in [glsl::Version::Desktop(430), glsl::Version::new_gles(310)] {
+                let options = glsl::Options {
+                    version,
+                    ..Default::default()
+                };
+                let pipeline = glsl::PipelineOptions {
+                    shader_stage: stage,
+                    entry_point: entry.into(),
+                    multiview: None,
+                };
+                let mut out = String::new();
+                glsl::Writer::new(
+                    &mut out,
+                    &m,
+                    &i,
+                    &options,
+                    &pipeline,
+                    naga::proc::BoundsCheckPolicies::default(),
+                )
+                .and_then(|mut w| w.write())
+                .unwrap_or_else(|e| panic!("{what}: GLSL {version:?}: {e}"));
+            }
+        }
     }
 }
