@@ -547,3 +547,28 @@ fn every_candidate_translates_for_every_backend() {
         }
     }
 }
+
+/// The candidate list's promises: every tile well formed, the smallest within 16 KiB of
+/// workgroup memory (the WebGPU default limit), none over 32 KiB, no more than 256
+/// invocations; a narrow tile for outputs of at most 16 columns; names round-trip.
+#[test]
+fn candidates_fit_the_limits_they_promise() {
+    let all = GemmConfig::CANDIDATES;
+    let webgpu = wgpu::Limits::default();
+    assert_eq!(webgpu.max_compute_workgroup_storage_size, 16 * 1024);
+    let smallest = all.iter().min_by_key(|g| g.workgroup_bytes()).unwrap();
+    assert!(smallest.fits(&webgpu), "{smallest} must fit 16 KiB");
+    for g in all {
+        assert!(g.valid(), "{g}");
+        assert!(g.workgroup_bytes() <= 32 * 1024, "{g}");
+        assert!(g.invocations() <= 256, "{g}");
+        assert_eq!(g.to_string().parse::<GemmConfig>(), Ok(*g));
+    }
+    assert!(all.contains(&GemmConfig::NARROW) && GemmConfig::NARROW.bn <= 16);
+    assert!(all
+        .iter()
+        .any(|g| (g.bm, g.bn, g.tm, g.tn) == (128, 128, 8, 8)));
+    let too_big = GemmConfig::new(128, 128, 32, 8, 8);
+    assert!(!too_big.valid() || !too_big.fits(&webgpu));
+    assert!("128x128x8/3x3".parse::<GemmConfig>().is_err());
+}
