@@ -662,7 +662,8 @@ impl Kernels {
     }
 
     /// A compute pipeline for `entry` of family `f` with override constants. The matmul's
-    /// generic entry `matmul` resolves to this adapter's variant with its default (64×64) tile.
+    /// generic entry `matmul` resolves to `matmul_blocked` where that is this adapter's
+    /// variant, else `matmul_tiled` (64×64).
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
@@ -683,7 +684,11 @@ impl Kernels {
             .expect("all families")
             .2;
         let entry = if f == Family::Matmul && entry == "matmul" {
-            self.matmul_config(MATMUL_TILE).entry()
+            // matmul.wgsl's own kernels only: `matmul_gemm` lives in another family's module.
+            match self.matmul_variant {
+                MatmulVariant::Blocked => "matmul_blocked",
+                _ => "matmul_tiled",
+            }
         } else {
             entry
         };
