@@ -15,6 +15,9 @@ pub enum Family {
     MatmulImage,
     /// Copies of operands into those images (image.wgsl).
     Image,
+    /// The real-GPU matmul in tiles chosen by override constants ([`GemmConfig`]):
+    /// matmul.wgsl + matmul_gemm.wgsl, built on every device.
+    MatmulGemm,
     Loss,
     Optimizer,
     Data,
@@ -28,16 +31,18 @@ pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
 pub const MATMUL_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
 pub const MATMUL_IMAGE_WGSL: &str = include_str!("../../shaders/matmul_image.wgsl");
 pub const IMAGE_WGSL: &str = include_str!("../../shaders/image.wgsl");
+pub const MATMUL_GEMM_WGSL: &str = include_str!("../../shaders/matmul_gemm.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Matmul,
         Family::MatmulSubgroup,
         Family::MatmulImage,
         Family::Image,
+        Family::MatmulGemm,
         Family::Loss,
         Family::Optimizer,
         Family::Data,
@@ -57,6 +62,7 @@ impl Family {
                 MATMUL_IMAGE_WGSL,
             ),
             Family::Image => (&[STEP_WGSL], IMAGE_WGSL),
+            Family::MatmulGemm => (&[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL], MATMUL_GEMM_WGSL),
             Family::Loss => (&[ACTIVATION_WGSL, STEP_WGSL], LOSS_WGSL),
             Family::Optimizer => (&[STEP_WGSL], OPTIMIZER_WGSL),
             Family::Data => (&[STEP_WGSL], DATA_WGSL),
@@ -74,6 +80,7 @@ impl Family {
             Family::MatmulSubgroup => "shaders/matmul_subgroup.wgsl",
             Family::MatmulImage => "shaders/matmul_image.wgsl",
             Family::Image => "shaders/image.wgsl",
+            Family::MatmulGemm => "shaders/matmul_gemm.wgsl",
             Family::Loss => "shaders/loss.wgsl",
             Family::Optimizer => "shaders/optimizer.wgsl",
             Family::Data => "shaders/data.wgsl",
@@ -163,10 +170,142 @@ pub enum MatmulVariant {
     /// `matmul_img_{forward,delta,grad}` (shaders/matmul_image.wgsl): the subgroup kernels with
     /// both operands read from rgba32float storage images that mirror them (`images.rs`).
     Image(MatmulMode),
+    /// `matmul_gemm` (shaders/matmul_gemm.wgsl): the real-GPU kernel, in the tile `GemmConfig`
+    /// (vec4 loads, conflict-free k-major staging, register-prefetch double buffering).
+    Gemm(GemmConfig),
     /// `matmul_narrow_grad` (in matmul_subgroup.wgsl, no subgroup operations): the gradient
     /// of a layer with at most [`NARROW_GRAD_MAX`] outputs (the value) that the subgroup kernel
     /// cannot take; each lane owns 4 rows and every column.
     NarrowGrad(u32),
+}
+
+/// A workgroup tile of `matmul_gemm` (shaders/matmul_gemm.wgsl), its override constants:
+/// `bm × bn` outputs per workgroup, K in slabs of `bk` staged twice (double buffering), each
+/// invocation owning `tm × tn` outputs as `tm/4 × tn/4` vec4 blocks (CLBlast's MWG, NWG, KWG and
+/// MWG/MDIMC, NWG/NDIMC). Plain data: the plan picks one per matmul, the tuner times them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct GemmConfig {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl GemmConfig {
+    pub const fn new(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> Self {
+        GemmConfig { bm, bn, bk, tm, tn }
+    }
+
+    /// The tiles worth timing on a real GPU (see BENCHMARKS.md, "The GEMM candidates"):
+    /// large square, half-width, two 64×64 (one under 16 KiB of workgroup memory), and a
+    /// narrow one for outputs of at most 16 columns (a classifier's last layer).
+    pub const CANDIDATES: &'static [GemmConfig] = &[
+        GemmConfig::new(128, 128, 8, 8, 8),
+        GemmConfig::new(128, 64, 8, 8, 8),
+        GemmConfig::new(64, 64, 16, 4, 4),
+        GemmConfig::new(64, 64, 8, 8, 4),
+        GemmConfig::new(64, 16, 16, 4, 4),
+    ];
+
+    /// The candidate for outputs of at most 16 columns.
+    pub const NARROW: GemmConfig = GemmConfig::new(64, 16, 16, 4, 4);
+
+    /// Invocations per workgroup.
+    pub const fn invocations(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+
+    pub const fn outputs_per_invocation(&self) -> u32 {
+        self.tm * self.tn
+    }
+
+    /// Bytes of workgroup memory: two stages of `bk` rows of `bm + 4` and `bn + 4` floats.
+    pub const fn workgroup_bytes(&self) -> u32 {
+        2 * self.bk * ((self.bm + 4) + (self.bn + 4)) * 4
+    }
+
+    /// Whether the kernel is well formed for this tile: register tiles of 4 or 8, every
+    /// dimension a multiple of its per-invocation share, and each slab a whole number of vec4
+    /// chunks per invocation (at most 4, the kernel's prefetch registers).
+    pub const fn valid(&self) -> bool {
+        let inv = self.invocations();
+        (self.tm == 4 || self.tm == 8)
+            && (self.tn == 4 || self.tn == 8)
+            && self.bm.is_multiple_of(self.tm)
+            && self.bn.is_multiple_of(self.tn)
+            && self.bk.is_multiple_of(4)
+            && self.bk > 0
+            && inv > 0
+            && (self.bm * self.bk / 4).is_multiple_of(inv)
+            && (self.bn * self.bk / 4).is_multiple_of(inv)
+            && self.bm * self.bk / 4 / inv >= 1
+            && self.bm * self.bk / 4 / inv <= 4
+            && self.bn * self.bk / 4 / inv >= 1
+            && self.bn * self.bk / 4 / inv <= 4
+    }
+
+    /// Whether a device with `limits` can run this tile.
+    pub fn fits(&self, limits: &wgpu::Limits) -> bool {
+        self.valid()
+            && self.workgroup_bytes() <= limits.max_compute_workgroup_storage_size
+            && self.invocations() <= limits.max_compute_invocations_per_workgroup
+            && self.invocations() <= limits.max_compute_workgroup_size_x
+            && limits.max_storage_buffers_per_shader_stage >= 8
+    }
+
+    /// The override constants of shaders/matmul_gemm.wgsl.
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("GBM", self.bm as f64),
+            ("GBN", self.bn as f64),
+            ("GBK", self.bk as f64),
+            ("GTM", self.tm as f64),
+            ("GTN", self.tn as f64),
+        ]
+    }
+}
+
+impl std::str::FromStr for GemmConfig {
+    type Err = String;
+
+    /// Parses the [`Display`](std::fmt::Display) form, `BMxBNxBK/TMxTN`; the tile must be
+    /// [`valid`](GemmConfig::valid).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not a GEMM tile BMxBNxBK/TMxTN (e.g. 128x128x8/8x8)");
+        let (block, thread) = s.split_once('/').ok_or_else(bad)?;
+        let nums = |t: &str| -> Result<Vec<u32>, String> {
+            t.split('x')
+                .map(|v| v.trim().parse().map_err(|_| bad()))
+                .collect()
+        };
+        let (b, t) = (nums(block)?, nums(thread)?);
+        let [bm, bn, bk] = b[..] else {
+            return Err(bad());
+        };
+        let [tm, tn] = t[..] else {
+            return Err(bad());
+        };
+        let g = GemmConfig::new(bm, bn, bk, tm, tn);
+        if !g.valid() {
+            return Err(format!(
+                "{g} is not a tile matmul_gemm can run: per-invocation tiles of 4 or 8, BK a \
+                 multiple of 4, and 1 to 4 vec4s of each slab per invocation"
+            ));
+        }
+        Ok(g)
+    }
+}
+
+impl std::fmt::Display for GemmConfig {
+    /// `128x128x8/8x8`: the workgroup tile, then the outputs per invocation.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{}x{}/{}x{}",
+            self.bm, self.bn, self.bk, self.tm, self.tn
+        )
+    }
 }
 
 /// The widest δ `matmul_narrow_grad` takes (its `NN_MAX`).
@@ -202,6 +341,7 @@ impl MatmulConfig {
             MatmulVariant::Image(MatmulMode::Delta) => "matmul_img_delta",
             MatmulVariant::Image(MatmulMode::Grad) => "matmul_img_grad",
             MatmulVariant::NarrowGrad(_) => "matmul_narrow_grad",
+            MatmulVariant::Gemm(_) => "matmul_gemm",
         }
     }
 
@@ -210,6 +350,7 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Blocked => vec![("WG_N", self.wg_n as f64)],
             MatmulVariant::NarrowGrad(n) => vec![("NARROW_N", n as f64)],
+            MatmulVariant::Gemm(g) => g.constants(),
             _ => vec![],
         }
     }
@@ -219,6 +360,7 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Subgroup(_) | MatmulVariant::NarrowGrad(_) => Family::MatmulSubgroup,
             MatmulVariant::Image(_) => Family::MatmulImage,
+            MatmulVariant::Gemm(_) => Family::MatmulGemm,
             _ => Family::Matmul,
         }
     }
@@ -234,6 +376,7 @@ impl MatmulConfig {
             }
             MatmulVariant::Subgroup(_) | MatmulVariant::Image(_) => (64, 64),
             MatmulVariant::NarrowGrad(_) => (256, NARROW_GRAD_MAX),
+            MatmulVariant::Gemm(g) => (g.bm, g.bn),
         }
     }
 
@@ -301,7 +444,7 @@ pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 /// as vec4 arrays (8, 9).
 pub fn family_aliases(f: Family) -> &'static [(usize, usize)] {
     match f {
-        Family::MatmulSubgroup => &[(8, 2), (9, 3)],
+        Family::MatmulSubgroup | Family::MatmulGemm => &[(8, 2), (9, 3)],
         _ => &[],
     }
 }
@@ -314,7 +457,7 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
         ],
         // bindings 8, 9: lhs and rhs again, as vec4 arrays (`family_aliases`)
-        Family::MatmulSubgroup => &[
+        Family::MatmulSubgroup | Family::MatmulGemm => &[
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
         ],
         // bindings 8, 9: lhs and rhs mirrored in images (`bind_group_with_images`)
@@ -421,6 +564,16 @@ impl Kernels {
         self.support
     }
 
+    /// Uses `matmul_gemm` with the tile `cfg` for every launch whatever the adapter (tests and
+    /// benches; the plan's `force_gemm`).
+    pub fn with_gemm(mut self, cfg: GemmConfig) -> Self {
+        self.support.default_variant = MatmulVariant::Gemm(cfg);
+        self.support.gemm_by_shape = false;
+        self.support.subgroup_matmul = false;
+        self.support.image_matmul = false;
+        self
+    }
+
     /// `cfg` with its operands read from images where this adapter runs the image kernels:
     /// the subgroup kernel's launch shape, `MatmulVariant::Image`. The caller mirrors both
     /// operands (`images.rs`); anything else is returned unchanged.
@@ -440,7 +593,8 @@ impl Kernels {
     }
 
     /// A compute pipeline for `entry` of family `f` with override constants. The matmul's
-    /// generic entry `matmul` resolves to this adapter's variant with its default (64×64) tile.
+    /// generic entry `matmul` resolves to `matmul_blocked` where that is this adapter's
+    /// variant, else `matmul_tiled` (64×64).
     pub fn pipeline(
         &self,
         device: &wgpu::Device,
@@ -461,11 +615,11 @@ impl Kernels {
             .expect("all families")
             .2;
         let entry = if f == Family::Matmul && entry == "matmul" {
-            MatmulConfig {
-                variant: self.support.default_variant,
-                wg_n: 8,
+            // matmul.wgsl's own kernels only: `matmul_gemm` lives in another family's module.
+            match self.support.default_variant {
+                MatmulVariant::Blocked => "matmul_blocked",
+                _ => "matmul_tiled",
             }
-            .entry()
         } else {
             entry
         };

@@ -51,6 +51,10 @@ pub struct GpuOptions {
     /// Run the GPU matmul (`matmul_tiled`: shared-memory tiles) whatever the adapter, so that
     /// the kernel real GPUs use is also tested and measured on CPU adapters.
     pub force_tiled_matmul: bool,
+    /// Run every matmul as `matmul_gemm` in this tile (shaders/matmul_gemm.wgsl), whatever the
+    /// adapter: how tests and benches force one candidate. Takes precedence over
+    /// `force_tiled_matmul`. Check it with [`kernels::GemmConfig::fits`] first.
+    pub force_gemm: Option<kernels::GemmConfig>,
     /// Training steps recorded before one submit (each reads its own slot of the step uniform).
     /// Applies when the training set lives on the device and a step is one micro-batch;
     /// anything that reads or writes device memory from the host submits what is queued first.
@@ -67,6 +71,7 @@ impl Default for GpuOptions {
             subgroup_matmul: true,
             image_operands: true,
             force_tiled_matmul: false,
+            force_gemm: None,
             steps_per_submit: 8,
         }
     }
@@ -225,6 +230,20 @@ impl GpuBackend {
         spec.validate()?;
         if max_batch == 0 {
             return Err(Error::InvalidConfig("batch size must be at least 1".into()));
+        }
+        if let Some(g) = options.force_gemm {
+            if !g.fits(&ctx.limits) {
+                return Err(Error::DeviceLimit(format!(
+                    "the GEMM tile {g} needs {} bytes of workgroup memory and {} invocations \
+                     (valid: {}); {} offers {} bytes and {}: force a smaller tile",
+                    g.workgroup_bytes(),
+                    g.invocations(),
+                    g.valid(),
+                    ctx.info,
+                    ctx.limits.max_compute_workgroup_storage_size,
+                    ctx.limits.max_compute_invocations_per_workgroup
+                )));
+            }
         }
         let fits = check_fits(&ctx, spec, max_batch)?;
         // Each recorded step has its own uniform slot: bounded so the slots fit one buffer.

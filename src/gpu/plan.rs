@@ -16,7 +16,7 @@
 use super::device::{Api, Capabilities, DeviceClass};
 use super::fused::FusedShape;
 use super::kernels::{
-    MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, BLOCK_M, BLOCK_N, BLOCK_WG,
+    GemmConfig, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, BLOCK_M, BLOCK_N, BLOCK_WG,
     NARROW_GRAD_MAX,
 };
 use super::GpuOptions;
@@ -32,10 +32,13 @@ pub struct KernelSupport {
     pub subgroup_matmul: bool,
     /// `matmul_img_*`: the subgroup kernels reading operands from storage images.
     pub image_matmul: bool,
-    /// The kernel for every launch the subgroup kernels do not take: `Tiled` (shared-memory
-    /// tiles) on GPUs, `Blocked` (no barriers) on software adapters, where a barrier splits a
-    /// workgroup into coroutines.
+    /// The kernel for every launch the subgroup kernels do not take: `Blocked` (no barriers)
+    /// on software adapters, where a barrier splits a workgroup into coroutines; `Tiled` or a
+    /// forced `Gemm` tile elsewhere.
     pub default_variant: MatmulVariant,
+    /// Hardware GPUs: `matmul_gemm` with a tile chosen per matmul by its shape
+    /// ([`gemm_tile`]) wherever the default variant would run.
+    pub gemm_by_shape: bool,
 }
 
 fn software(caps: &Capabilities) -> bool {
@@ -44,6 +47,14 @@ fn software(caps: &Capabilities) -> bool {
 
 /// The kernels `caps` runs under `options`.
 pub fn kernel_support(caps: &Capabilities, options: &GpuOptions) -> KernelSupport {
+    if let Some(g) = options.force_gemm {
+        return KernelSupport {
+            subgroup_matmul: false,
+            image_matmul: false,
+            default_variant: MatmulVariant::Gemm(g),
+            gemm_by_shape: false,
+        };
+    }
     let forced_tiled = options.force_tiled_matmul;
     let subgroup_matmul = software(caps)
         && caps.api == Api::Vulkan
@@ -60,6 +71,30 @@ pub fn kernel_support(caps: &Capabilities, options: &GpuOptions) -> KernelSuppor
         } else {
             MatmulVariant::Tiled
         },
+        gemm_by_shape: !software(caps)
+            && !forced_tiled
+            && GemmConfig::CANDIDATES.iter().any(|g| gemm_fits(g, caps)),
+    }
+}
+
+/// Whether `caps` can run the tile `g`.
+fn gemm_fits(g: &GemmConfig, caps: &Capabilities) -> bool {
+    g.valid()
+        && g.workgroup_bytes() <= caps.max_workgroup_storage
+        && g.invocations() <= caps.max_invocations
+        && caps.max_storage_buffers_per_stage >= 8
+}
+
+/// The `matmul_gemm` tile for an output of `n` columns until the tuner measures: the narrow
+/// tile for a classifier's last layer (n ≤ 16), else 64×64×8 with 8×4 per invocation, which
+/// fits 16 KiB of workgroup memory and keeps small grids (784-512-512-10 at b1024: 128 tiles)
+/// across every multiprocessor; the 128×128 tiles win only on grids large enough to fill the
+/// device with them, which the tuner decides (BENCHMARKS.md, "The GEMM candidates").
+pub fn gemm_tile(n: u32) -> GemmConfig {
+    if n <= 16 {
+        GemmConfig::NARROW
+    } else {
+        GemmConfig::new(64, 64, 8, 8, 4)
     }
 }
 
@@ -79,6 +114,8 @@ pub fn matmul_config(support: &KernelSupport, mode: MatmulMode, dims: &MatmulDim
         MatmulVariant::Subgroup(mode)
     } else if support.subgroup_matmul && mode == MatmulMode::Grad && dims.n <= NARROW_GRAD_MAX {
         MatmulVariant::NarrowGrad(dims.n)
+    } else if support.gemm_by_shape {
+        MatmulVariant::Gemm(gemm_tile(dims.n))
     } else {
         support.default_variant
     };
@@ -239,6 +276,13 @@ fn tile_of(cfg: &MatmulConfig) -> (u32, u32, u32, u32, u32) {
         MatmulVariant::Blocked => (tm, tn, 1, BLOCK_M * BLOCK_N, BLOCK_WG),
         MatmulVariant::Subgroup(_) | MatmulVariant::Image(_) => (tm, tn, 4, tm * tn / 64, 64),
         MatmulVariant::NarrowGrad(n) => (tm, tn, 1, 4 * n, 64),
+        MatmulVariant::Gemm(g) => (
+            g.bm,
+            g.bn,
+            g.bk,
+            g.outputs_per_invocation(),
+            g.invocations(),
+        ),
     }
 }
 

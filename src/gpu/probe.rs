@@ -3,8 +3,8 @@
 //! pipeline per call.
 
 use super::kernels::{
-    family_aliases, family_slots, groups_1d, Family, Kernels, LossDims, MatmulDims, MatmulMode,
-    MatmulVariant, OneU32, StepUniform,
+    family_aliases, family_slots, groups_1d, Family, GemmConfig, Kernels, LossDims, MatmulDims,
+    MatmulMode, MatmulVariant, OneU32, StepUniform,
 };
 use super::{read_staging, GpuContext};
 use crate::error::{Error, Result};
@@ -44,7 +44,15 @@ pub fn run(
 ) -> Result<Vec<Vec<f32>>> {
     let kernels = kernels_for(ctx);
     run_with(
-        &kernels, ctx, family, entry, constants, dims, step, storage, grid,
+        &kernels,
+        ctx,
+        family,
+        entry,
+        constants,
+        dims,
+        step,
+        storage,
+        (grid.0, grid.1, 1),
     )
 }
 
@@ -59,7 +67,7 @@ fn run_with(
     dims: &[u8],
     step: &StepUniform,
     storage: &[&[u8]],
-    grid: (u32, u32),
+    grid: (u32, u32, u32),
 ) -> Result<Vec<Vec<f32>>> {
     let device = &ctx.device;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -104,7 +112,7 @@ fn run_with(
         });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[0]);
-        pass.dispatch_workgroups(grid.0, grid.1, 1);
+        pass.dispatch_workgroups(grid.0, grid.1, grid.2);
     }
     let staging: Vec<wgpu::Buffer> = bufs
         .iter()
@@ -134,12 +142,23 @@ fn run_with(
         .collect()
 }
 
-/// Runs one matmul of `mode` with the launch shape a training step would use for `dims` on
-/// this adapter (`Kernels::matmul_config_for`), over a `rows × cols` output. `storage`: lhs,
-/// rhs, out, out2, opt_m, opt_v.
+/// Which matmul kernel a probe runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MatmulChoice {
+    /// `matmul_gemm` in this tile, whatever the adapter; `None`: the kernel a training step
+    /// would use for the shape here (`Kernels::matmul_config_for`).
+    pub gemm: Option<GemmConfig>,
+    /// Gradient only: split K (the batch) over this many slices whose partial sums
+    /// `grad_reduce` adds and finishes (the training step's split-K path); 0 or 1: no split.
+    pub split_k: u32,
+}
+
+/// Runs one matmul of `mode` over a `rows × cols` output, with the kernel `choice` names.
+/// `storage`: lhs, rhs, out, out2, opt_m, opt_v.
 #[allow(clippy::too_many_arguments)]
 fn run_matmul(
     ctx: &GpuContext,
+    choice: MatmulChoice,
     mode: MatmulMode,
     constants: &[(&str, f64)],
     dims: &MatmulDims,
@@ -148,21 +167,68 @@ fn run_matmul(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let kernels = kernels_for(ctx);
+    let mut kernels = kernels_for(ctx);
+    if let Some(g) = choice.gemm {
+        kernels = kernels.with_gemm(g);
+    }
     let cfg = kernels.matmul_config_for(mode, dims);
     let mut constants = constants.to_vec();
     constants.push(("MODE", mode as u32 as f64));
-    constants.extend(cfg.shape_constants());
-    run_with(
+    let (gx, gy) = cfg.groups(rows as u32, cols as u32);
+    let slices = choice.split_k.max(1);
+    if slices == 1 {
+        constants.extend(cfg.shape_constants());
+        return run_with(
+            &kernels,
+            ctx,
+            cfg.family(),
+            cfg.entry(),
+            &constants,
+            bytemuck::bytes_of(dims),
+            step,
+            storage,
+            (gx, gy, 1),
+        );
+    }
+    if mode != MatmulMode::Grad {
+        return Err(Error::Gpu("split-K is for the gradient matmul only".into()));
+    }
+    // Pass 1: each slice's partial sums into `partials` (bound where the gradient goes).
+    let partials = vec![0.0f32; slices as usize * rows * cols];
+    let mut first: Vec<&[u8]> = storage.to_vec();
+    first[2] = f32s(&partials);
+    let mut split_constants = constants.clone();
+    split_constants.push(("SPLIT_K", 1.0));
+    split_constants.extend(cfg.shape_constants());
+    let parts = run_with(
         &kernels,
         ctx,
         cfg.family(),
         cfg.entry(),
-        &constants,
+        &split_constants,
         bytemuck::bytes_of(dims),
         step,
-        storage,
-        cfg.groups(rows as u32, cols as u32),
+        &first,
+        (gx, gy, slices),
+    )?;
+    // Pass 2: `grad_reduce` adds them in slice order and runs the epilogue.
+    let reduce_dims = MatmulDims { k: slices, ..*dims };
+    let mut second: Vec<&[u8]> = vec![f32s(&parts[2])];
+    second.extend_from_slice(&storage[1..]);
+    let (rx, ry) = groups_1d(
+        (rows * cols) as u64,
+        ctx.limits.max_compute_workgroups_per_dimension,
+    );
+    run_with(
+        &kernels,
+        ctx,
+        Family::Matmul,
+        "grad_reduce",
+        &constants,
+        bytemuck::bytes_of(&reduce_dims),
+        step,
+        &second,
+        (rx, ry, 1),
     )
 }
 
@@ -192,6 +258,21 @@ pub fn forward(
     n: usize,
     act: Activation,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    forward_with(ctx, MatmulChoice::default(), x, wb, b, k, n, act)
+}
+
+/// [`forward`] with the kernel `choice` names.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with(
+    ctx: &GpuContext,
+    choice: MatmulChoice,
+    x: &[f32],
+    wb: &[f32],
+    b: usize,
+    k: usize,
+    n: usize,
+    act: Activation,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let dims = MatmulDims {
         n: n as u32,
         k: k as u32,
@@ -202,6 +283,7 @@ pub fn forward(
     let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
     let mut out = run_matmul(
         ctx,
+        choice,
         MatmulMode::Forward,
         &[("ACT", act.code() as f64)],
         &dims,
@@ -234,6 +316,32 @@ pub fn delta(
     n: usize,
     act_prev: Activation,
 ) -> Result<Vec<f32>> {
+    delta_with(
+        ctx,
+        MatmulChoice::default(),
+        delta,
+        w,
+        a_prev,
+        b,
+        k,
+        n,
+        act_prev,
+    )
+}
+
+/// [`delta`] with the kernel `choice` names.
+#[allow(clippy::too_many_arguments)]
+pub fn delta_with(
+    ctx: &GpuContext,
+    choice: MatmulChoice,
+    delta: &[f32],
+    w: &[f32],
+    a_prev: &[f32],
+    b: usize,
+    k: usize,
+    n: usize,
+    act_prev: Activation,
+) -> Result<Vec<f32>> {
     let dims = MatmulDims {
         n: n as u32,
         k: k as u32,
@@ -244,6 +352,7 @@ pub fn delta(
     let step = step_uniform(b, &crate::optim::Optimizer::Sgd.hyper(0.0, 1, 0.0));
     let out = run_matmul(
         ctx,
+        choice,
         MatmulMode::Delta,
         &[("ACT", act_prev.code() as f64)],
         &dims,
@@ -288,6 +397,26 @@ pub fn grad(
     opt: Option<OptimizerKind>,
     h: &StepHyper,
 ) -> Result<GradOutputs> {
+    let choice = MatmulChoice::default();
+    grad_with(ctx, choice, z, delta, params, opt_m, opt_v, b, m, n, opt, h)
+}
+
+/// [`grad`] with the kernel `choice` names (and, there, split-K).
+#[allow(clippy::too_many_arguments)]
+pub fn grad_with(
+    ctx: &GpuContext,
+    choice: MatmulChoice,
+    z: &[f32],
+    delta: &[f32],
+    params: &[f32],
+    opt_m: &[f32],
+    opt_v: &[f32],
+    b: usize,
+    m: usize,
+    n: usize,
+    opt: Option<OptimizerKind>,
+    h: &StepHyper,
+) -> Result<GradOutputs> {
     let dims = MatmulDims {
         n: n as u32,
         m: m as u32,
@@ -297,6 +426,7 @@ pub fn grad(
     let step = step_uniform(b, h);
     let mut out = run_matmul(
         ctx,
+        choice,
         MatmulMode::Grad,
         &[
             ("OPT", opt.map_or(0, |o| o.code()) as f64),

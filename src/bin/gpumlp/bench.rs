@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Use the GPU matmul (shared-memory tiles) even on a CPU adapter, for comparison.
     #[arg(long)]
     pub tiled: bool,
+    /// Run every matmul as `matmul_gemm` in this tile, BMxBNxBK/TMxTN (e.g. 128x128x8/8x8;
+    /// the candidates are `GemmConfig::CANDIDATES`).
+    #[arg(long)]
+    pub gemm: Option<gpumlp::gpu::kernels::GemmConfig>,
     /// Training steps recorded per submit (1: submit every step).
     #[arg(long, default_value_t = 8)]
     pub steps_per_submit: usize,
@@ -137,6 +141,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 subgroup_matmul: !args.no_subgroup,
                 image_operands: !args.no_images,
                 force_tiled_matmul: args.tiled,
+                force_gemm: args.gemm,
                 steps_per_submit: args.steps_per_submit.max(1),
                 ..Default::default()
             };

@@ -56,7 +56,7 @@ fn every_profile_plans_every_suite_shape_within_its_limits() {
 }
 
 #[test]
-fn real_gpus_run_shared_memory_tiles_and_software_adapters_the_blocked_kernel() {
+fn real_gpus_run_the_gemm_family_and_software_adapters_the_blocked_kernel() {
     let s = spec(&[784, 512, 512, 10]);
     for name in [
         "nvidia-h100",
@@ -68,9 +68,19 @@ fn real_gpus_run_shared_memory_tiles_and_software_adapters_the_blocked_kernel() 
     ] {
         let p = plan(&s, 1024, &caps(name), &GpuOptions::default()).unwrap();
         assert!(
-            kernels_of(&p).iter().all(|k| *k == "matmul_tiled"),
+            kernels_of(&p).iter().all(|k| *k == "matmul_gemm"),
             "{name}: {:?}",
             kernels_of(&p)
+        );
+        let last = p
+            .matmuls
+            .iter()
+            .find(|m| m.layer == 2 && m.form == "forward")
+            .unwrap();
+        assert_eq!(
+            (last.tile_m, last.tile_n),
+            (64, 16),
+            "{name}: the narrow tile for 10 outputs"
         );
         assert!(
             !p.kernels.subgroup_matmul && !p.kernels.image_matmul,
@@ -90,6 +100,16 @@ fn real_gpus_run_shared_memory_tiles_and_software_adapters_the_blocked_kernel() 
     };
     let forced = plan(&s, 1024, &caps("lavapipe"), &tiled).unwrap();
     assert!(kernels_of(&forced).iter().all(|k| *k == "matmul_tiled"));
+    // A forced GEMM tile runs everywhere.
+    let gemm = GpuOptions {
+        force_gemm: Some(crate::gpu::kernels::GemmConfig::new(128, 128, 8, 8, 8)),
+        ..Default::default()
+    };
+    let forced = plan(&s, 1024, &caps("llvmpipe"), &gemm).unwrap();
+    assert!(forced
+        .matmuls
+        .iter()
+        .all(|m| m.kernel == "matmul_gemm" && m.tile_m == 128));
 }
 
 #[test]
