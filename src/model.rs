@@ -137,6 +137,40 @@ impl fmt::Display for Activation {
     }
 }
 
+/// Layer sizes, input first, as the command line writes them: `784,512,10`, `784-512-10` or
+/// `784x512x10`. `-` separates sizes only in the dash form; with a comma or an `x` it is a minus
+/// sign, reported as such (`64,-1,10`).
+///
+/// # Errors
+/// [`Error::InvalidModel`] naming the part that is not a size.
+pub fn parse_layer_sizes(s: &str) -> Result<Vec<usize>> {
+    let bad = |why: String| Error::InvalidModel(why);
+    let parts: Vec<&str> = if s.contains([',', 'x']) {
+        s.split([',', 'x']).collect()
+    } else {
+        s.split('-').collect()
+    };
+    parts
+        .iter()
+        .map(|part| {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err(bad(format!("{s:?} has an empty layer size (two separators in a row, or one at an end): give whole numbers such as 784,512,10")));
+            }
+            if part.starts_with('-') {
+                return Err(bad(format!("{part} is not a layer size: sizes are whole numbers of at least 1, such as 784,512,10")));
+            }
+            part.parse::<usize>().map_err(|e| match e.kind() {
+                std::num::IntErrorKind::PosOverflow => bad(format!(
+                    "{part} is not a layer size: it is over the largest number this machine can count ({})",
+                    usize::MAX
+                )),
+                _ => bad(format!("{part:?} is not a layer size: give whole numbers such as 784,512,10")),
+            })
+        })
+        .collect()
+}
+
 impl FromStr for Activation {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -60,33 +60,9 @@ impl std::str::FromStr for LayerSizes {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        // `-` separates sizes only in the `784-512-10` form: with a comma or an `x` it is a
-        // minus sign, reported as such (`64,-1,10`).
-        let parts: Vec<&str> = if s.contains([',', 'x']) {
-            s.split([',', 'x']).collect()
-        } else {
-            s.split('-').collect()
-        };
-        parts
-            .iter()
-            .map(|part| {
-                let part = part.trim();
-                if part.is_empty() {
-                    return Err(format!("{s:?} has an empty layer size (two separators in a row, or one at an end): give whole numbers such as 784,512,10"));
-                }
-                if part.starts_with('-') {
-                    return Err(format!("{part} is not a layer size: sizes are whole numbers of at least 1, such as 784,512,10"));
-                }
-                part.parse::<usize>().map_err(|e| match e.kind() {
-                    std::num::IntErrorKind::PosOverflow => format!(
-                        "{part} is not a layer size: it is over the largest number this machine can count ({})",
-                        usize::MAX
-                    ),
-                    _ => format!("{part:?} is not a layer size: give whole numbers such as 784,512,10"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
+        gpumlp::model::parse_layer_sizes(s)
             .map(LayerSizes)
+            .map_err(|e| e.to_string())
     }
 }
 
