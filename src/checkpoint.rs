@@ -4,7 +4,8 @@
 //! layout, the transpose of our `W: [in, out]`) and `layers.{i}.bias` `[out]`; with training
 //! state also `optimizer.m` and `optimizer.v` (`[P]`, our flat parameter layout). The header's
 //! metadata holds the layer sizes, activations, loss, normalization statistics, format version
-//! and, for a resumable checkpoint, the epoch, step count and RNG state.
+//! and, for a resumable checkpoint, the epoch, step count and RNG state; a classifier may also
+//! carry its label names (`labels`, a JSON list of strings: output `k` is `labels[k]`).
 
 use crate::backend::OptimizerState;
 use crate::data::{Normalization, NormalizeMethod};
@@ -43,6 +44,10 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     pub normalization: Option<Normalization>,
     pub training: Option<TrainingState>,
+    /// The class names, output `k` (or class `k` of a one-output sigmoid) being `labels[k]`;
+    /// `None` when classes are just their indices. Saved as the metadata `labels` (a JSON list
+    /// of strings), so a Python model's `classes_` (strings included) round-trips.
+    pub labels: Option<Vec<String>>,
 }
 
 fn ck_err(path: &Path, message: impl Into<String>) -> Error {
@@ -99,6 +104,13 @@ impl Checkpoint {
             meta.insert("normalization".into(), n.method.name().into());
             meta.insert("normalization_shift".into(), json_floats(&n.shift));
             meta.insert("normalization_scale".into(), json_floats(&n.scale));
+        }
+        if let Some(labels) = &self.labels {
+            meta.insert(
+                "labels".into(),
+                serde_json::to_string(labels)
+                    .map_err(|e| Error::InvalidModel(format!("labels: {e}")))?,
+            );
         }
         if let Some(t) = &self.training {
             meta.insert("epoch".into(), t.epoch.to_string());
@@ -246,11 +258,27 @@ impl Checkpoint {
                 })
             }
         };
+        let labels = match meta.get("labels") {
+            None => None,
+            Some(s) => match serde_json::from_str::<Vec<String>>(s) {
+                Ok(l) if l.len() == spec.outputs().max(2) => Some(l),
+                _ => {
+                    return Err(ck_err(
+                        path,
+                        format!(
+                            "metadata 'labels' is not a JSON list of {} class names",
+                            spec.outputs().max(2)
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(Checkpoint {
             spec,
             params,
             normalization,
             training,
+            labels,
         })
     }
 }

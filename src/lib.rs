@@ -29,7 +29,10 @@ pub mod error;
 pub mod files;
 pub mod gpu;
 pub mod model;
+pub mod onnx;
 pub mod optim;
+#[cfg(feature = "python")]
+mod python;
 pub mod report;
 pub mod tolerance;
 pub mod train;

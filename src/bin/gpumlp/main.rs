@@ -3,6 +3,7 @@
 
 mod bench;
 mod eval;
+mod export;
 mod resume;
 mod train;
 
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write one row of predictions per sample to a CSV file.
     Predict(eval::PredictArgs),
+    /// Write a saved model as ONNX (Gemm + activation per layer, normalization in front).
+    Export(export::ExportArgs),
     /// List every adapter with its backend, type, driver and limits.
     Info,
     /// Time training steps with a fixed protocol (see BENCHMARKS.md).
@@ -178,6 +181,7 @@ fn main() -> ExitCode {
         }
         Command::Eval(args) => eval::run_eval(args).map(|_| ExitCode::SUCCESS),
         Command::Predict(args) => eval::run_predict(args).map(|_| ExitCode::SUCCESS),
+        Command::Export(args) => export::run(args).map(|_| ExitCode::SUCCESS),
         Command::Info => info().map(|_| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
     };

@@ -438,6 +438,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                     optimizer: trainer.backend().optimizer_state()?,
                     extra,
                 }),
+                labels: None,
             };
             ck.save_with(out, write)?;
         }
