@@ -415,7 +415,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self.classes_[idx]
 
     def _labels(self):
-        return [str(c) for c in self.classes_]
+        # Classes 0..k-1 are their own indices, as the command line's labels: no names needed.
+        c = self.classes_
+        if c.dtype.kind in "iu" and np.array_equal(c, np.arange(len(c))):
+            return None
+        return [str(v) for v in c]
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
