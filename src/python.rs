@@ -238,11 +238,24 @@ impl Model {
     }
 
     /// Trains one epoch over the stored data with the GIL released; returns the mean training
-    /// loss. A pending Ctrl-C raises KeyboardInterrupt after the epoch.
+    /// loss. Ctrl-C stops it before the next step and raises KeyboardInterrupt (the steps taken
+    /// stay applied).
     fn run_epoch(&self, py: Python<'_>) -> PyResult<f64> {
-        let report = self.with(py, |i| i.trainer.run_epoch(None))?;
-        py.check_signals()?;
-        Ok(report.train_loss)
+        let mut interrupt: Option<PyErr> = None;
+        let pending = &mut interrupt;
+        // Python runs its signal handlers only with the GIL: take it briefly before each step.
+        let stop = move || match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                *pending = Some(e);
+                true
+            }
+        };
+        let result = self.with(py, |i| i.trainer.run_epoch_until(None, stop));
+        match (result, interrupt) {
+            (Err(_), Some(e)) => Err(e),
+            (r, _) => Ok(r?.train_loss),
+        }
     }
 
     /// The outputs y [rows, out] (after the output activation) for x [rows, in].
@@ -314,6 +327,7 @@ fn checkpoint(
 /// Writes a checkpoint in the command line's safetensors format (atomically).
 #[pyfunction]
 #[pyo3(signature = (path, sizes, activations, loss, params, normalization=None, labels=None))]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments
 fn save_checkpoint(
     py: Python<'_>,
     path: PathBuf,
@@ -331,6 +345,7 @@ fn save_checkpoint(
 /// Writes the ONNX model of a checkpoint (atomically; see `gpumlp::onnx`).
 #[pyfunction]
 #[pyo3(signature = (path, sizes, activations, loss, params, normalization=None, labels=None))]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments
 fn write_onnx(
     py: Python<'_>,
     path: PathBuf,

@@ -161,6 +161,18 @@ impl Trainer {
 
     /// Runs the next epoch over the data given to [`Trainer::set_train_data`].
     pub fn run_epoch(&mut self, val: Option<&Dataset>) -> Result<EpochReport> {
+        self.run_epoch_until(val, || false)
+    }
+
+    /// [`Trainer::run_epoch`], asking `stop` before every step (e.g. whether Ctrl-C was
+    /// pressed). When it says `true` the epoch ends there with [`Error::Interrupted`]: the steps
+    /// already taken stay applied (parameters, optimizer state, step count), the epoch count does
+    /// not advance, and the trainer is ready for another epoch.
+    pub fn run_epoch_until(
+        &mut self,
+        val: Option<&Dataset>,
+        mut stop: impl FnMut() -> bool,
+    ) -> Result<EpochReport> {
         if self.train_rows == 0 {
             return Err(Error::InvalidConfig(
                 "no training data: call set_train_data first".into(),
@@ -180,7 +192,16 @@ impl Trainer {
         self.backend.begin_epoch(&order)?;
         let batch = c.batch_size.min(self.train_rows);
         let mut start = 0;
+        let mut taken = 0;
         while start < self.train_rows {
+            if stop() {
+                self.backend.finish_epoch()?;
+                return Err(Error::Interrupted {
+                    epoch: self.epoch + 1,
+                    step: taken,
+                });
+            }
+            taken += 1;
             let len = batch.min(self.train_rows - start);
             self.steps += 1;
             let hyper = c.optimizer.hyper(lr, self.steps, c.l2);

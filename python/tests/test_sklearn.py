@@ -136,3 +136,27 @@ def test_bad_input_raises_python_exceptions():
         clf.save("/nonexistent-folder/m.safetensors")
     with pytest.raises(ValueError, match="not a readable safetensors|No such file|I/O"):
         gpumlp.load(__file__)
+
+
+def test_ctrl_c_stops_training_between_steps():
+    import subprocess
+    import sys
+
+    code = """
+import os, signal, threading, time
+import numpy as np
+from gpumlp import MLPClassifier
+X = np.random.RandomState(0).normal(size=(40000, 64)).astype(np.float32)
+y = np.arange(40000) % 3
+threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+t = time.time()
+try:
+    MLPClassifier((512,), batch_size=4, max_iter=1, device="cpu").fit(X, y)
+    print("finished", time.time() - t)
+except KeyboardInterrupt:
+    print("interrupted", time.time() - t)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    word, seconds = out.stdout.split()
+    assert word == "interrupted" and float(seconds) < 5, out.stdout
