@@ -5,7 +5,7 @@
 //! state also `optimizer.m` and `optimizer.v` (`[P]`, our flat parameter layout). The header's
 //! metadata holds the layer sizes, activations, loss, normalization statistics, format version
 //! and, for a resumable checkpoint, the epoch, step count and RNG state; a classifier may also
-//! carry its label names (`labels`, a JSON list of strings: output `k` is `labels[k]`).
+//! carry its class names (`class_names`, a JSON list: output `k` is `class_names[k]`).
 
 use crate::backend::OptimizerState;
 use crate::data::{Normalization, NormalizeMethod};
@@ -44,10 +44,10 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     pub normalization: Option<Normalization>,
     pub training: Option<TrainingState>,
-    /// The class names, output `k` (or class `k` of a one-output sigmoid) being `labels[k]`;
-    /// `None` when classes are just their indices. Saved as the metadata `labels` (a JSON list
+    /// The class names, output `k` (or class `k` of a one-output sigmoid) being `class_names[k]`;
+    /// `None` when classes are just their indices. Saved as the metadata `class_names` (a JSON list
     /// of strings), so a Python model's `classes_` (strings included) round-trips.
-    pub labels: Option<Vec<String>>,
+    pub class_names: Option<Vec<String>>,
 }
 
 fn ck_err(path: &Path, message: impl Into<String>) -> Error {
@@ -105,11 +105,11 @@ impl Checkpoint {
             meta.insert("normalization_shift".into(), json_floats(&n.shift));
             meta.insert("normalization_scale".into(), json_floats(&n.scale));
         }
-        if let Some(labels) = &self.labels {
+        if let Some(names) = &self.class_names {
             meta.insert(
-                "labels".into(),
-                serde_json::to_string(labels)
-                    .map_err(|e| Error::InvalidModel(format!("labels: {e}")))?,
+                "class_names".into(),
+                serde_json::to_string(names)
+                    .map_err(|e| Error::InvalidModel(format!("class_names: {e}")))?,
             );
         }
         if let Some(t) = &self.training {
@@ -258,7 +258,7 @@ impl Checkpoint {
                 })
             }
         };
-        let labels = match meta.get("labels") {
+        let class_names = match meta.get("class_names") {
             None => None,
             Some(s) => match serde_json::from_str::<Vec<String>>(s) {
                 Ok(l) if l.len() == spec.outputs().max(2) => Some(l),
@@ -266,7 +266,7 @@ impl Checkpoint {
                     return Err(ck_err(
                         path,
                         format!(
-                            "metadata 'labels' is not a JSON list of {} class names",
+                            "metadata 'class_names' is not a JSON list of {} class names",
                             spec.outputs().max(2)
                         ),
                     ))
@@ -278,7 +278,7 @@ impl Checkpoint {
             params,
             normalization,
             training,
-            labels,
+            class_names,
         })
     }
 }

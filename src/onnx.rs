@@ -14,7 +14,7 @@
 //! - for a classifier (cross-entropy or binary cross-entropy loss) also `label`: int64 `[batch]`,
 //!   the predicted class index (`ArgMax` over the outputs, or `output ≥ 0.5` for a one-output
 //!   sigmoid), as `gpumlp eval`/`predict` decide it. The label names, when the checkpoint has
-//!   them, are in the model's metadata under `labels` (a JSON list).
+//!   them, are in the model's metadata under `class_names` (a JSON list).
 //!
 //! The protobuf messages are [`prost`] types generated at build time from the official
 //! `proto/onnx.proto` by `protox` (see `build.rs`). Why this pair: prost is the most used and best
@@ -193,10 +193,10 @@ pub fn to_model(ck: &Checkpoint) -> Result<ModelProto> {
         ),
         entry("loss", spec.loss.name()),
     ];
-    if let Some(labels) = &ck.labels {
+    if let Some(names) = &ck.class_names {
         metadata.push(entry(
-            "labels",
-            &serde_json::to_string(labels).unwrap_or_default(),
+            "class_names",
+            &serde_json::to_string(names).unwrap_or_default(),
         ));
     }
     Ok(ModelProto {

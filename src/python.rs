@@ -320,7 +320,7 @@ fn checkpoint(
         params,
         normalization,
         training: None,
-        labels,
+        class_names: labels,
     })
 }
 
@@ -386,7 +386,7 @@ fn load_checkpoint<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, P
         ck.normalization
             .map(|n| (n.method.name().to_string(), n.shift, n.scale)),
     )?;
-    d.set_item("labels", ck.labels)?;
+    d.set_item("labels", ck.class_names)?;
     Ok(d)
 }
 

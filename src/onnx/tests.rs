@@ -30,7 +30,7 @@ fn checkpoint(
         params,
         normalization,
         training: None,
-        labels: None,
+        class_names: None,
     }
 }
 
@@ -334,14 +334,14 @@ fn labels_and_spec_go_into_the_metadata() {
         Loss::CrossEntropy,
         NormalizeMethod::None,
     );
-    ck.labels = Some(vec!["cat".into(), "dog".into(), "emu".into()]);
+    ck.class_names = Some(vec!["cat".into(), "dog".into(), "emu".into()]);
     let m = from_onnx(&to_onnx(&ck).unwrap()).unwrap();
     let meta: HashMap<_, _> = m
         .metadata_props
         .iter()
         .map(|e| (e.key(), e.value()))
         .collect();
-    assert_eq!(meta["labels"], r#"["cat","dog","emu"]"#);
+    assert_eq!(meta["class_names"], r#"["cat","dog","emu"]"#);
     assert_eq!(meta["sizes"], "[4,3]");
     assert_eq!(meta["activations"], "softmax");
     assert_eq!(ops(&m), ["Gemm", "Softmax", "ArgMax"]);

@@ -438,7 +438,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                     optimizer: trainer.backend().optimizer_state()?,
                     extra,
                 }),
-                labels: None,
+                class_names: None,
             };
             ck.save_with(out, write)?;
         }
