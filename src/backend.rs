@@ -37,7 +37,9 @@ pub struct OptimizerState {
 
 /// A model placed on a device, ready to train. Every call is checked; nothing panics on user
 /// input. Parameters use the layout of [`ModelSpec::layout`].
-pub trait Backend {
+///
+/// `Send`, so a placed model can train on another thread (or from Python with the GIL released).
+pub trait Backend: Send {
     /// The device, e.g. `cpu-reference` or `vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
     fn name(&self) -> String;
     fn spec(&self) -> &ModelSpec;

@@ -4,7 +4,8 @@
 //! layout, the transpose of our `W: [in, out]`) and `layers.{i}.bias` `[out]`; with training
 //! state also `optimizer.m` and `optimizer.v` (`[P]`, our flat parameter layout). The header's
 //! metadata holds the layer sizes, activations, loss, normalization statistics, format version
-//! and, for a resumable checkpoint, the epoch, step count and RNG state.
+//! and, for a resumable checkpoint, the epoch, step count and RNG state; a classifier may also
+//! carry its class names (`class_names`, a JSON list: output `k` is `class_names[k]`).
 
 use crate::backend::OptimizerState;
 use crate::data::{Normalization, NormalizeMethod};
@@ -42,10 +43,11 @@ pub struct Checkpoint {
     /// [P] in [`ModelSpec::layout`] order.
     pub params: Vec<f32>,
     pub normalization: Option<Normalization>,
-    /// The class names of a model trained on string labels: output `i` is `class_names[i]`
-    /// (metadata `class_names`, a JSON array).
-    pub class_names: Option<Vec<String>>,
     pub training: Option<TrainingState>,
+    /// The class names, output `k` (or class `k` of a one-output sigmoid) being `class_names[k]`;
+    /// `None` when classes are just their indices. Saved as the metadata `class_names` (a JSON list
+    /// of strings), so a Python model's `classes_` (strings included) round-trips.
+    pub class_names: Option<Vec<String>>,
 }
 
 fn ck_err(path: &Path, message: impl Into<String>) -> Error {
@@ -99,9 +101,11 @@ impl Checkpoint {
         );
         meta.insert("loss".into(), self.spec.loss.name().into());
         if let Some(names) = &self.class_names {
-            let json = serde_json::to_string(names)
-                .map_err(|e| Error::InvalidModel(format!("class names: {e}")))?;
-            meta.insert("class_names".into(), json);
+            meta.insert(
+                "class_names".into(),
+                serde_json::to_string(names)
+                    .map_err(|e| Error::InvalidModel(format!("class_names: {e}")))?,
+            );
         }
         if let Some(n) = &self.normalization {
             meta.insert("normalization".into(), n.method.name().into());
@@ -311,8 +315,8 @@ impl Checkpoint {
             spec,
             params,
             normalization,
-            class_names,
             training,
+            class_names,
         })
     }
 }

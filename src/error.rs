@@ -50,6 +50,9 @@ pub enum Error {
         value: f64,
     },
 
+    #[error("training interrupted in epoch {epoch} after step {step}: the parameters keep the steps taken")]
+    Interrupted { epoch: usize, step: usize },
+
     #[error("no GPU adapter found{detail}: install a GPU driver, or a software Vulkan device (on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), or train on the fast CPU backend (--device cpu)")]
     NoAdapter { detail: String },
 

@@ -33,7 +33,10 @@ pub mod files;
 pub mod gpu;
 pub mod limits;
 pub mod model;
+pub mod onnx;
 pub mod optim;
+#[cfg(feature = "python")]
+mod python;
 pub mod reference;
 pub mod report;
 pub mod tolerance;

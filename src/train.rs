@@ -212,7 +212,7 @@ impl Trainer {
     /// # Errors
     /// No training data, a device error, or [`Error::Diverged`].
     pub fn run_epoch(&mut self, val: Option<&Dataset>) -> Result<EpochReport> {
-        self.run_epoch_observed(val, |_, _| {})
+        self.run_epoch_with(val, |_, _| {}, || false)
     }
 
     /// Steps in one epoch over the current training data.
@@ -229,7 +229,31 @@ impl Trainer {
     pub fn run_epoch_observed(
         &mut self,
         val: Option<&Dataset>,
+        on_step: impl FnMut(usize, usize),
+    ) -> Result<EpochReport> {
+        self.run_epoch_with(val, on_step, || false)
+    }
+
+    /// [`Trainer::run_epoch`], asking `stop` before every step (e.g. whether Ctrl-C was
+    /// pressed). When it says `true` the epoch ends there with [`Error::Interrupted`]: the steps
+    /// already taken stay applied (parameters, optimizer state, step count), the epoch count does
+    /// not advance, and the trainer is ready for another epoch.
+    ///
+    /// # Errors
+    /// As [`Trainer::run_epoch`], and [`Error::Interrupted`].
+    pub fn run_epoch_until(
+        &mut self,
+        val: Option<&Dataset>,
+        stop: impl FnMut() -> bool,
+    ) -> Result<EpochReport> {
+        self.run_epoch_with(val, |_, _| {}, stop)
+    }
+
+    fn run_epoch_with(
+        &mut self,
+        val: Option<&Dataset>,
         mut on_step: impl FnMut(usize, usize),
+        mut stop: impl FnMut() -> bool,
     ) -> Result<EpochReport> {
         if self.train_rows == 0 {
             return Err(Error::InvalidConfig(
@@ -251,15 +275,22 @@ impl Trainer {
         let batch = c.batch_size.min(self.train_rows);
         let total = self.train_rows.div_ceil(batch.max(1));
         let mut start = 0;
-        let mut done = 0;
+        let mut taken = 0;
         while start < self.train_rows {
+            if stop() {
+                self.backend.finish_epoch()?;
+                return Err(Error::Interrupted {
+                    epoch: self.epoch + 1,
+                    step: taken,
+                });
+            }
+            taken += 1;
             let len = batch.min(self.train_rows - start);
             self.steps += 1;
             let hyper = c.optimizer.hyper(lr, self.steps, c.l2);
             self.backend.step(start, len, &hyper)?;
             start += len;
-            done += 1;
-            on_step(done, total);
+            on_step(taken, total);
         }
         let per_step = self.backend.finish_epoch()?;
         let mut total = BatchStats::default();

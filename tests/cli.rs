@@ -1280,3 +1280,104 @@ fn a_quoted_string_labelled_csv_trains_evaluates_and_predicts_names() {
         "class label 'rose' at row 1 is not one the model was trained on",
     );
 }
+
+#[test]
+fn export_writes_onnx_that_reads_back_with_the_saved_model_inside() {
+    use gpumlp::onnx::proto::tensor_shape_proto::dimension::Value;
+    use gpumlp::onnx::proto::type_proto;
+    let dir = tmp();
+    let model = p(dir.path(), "m.safetensors");
+    let onnx = p(dir.path(), "m.onnx");
+    let data = digits_csv(dir.path(), "d.csv", 0..200);
+    ok(&[
+        "train",
+        "--data",
+        &data,
+        "--layers",
+        "64,12,10",
+        "--activation",
+        "tanh",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        &model,
+        "--quiet",
+    ]);
+    ok(&["export", "--model", &model, "--onnx", &onnx, "--quiet"]);
+    let m = gpumlp::onnx::from_onnx(&std::fs::read(&onnx).unwrap()).unwrap();
+    let g = m.graph.unwrap();
+    let ops: Vec<_> = g.node.iter().map(|n| n.op_type().to_string()).collect();
+    // --normalize standard (the default) is saved, so it comes first.
+    assert_eq!(
+        ops,
+        ["Sub", "Div", "Gemm", "Tanh", "Gemm", "Softmax", "ArgMax"]
+    );
+    let dims = |vi: &gpumlp::onnx::proto::ValueInfoProto| -> Vec<String> {
+        let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().unwrap().value.as_ref()
+        else {
+            panic!("not a tensor")
+        };
+        t.shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| match d.value.as_ref().unwrap() {
+                Value::DimValue(v) => v.to_string(),
+                Value::DimParam(s) => s.clone(),
+            })
+            .collect()
+    };
+    assert_eq!(g.input[0].name(), "input");
+    assert_eq!(dims(&g.input[0]), ["batch", "64"]);
+    assert_eq!(
+        (g.output[0].name(), dims(&g.output[0])),
+        ("output", vec!["batch".into(), "10".into()])
+    );
+    assert_eq!(
+        (g.output[1].name(), dims(&g.output[1])),
+        ("label", vec!["batch".into()])
+    );
+    // The weights are the checkpoint's, in its [out, in] layout.
+    let ck = Checkpoint::load(Path::new(&model)).unwrap();
+    let w1 = g
+        .initializer
+        .iter()
+        .find(|t| t.name() == "layers.1.weight")
+        .unwrap();
+    assert_eq!(w1.dims, [10, 12]);
+    let l1 = ck.spec.layout()[1];
+    assert_eq!(w1.float_data[3 * 12 + 5], ck.params[l1.weight + 5 * 10 + 3]);
+    // The export is the library's bytes, and the usual output checks hold.
+    assert_eq!(
+        std::fs::read(&onnx).unwrap(),
+        gpumlp::onnx::to_onnx(&ck).unwrap()
+    );
+    fails(
+        &["export", "--model", &model, "--onnx", &model],
+        "--onnx names the input",
+    );
+    fails(
+        &[
+            "export",
+            "--model",
+            &model,
+            "--onnx",
+            &p(dir.path(), "missing/m.onnx"),
+        ],
+        "does not exist",
+    );
+    fails(
+        &[
+            "export",
+            "--model",
+            &onnx,
+            "--onnx",
+            &p(dir.path(), "x.onnx"),
+        ],
+        "safetensors",
+    );
+    assert!(!dir.path().join("x.onnx").exists());
+}

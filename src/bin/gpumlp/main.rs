@@ -5,6 +5,7 @@ mod bench;
 mod config;
 mod epochs;
 mod eval;
+mod export;
 mod plan;
 mod resume;
 mod train;
@@ -34,6 +35,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write one row of predictions per sample to a CSV file.
     Predict(eval::PredictArgs),
+    /// Write a saved model as ONNX (Gemm + activation per layer, normalization in front).
+    Export(export::ExportArgs),
     /// List every adapter with its backend, type, driver and limits; with --model, describe a
     /// saved model and the configuration it was trained with.
     Info(InfoArgs),
@@ -245,6 +248,7 @@ fn main() -> ExitCode {
         }
         Command::Eval(args) => eval::run_eval(args).map(|_| ExitCode::SUCCESS),
         Command::Predict(args) => eval::run_predict(args).map(|_| ExitCode::SUCCESS),
+        Command::Export(args) => export::run(args).map(|_| ExitCode::SUCCESS),
         Command::Info(InfoArgs { model: None }) => info().map(|_| ExitCode::SUCCESS),
         Command::Info(InfoArgs { model: Some(m) }) => model_info(&m).map(|_| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).map(|_| ExitCode::SUCCESS),
