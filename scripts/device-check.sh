@@ -58,7 +58,6 @@ log "adapters"
 "$gpumlp" info >"$out/info.txt" 2>&1
 cat "$out/info.txt"
 if command -v nvidia-smi >/dev/null; then nvidia-smi >"$out/nvidia-smi.txt" 2>&1; fi
-adapter="$(sed -n 's/^auto picks: //p' "$out/info.txt" | head -1)"
 "$gpumlp" plan --json >"$out/plan.json" 2>&1 || true
 
 log "GPU-vs-CPU kernel tests"
@@ -142,6 +141,8 @@ if python3 -c 'import torch' 2>/dev/null && [ -f "$torch_script" ]; then
 fi
 
 bench="[$(paste -sd, "$out/bench.jsonl")]"
+# The adapter the checks ran on (--device gpu): as the bench reports it.
+adapter="$(head -1 "$out/bench.jsonl" | sed -n 's/.*"adapter":"\([^"]*\)".*"backend":"\([^"]*\)".*/\2: \1/p')"
 cat >"$out/summary.json" <<JSON
 {"adapter": "$(printf '%s' "$adapter" | sed 's/["\\]/\\&/g')", "tests_passed": $passed, "tests_failed": $failed, "verify_max_abs_dev": $verify_max, "bench": $bench, "torch": $torch}
 JSON
