@@ -114,6 +114,53 @@ pub enum Schedule {
     Exponential { gamma: f32 },
     /// `η_e = η / (e + 1)^power`
     InverseScaling { power: f32 },
+    /// Cosine decay over `epochs` epochs after `warmup` epochs of linear warm-up:
+    /// `η_e = η·(e + 1)/W` for `e < W`, then `η·½(1 + cos(π·(e − W)/(T − W)))`, held at its
+    /// epoch-`T − 1` value after `T` (so the rate never reaches 0).
+    Cosine { epochs: usize, warmup: usize },
+    /// Reduce on plateau: the rate is multiplied by `factor` whenever the monitored loss (the
+    /// validation loss where there is a validation set, else the training loss) has not improved
+    /// for `patience` epochs. The trainer keeps the state ([`PlateauState`]); `lr` here is the
+    /// undecayed rate.
+    Plateau { factor: f32, patience: usize },
+}
+
+/// The bookkeeping of [`Schedule::Plateau`]: the current multiplier, the best loss and the
+/// epochs waited since. A resumed run rebuilds it by replaying the losses of its history.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlateauState {
+    pub scale: f64,
+    best: f64,
+    waited: usize,
+}
+
+impl Default for PlateauState {
+    fn default() -> Self {
+        PlateauState {
+            scale: 1.0,
+            best: f64::INFINITY,
+            waited: 0,
+        }
+    }
+}
+
+impl PlateauState {
+    /// Records one epoch's monitored `loss` under `schedule` (a no-op for other schedules).
+    pub fn update(&mut self, schedule: &Schedule, loss: f64) {
+        let Schedule::Plateau { factor, patience } = *schedule else {
+            return;
+        };
+        if loss < self.best {
+            self.best = loss;
+            self.waited = 0;
+            return;
+        }
+        self.waited += 1;
+        if self.waited >= patience {
+            self.scale *= factor as f64;
+            self.waited = 0;
+        }
+    }
 }
 
 impl Schedule {
@@ -128,6 +175,16 @@ impl Schedule {
             }
             Schedule::Exponential { gamma } => lr * (gamma as f64).powf(e),
             Schedule::InverseScaling { power } => lr / (e + 1.0).powf(power as f64),
+            Schedule::Cosine { epochs, warmup } => {
+                if epoch < warmup {
+                    lr * (e + 1.0) / warmup as f64
+                } else {
+                    let span = epochs.saturating_sub(warmup).max(1) as f64;
+                    let t = (epoch.min(epochs.saturating_sub(1)) - warmup.min(epoch)) as f64;
+                    lr * 0.5 * (1.0 + (std::f64::consts::PI * t / span).cos())
+                }
+            }
+            Schedule::Plateau { .. } => lr,
         }) as f32
     }
 }
@@ -137,7 +194,8 @@ pub const MAX_INVSCALING_POWER: f32 = 8.0;
 
 impl FromStr for Schedule {
     type Err = Error;
-    /// `constant`, `step:EVERY:GAMMA`, `exp:GAMMA`, `invscaling:POWER`.
+    /// `constant`, `step:EVERY:GAMMA`, `exp:GAMMA`, `invscaling:POWER`,
+    /// `cosine:EPOCHS[:WARMUP]`, `plateau:FACTOR:PATIENCE`.
     fn from_str(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.trim().split(':').collect();
         let num = |p: &str| -> Result<f32> {
@@ -172,6 +230,33 @@ impl FromStr for Schedule {
                 })
             }
             ["exp", g] => Ok(Schedule::Exponential { gamma: gamma(g)? }),
+            ["cosine", rest @ ..] if rest.len() <= 2 && !rest.is_empty() => {
+                let whole = |p: &str, what: &str| -> Result<usize> {
+                    p.parse::<usize>().map_err(|_| {
+                        Error::InvalidConfig(format!("schedule '{s}': {what} must be a whole number of epochs"))
+                    })
+                };
+                let epochs = whole(rest[0], "EPOCHS")?;
+                let warmup = rest.get(1).map_or(Ok(0), |w| whole(w, "WARMUP"))?;
+                if epochs == 0 || warmup >= epochs {
+                    return Err(Error::InvalidConfig(format!(
+                        "schedule '{s}': cosine:EPOCHS[:WARMUP] needs EPOCHS ≥ 1 and WARMUP < EPOCHS (the decay spans the epochs after the warm-up)"
+                    )));
+                }
+                Ok(Schedule::Cosine { epochs, warmup })
+            }
+            ["plateau", f, p] => {
+                let factor = num(f)?;
+                if !(factor > 0.0 && factor < 1.0) {
+                    return Err(Error::InvalidConfig(format!(
+                        "schedule '{s}': FACTOR is {f}, but it must be in (0, 1): on a plateau the rate is multiplied by it"
+                    )));
+                }
+                let patience = p.parse::<usize>().ok().filter(|&p| p > 0).ok_or_else(|| {
+                    Error::InvalidConfig(format!("schedule '{s}': PATIENCE must be a whole number of epochs ≥ 1"))
+                })?;
+                Ok(Schedule::Plateau { factor, patience })
+            }
             ["invscaling", p] => {
                 let power = num(p)?;
                 if !(0.0..=MAX_INVSCALING_POWER).contains(&power) {
@@ -182,7 +267,7 @@ impl FromStr for Schedule {
                 Ok(Schedule::InverseScaling { power })
             }
             _ => Err(Error::InvalidConfig(format!(
-                "unknown schedule '{s}': use constant, step:EVERY:GAMMA, exp:GAMMA or invscaling:POWER"
+                "unknown schedule '{s}': use constant, step:EVERY:GAMMA, exp:GAMMA, invscaling:POWER, cosine:EPOCHS[:WARMUP] or plateau:FACTOR:PATIENCE"
             ))),
         }
     }
@@ -191,6 +276,59 @@ impl FromStr for Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_warms_up_then_decays_and_never_reaches_zero() {
+        let c: Schedule = "cosine:10:2".parse().unwrap();
+        let lr = |e| c.lr(1.0, e) as f64;
+        assert!(
+            (lr(0) - 0.5).abs() < 1e-6 && (lr(1) - 1.0).abs() < 1e-6,
+            "linear warm-up"
+        );
+        assert!(
+            (lr(2) - 1.0).abs() < 1e-6,
+            "the decay starts at the full rate"
+        );
+        let mid = 0.5 * (1.0 + (std::f64::consts::PI * 4.0 / 8.0).cos());
+        assert!((lr(6) - mid).abs() < 1e-6);
+        assert!(lr(9) > 0.0 && lr(9) < 0.05);
+        assert_eq!(lr(9), lr(50), "held after the last epoch");
+        for bad in [
+            "cosine:0",
+            "cosine:5:5",
+            "cosine:x",
+            "cosine:5:1:2",
+            "cosine",
+        ] {
+            assert!(bad.parse::<Schedule>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn plateau_multiplies_the_rate_after_patience_epochs_without_improvement() {
+        let p: Schedule = "plateau:0.5:2".parse().unwrap();
+        let mut st = PlateauState::default();
+        for loss in [1.0, 0.8, 0.9, 0.85] {
+            st.update(&p, loss);
+        }
+        assert_eq!(st.scale, 0.5, "two epochs without beating 0.8");
+        st.update(&p, 0.9);
+        assert_eq!(st.scale, 0.5);
+        st.update(&p, 0.9);
+        assert_eq!(st.scale, 0.25);
+        st.update(&p, 0.1);
+        assert_eq!(
+            st.scale, 0.25,
+            "an improvement resets the wait, not the rate"
+        );
+        let mut other = PlateauState::default();
+        other.update(&Schedule::Constant, 1.0);
+        other.update(&Schedule::Constant, 2.0);
+        assert_eq!(other.scale, 1.0);
+        for bad in ["plateau:1:2", "plateau:0:2", "plateau:0.5:0", "plateau:0.5"] {
+            assert!(bad.parse::<Schedule>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn adam_bias_correction_is_right_past_two_to_the_31_steps() {

@@ -4,7 +4,7 @@
 use crate::backend::{Backend, BatchStats, OptimizerState};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::optim::{Optimizer, Schedule};
+use crate::optim::{Optimizer, PlateauState, Schedule};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -137,6 +137,8 @@ pub struct Trainer {
     train_rows: usize,
     /// Whether accuracy means something: class targets or a classification loss.
     classification: bool,
+    /// The state of a reduce-on-plateau schedule.
+    plateau: PlateauState,
 }
 
 impl Trainer {
@@ -151,6 +153,7 @@ impl Trainer {
             steps: 0,
             train_rows: 0,
             classification: false,
+            plateau: PlateauState::default(),
         })
     }
 
@@ -169,6 +172,16 @@ impl Trainer {
         self.steps
     }
     /// Continue a run from a saved point (see the checkpoint module).
+    /// Rebuilds a reduce-on-plateau schedule's state from the epochs a resumed run already
+    /// trained: each one's validation loss, or its training loss where it had no validation.
+    pub fn replay_schedule(&mut self, epochs: &[EpochReport]) {
+        self.plateau = PlateauState::default();
+        for r in epochs {
+            self.plateau
+                .update(&self.config.schedule, r.val_loss.unwrap_or(r.train_loss));
+        }
+    }
+
     pub fn restore(&mut self, epoch: usize, steps: u64, state: &OptimizerState) -> Result<()> {
         self.backend.set_optimizer_state(state)?;
         self.epoch = epoch;
@@ -263,7 +276,7 @@ impl Trainer {
         self.backend.spec().check_trainable()?;
         let started = Instant::now();
         let c = &self.config;
-        let lr = c.schedule.lr(c.lr, self.epoch);
+        let lr = (c.schedule.lr(c.lr, self.epoch) as f64 * self.plateau.scale) as f32;
         if !(lr.is_finite() && lr > 0.0) {
             return Err(Error::InvalidConfig(format!(
                 "the schedule gives learning rate {lr} at epoch {}",
@@ -313,10 +326,13 @@ impl Trainer {
             None => (None, None),
         };
         self.epoch += 1;
+        let train_loss = total.mean_loss();
+        self.plateau
+            .update(&self.config.schedule, val_loss.unwrap_or(train_loss));
         let seconds = started.elapsed().as_secs_f64();
         Ok(EpochReport {
             epoch: self.epoch,
-            train_loss: total.mean_loss(),
+            train_loss,
             train_accuracy: classifier.then(|| total.accuracy()),
             val_loss,
             val_accuracy,

@@ -1381,3 +1381,54 @@ fn export_writes_onnx_that_reads_back_with_the_saved_model_inside() {
     );
     assert!(!dir.path().join("x.onnx").exists());
 }
+
+#[test]
+fn cosine_and_plateau_schedules_resume_exactly() {
+    for schedule in ["cosine:4:1", "plateau:0.5:1"] {
+        let dir = tmp();
+        let straight = p(dir.path(), "straight.safetensors");
+        let resumed = p(dir.path(), "resumed.safetensors");
+        let metrics = p(dir.path(), "m.jsonl");
+        let common = [
+            "train",
+            "--layers",
+            "64,16,10",
+            "--device",
+            "cpu",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.5",
+            "--schedule",
+            schedule,
+            "--quiet",
+        ];
+        let run = |extra: &[&str]| {
+            let mut a = common.to_vec();
+            a.extend_from_slice(extra);
+            ok(&a)
+        };
+        run(&["--epochs", "4", "--out", &straight, "--metrics", &metrics]);
+        run(&["--epochs", "2", "--out", &resumed]);
+        ok(&["train", "--resume", &resumed, "--epochs", "4", "--quiet"]);
+        let a = Checkpoint::load(Path::new(&straight)).unwrap();
+        let b = Checkpoint::load(Path::new(&resumed)).unwrap();
+        assert_eq!(
+            a.params, b.params,
+            "{schedule}: resumed differs from unbroken"
+        );
+        let lrs: Vec<f64> = metrics_epochs(&metrics)
+            .iter()
+            .map(|r| r["lr"].as_f64().unwrap())
+            .collect();
+        assert!(
+            lrs.iter().all(|&l| l > 0.0 && l <= 0.5),
+            "{schedule}: {lrs:?}"
+        );
+        if schedule.starts_with("cosine") {
+            assert!((lrs[0] - 0.5).abs() < 1e-6 && lrs[3] < lrs[2] && lrs[2] < lrs[1]);
+        }
+    }
+    fails(&["train", "--schedule", "cosine:0"], "EPOCHS");
+    fails(&["train", "--schedule", "plateau:2:1"], "FACTOR");
+}

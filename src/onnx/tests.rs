@@ -5,7 +5,7 @@ use super::proto::{tensor_proto::DataType, type_proto, ModelProto, NodeProto, Te
 use super::*;
 use crate::data::Normalization;
 use crate::model::{Loss, ModelSpec};
-use crate::{Backend, ReferenceBackend, Optimizer, Tolerance};
+use crate::{Backend, Optimizer, ReferenceBackend, Tolerance};
 use std::collections::HashMap;
 
 fn checkpoint(

@@ -52,7 +52,7 @@ fn early_stopping(
     Ok(Some(stop))
 }
 
-fn report_of(r: &MetricsRecord) -> EpochReport {
+pub(crate) fn report_of(r: &MetricsRecord) -> EpochReport {
     EpochReport {
         epoch: r.epoch,
         train_loss: r.train_loss,

@@ -54,7 +54,8 @@ pub struct TrainArgs {
     /// L2 strength λ on weights (not biases).
     #[arg(long, default_value_t = 0.0)]
     pub l2: f32,
-    /// constant, step:EVERY:GAMMA, exp:GAMMA or invscaling:POWER (per epoch).
+    /// constant, step:EVERY:GAMMA, exp:GAMMA, invscaling:POWER, cosine:EPOCHS[:WARMUP] or
+    /// plateau:FACTOR:PATIENCE (per epoch; plateau watches the validation loss).
     #[arg(long, default_value = "constant")]
     pub schedule: String,
     /// Mini-batch size; one at least as large as the data trains full-batch.
@@ -474,6 +475,8 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                 )
             })?;
         }
+        let done: Vec<_> = history.iter().map(crate::epochs::report_of).collect();
+        trainer.replay_schedule(&done);
     }
     trainer.set_train_data(&train)?;
     let run = crate::epochs::Run {
