@@ -5,44 +5,11 @@ use gpumlp::checkpoint::Checkpoint;
 use gpumlp::data::digits;
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn gpumlp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpumlp"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("the gpumlp binary runs")
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(args: &[&str]) -> String {
-    let o = gpumlp(args);
-    assert!(o.status.success(), "gpumlp {args:?} failed:\n{}", text(&o));
-    text(&o)
-}
-
-/// Runs a command that must fail cleanly: non-zero exit, no panic, a message containing `want`.
-#[track_caller]
-fn fails(args: &[&str], want: &str) -> String {
-    let o = gpumlp(args);
-    let t = text(&o);
-    assert!(!o.status.success(), "gpumlp {args:?} should fail:\n{t}");
-    assert!(!t.contains("panicked"), "gpumlp {args:?} panicked:\n{t}");
-    assert!(
-        t.contains(want),
-        "gpumlp {args:?}: message should mention '{want}':\n{t}"
-    );
-    t
-}
+use common::cli::{fails, gpumlp, ok, p, text};
 
 /// A number after `label` in the output, e.g. `accuracy: 97.50%`.
 fn number_after(out: &str, label: &str) -> f64 {
@@ -61,10 +28,6 @@ fn number_after(out: &str, label: &str) -> f64 {
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-fn p(dir: &Path, name: &str) -> String {
-    dir.join(name).to_string_lossy().into_owned()
 }
 
 /// Writes digits rows `range` as `csv:` data (64 features, label last).

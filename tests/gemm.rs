@@ -442,7 +442,6 @@ fn trajectory(ctx: &Arc<GpuContext>) {
 /// hardware; and the workgroup memory the shader declares is what `workgroup_bytes` says.
 #[test]
 fn every_candidate_translates_for_every_backend() {
-    use naga::back::{glsl, hlsl, msl, spv};
     use naga::valid::{Capabilities, ValidationFlags, Validator};
     let family = gpumlp::gpu::kernels::Family::MatmulGemm;
     let src = family.source();
@@ -450,7 +449,6 @@ fn every_candidate_translates_for_every_backend() {
     let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{}: {}", family.file(), e.emit_to_string(&src)));
-    let stage = naga::ShaderStage::Compute;
     let entry = "matmul_gemm";
     // (what, MODE, ACT, OPT, KEEP_GRAD, SPLIT_K)
     let forms = [
@@ -462,10 +460,7 @@ fn every_candidate_translates_for_every_backend() {
     for g in GemmConfig::CANDIDATES {
         assert!(g.valid(), "{g}");
         for (what, mode, act, opt, keep, split) in forms {
-            let mut constants = naga::back::PipelineConstants::default();
-            for (name, v) in g.constants() {
-                constants.insert(name.to_string(), v);
-            }
+            let mut pairs = g.constants();
             for (name, v) in [
                 ("MODE", mode),
                 ("ACT", act),
@@ -473,16 +468,16 @@ fn every_candidate_translates_for_every_backend() {
                 ("KEEP_GRAD", keep),
                 ("SPLIT_K", split),
             ] {
-                constants.insert(name.to_string(), v as f64);
+                pairs.push((name, v as f64));
             }
             let what = format!("gemm {g} {what}");
-            let (m, i) = naga::back::pipeline_constants::process_overrides(
+            let (m, i) = common::translate::specialize(
                 &module,
                 &info,
-                Some((stage, entry)),
-                &constants,
+                entry,
+                &common::translate::constants(&pairs),
             )
-            .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
             // Workgroup memory as declared, against the host's arithmetic.
             let declared: u32 = m
                 .global_variables
@@ -497,53 +492,8 @@ fn every_candidate_translates_for_every_backend() {
                 g.invocations(),
                 "{what}: workgroup size"
             );
-
-            let spv_pipeline = spv::PipelineOptions {
-                shader_stage: stage,
-                entry_point: entry.into(),
-            };
-            spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_pipeline))
-                .unwrap_or_else(|e| panic!("{what}: SPIR-V: {e}"));
-            let msl_options = msl::Options {
-                lang_version: (2, 1),
-                ..Default::default()
-            };
-            let msl_pipeline = msl::PipelineOptions {
-                entry_point: Some((stage, entry.into())),
-                ..Default::default()
-            };
-            msl::write_string(&m, &i, &msl_options, &msl_pipeline)
-                .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
-            let hlsl_pipeline = hlsl::PipelineOptions {
-                entry_point: Some((stage, entry.into())),
-            };
-            let hlsl_options = hlsl::Options::default();
-            let mut out = String::new();
-            hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
-                .write(&m, &i, None)
-                .unwrap_or_else(|e| panic!("{what}: HLSL: {e}"));
-            for version in [glsl::Version::Desktop(430), glsl::Version::new_gles(310)] {
-                let options = glsl::Options {
-                    version,
-                    ..Default::default()
-                };
-                let pipeline = glsl::PipelineOptions {
-                    shader_stage: stage,
-                    entry_point: entry.into(),
-                    multiview: None,
-                };
-                let mut out = String::new();
-                glsl::Writer::new(
-                    &mut out,
-                    &m,
-                    &i,
-                    &options,
-                    &pipeline,
-                    naga::proc::BoundsCheckPolicies::default(),
-                )
-                .and_then(|mut w| w.write())
-                .unwrap_or_else(|e| panic!("{what}: GLSL {version:?}: {e}"));
-            }
+            common::translate::for_every_api(&m, &i, entry, true)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
         }
     }
 }

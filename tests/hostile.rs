@@ -4,44 +4,11 @@
 
 use gpumlp::checkpoint::Checkpoint;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn gpumlp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpumlp"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("the gpumlp binary runs")
-}
+mod common;
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(args: &[&str]) -> String {
-    let o = gpumlp(args);
-    assert!(o.status.success(), "gpumlp {args:?} failed:\n{}", text(&o));
-    text(&o)
-}
-
-#[track_caller]
-fn fails(args: &[&str], want: &str) -> String {
-    let o = gpumlp(args);
-    let t = text(&o);
-    assert!(!o.status.success(), "gpumlp {args:?} should fail:\n{t}");
-    assert!(!t.contains("panicked"), "gpumlp {args:?} panicked:\n{t}");
-    assert!(t.contains(want), "gpumlp {args:?}: want '{want}' in:\n{t}");
-    t
-}
-
-fn p(dir: &Path, name: &str) -> String {
-    dir.join(name).to_string_lossy().into_owned()
-}
+use common::cli::{fails, gpumlp, ok, p, text};
 
 /// A small quick run on the CPU: digits, one epoch, a small hidden layer.
 fn train(extra: &[&str]) -> Vec<String> {

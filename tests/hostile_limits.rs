@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::cli::{fails, fails_env, ok};
 use gpumlp::checkpoint::{Checkpoint, TrainingState};
 use gpumlp::{
     Activation, AdapterSelector, Backend, Dataset, GpuBackend, GpuContext, GpuOptions, Loss,
@@ -15,66 +16,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gpumlp"));
-    c.args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .env_remove("GPUMLP_BACKEND")
-        .env_remove("GPUMLP_MAX_HOST_BYTES");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("the gpumlp binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok_env(args: &[&str], env: &[(&str, &str)]) -> String {
-    let o = run(args, env);
-    assert!(o.status.success(), "gpumlp {args:?} failed:\n{}", text(&o));
-    text(&o)
-}
-
-#[track_caller]
-fn ok(args: &[&str]) -> String {
-    ok_env(args, &[])
-}
-
-/// Fails cleanly: exit 1 (2 for a flag clap refuses; not a signal or a panic's 101), with a
-/// message holding every `want`.
-#[track_caller]
-fn fails_env(args: &[&str], env: &[(&str, &str)], want: &[&str]) -> String {
-    let o = run(args, env);
-    let t = text(&o);
-    assert!(
-        matches!(o.status.code(), Some(1 | 2)),
-        "gpumlp {args:?} should fail cleanly (exit 1 or 2), got {:?}:\n{t}",
-        o.status
-    );
-    assert!(!t.contains("panicked"), "gpumlp {args:?} panicked:\n{t}");
-    for w in want {
-        assert!(
-            t.contains(w),
-            "gpumlp {args:?}: message should mention '{w}':\n{t}"
-        );
-    }
-    t
-}
-
-#[track_caller]
-fn fails(args: &[&str], want: &[&str]) -> String {
-    fails_env(args, &[], want)
-}
 
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()

@@ -3,92 +3,17 @@
 //! Vulkan, MSL for Metal, HLSL for DX12, GLSL for GL), so a kernel that Metal or DX12 would
 //! refuse fails here, on a machine that has neither.
 
-use gpumlp::gpu::kernels::Family;
-use naga::back::{glsl, hlsl, msl, spv, PipelineConstants};
-use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
-use naga::{Module, ShaderStage};
+use common::translate::{constants, for_every_api, specialize};
+use gpumlp::gpu::kernels::{Family, GemmConfig};
+use naga::back::PipelineConstants;
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+mod common;
 
 /// Families that need subgroup operations, which GL does not offer through wgpu: the
 /// software-adapter kernels (lavapipe), never planned on GL.
 fn needs_subgroups(src: &str) -> bool {
     src.contains("subgroup")
-}
-
-fn constants(pairs: &[(&str, f64)]) -> PipelineConstants {
-    let mut c = PipelineConstants::default();
-    for (k, v) in pairs {
-        c.insert(k.to_string(), *v);
-    }
-    c
-}
-
-/// Translates `entry` of `module` with `overrides` for every API; the error names the API.
-fn translate(
-    module: &Module,
-    info: &ModuleInfo,
-    entry: &str,
-    overrides: &PipelineConstants,
-    gl: bool,
-) -> Result<(), String> {
-    let (m, i) = naga::back::pipeline_constants::process_overrides(
-        module,
-        info,
-        Some((ShaderStage::Compute, entry)),
-        overrides,
-    )
-    .map_err(|e| format!("overrides: {e}"))?;
-    let spv_pipeline = spv::PipelineOptions {
-        shader_stage: ShaderStage::Compute,
-        entry_point: entry.to_string(),
-    };
-    spv::write_vec(&m, &i, &spv::Options::default(), Some(&spv_pipeline))
-        .map_err(|e| format!("SPIR-V: {e}"))?;
-    let msl_pipeline = msl::PipelineOptions {
-        entry_point: Some((ShaderStage::Compute, entry.to_string())),
-        ..Default::default()
-    };
-    let msl_options = msl::Options {
-        lang_version: (2, 4),
-        ..Default::default()
-    };
-    msl::write_string(&m, &i, &msl_options, &msl_pipeline).map_err(|e| format!("MSL: {e}"))?;
-    let hlsl_options = hlsl::Options {
-        shader_model: hlsl::ShaderModel::V6_0,
-        ..Default::default()
-    };
-    let hlsl_pipeline = hlsl::PipelineOptions {
-        entry_point: Some((ShaderStage::Compute, entry.to_string())),
-    };
-    let mut out = String::new();
-    hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
-        .write(&m, &i, None)
-        .map_err(|e| format!("HLSL: {e}"))?;
-    if gl {
-        let glsl_options = glsl::Options {
-            version: glsl::Version::Embedded {
-                version: 310,
-                is_webgl: false,
-            },
-            ..Default::default()
-        };
-        let glsl_pipeline = glsl::PipelineOptions {
-            shader_stage: ShaderStage::Compute,
-            entry_point: entry.to_string(),
-            multiview: None,
-        };
-        let mut out = String::new();
-        glsl::Writer::new(
-            &mut out,
-            &m,
-            &i,
-            &glsl_options,
-            &glsl_pipeline,
-            naga::proc::BoundsCheckPolicies::default(),
-        )
-        .and_then(|mut w| w.write().map(|_| ()))
-        .map_err(|e| format!("GLSL ES 3.1: {e}"))?;
-    }
-    Ok(())
 }
 
 /// The override sets a plan gives each family's matmul entry points (the rest run with their
@@ -105,6 +30,15 @@ fn specializations(file: &str) -> Vec<PipelineConstants> {
                 ("SPLIT_K", 1.0),
                 ("OPT", 3.0),
             ]));
+        }
+    }
+    if file.ends_with("matmul_gemm.wgsl") {
+        for g in GemmConfig::CANDIDATES {
+            for mode in 0..3 {
+                let mut c = g.constants();
+                c.push(("MODE", mode as f64));
+                sets.push(constants(&c));
+            }
         }
     }
     if file.ends_with("matmul_subgroup.wgsl") {
@@ -132,7 +66,9 @@ fn every_kernel_translates_for_vulkan_metal_dx12_and_gl() {
         let gl = !needs_subgroups(&src);
         for overrides in specializations(file) {
             for ep in &module.entry_points {
-                match translate(&module, &info, &ep.name, &overrides, gl) {
+                let result = specialize(&module, &info, &ep.name, &overrides)
+                    .and_then(|(m, i)| for_every_api(&m, &i, &ep.name, gl));
+                match result {
                     Ok(()) => translated += 1,
                     Err(e) => failures.push(format!("{file} {} {overrides:?}: {e}", ep.name)),
                 }

@@ -1,6 +1,9 @@
 //! Shared by the integration tests: every GPU adapter found, deterministic data, tolerances.
 #![allow(dead_code)]
 
+pub mod cli;
+pub mod translate;
+
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::{AdapterSelector, GpuContext, Tolerance};
 use rand::{Rng, SeedableRng};
