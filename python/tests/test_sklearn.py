@@ -41,7 +41,7 @@ def test_digits_reaches_the_cli_accuracy(digits):
     assert [c.shape for c in mlp.coefs_] == [(64, 128), (128, 10)]
     assert [b.shape for b in mlp.intercepts_] == [(128,), (10,)]
     assert list(mlp.classes_) == list(range(10))
-    assert mlp.device_ == "cpu-reference"
+    assert mlp.device_.startswith("cpu"), mlp.device_  # the fast CPU backend
 
 
 def test_clone_and_grid_search(digits):
@@ -134,7 +134,7 @@ def test_bad_input_raises_python_exceptions():
         MLPRegressor((4,), solver="sgd", learning_rate_init=1e6, max_iter=50, **small()).fit(X, y * 1e3)
     with pytest.raises(OSError):
         clf.save("/nonexistent-folder/m.safetensors")
-    with pytest.raises(ValueError, match="not a readable safetensors|No such file|I/O"):
+    with pytest.raises(ValueError, match="not a readable safetensors|not a safetensors|No such file|I/O"):
         gpumlp.load(__file__)
 
 
@@ -151,7 +151,7 @@ y = np.arange(40000) % 3
 threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 t = time.time()
 try:
-    MLPClassifier((512,), batch_size=4, max_iter=1, device="cpu").fit(X, y)
+    MLPClassifier((512,), batch_size=4, max_iter=30, device="cpu").fit(X, y)
     print("finished", time.time() - t)
 except KeyboardInterrupt:
     print("interrupted", time.time() - t)
