@@ -35,6 +35,38 @@ pub struct OptimizerState {
     pub v: Vec<f32>,
 }
 
+impl OptimizerState {
+    /// Checks that `self` has the slots an optimizer with `slots` state vectors keeps for
+    /// `params` parameters (`m` when `slots ≥ 1`, `v` when `slots ≥ 2`, else empty).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] naming both shapes.
+    pub fn check_shape(&self, slots: usize, params: usize) -> Result<()> {
+        let want = |n: usize| if slots >= n { params } else { 0 };
+        if self.m.len() != want(1) || self.v.len() != want(2) {
+            return Err(crate::error::Error::shape(
+                "optimizer state",
+                format!("m: {}, v: {}", want(1), want(2)),
+                format!("m: {}, v: {}", self.m.len(), self.v.len()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Copies `src` into `dst`, which must be as long. dst, src: [P].
+pub(crate) fn set_params_checked(dst: &mut [f32], src: &[f32]) -> Result<()> {
+    if src.len() != dst.len() {
+        return Err(crate::error::Error::shape(
+            "parameters",
+            dst.len(),
+            src.len(),
+        ));
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
 /// A model placed on a device, ready to train. Every call is checked; nothing panics on user
 /// input. Parameters use the layout of [`ModelSpec::layout`].
 ///

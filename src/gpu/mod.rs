@@ -245,7 +245,7 @@ impl GpuBackend {
                 )));
             }
         }
-        let fits = check_fits(&ctx, spec, max_batch)?;
+        check_params_fit(&ctx, spec)?;
         // Each recorded step has its own uniform slot: bounded so the slots fit one buffer.
         let slots_limit = (ctx.limits.max_buffer_size / 256).clamp(1, MAX_STEPS_PER_SUBMIT as u64);
         if options.steps_per_submit as u64 > slots_limit {
@@ -254,7 +254,7 @@ impl GpuBackend {
                 options.steps_per_submit
             )));
         }
-        let micro = options.micro_batch.unwrap_or(fits).clamp(1, fits);
+        let micro = plan::micro_batch_rows(spec, max_batch, &ctx.capabilities(), &options)?;
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope_v = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let built = Self::build(ctx.clone(), spec, optimizer, max_batch, micro, options);
@@ -579,10 +579,8 @@ fn read_staging(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
     Ok(data)
 }
 
-/// The largest batch up to `batch` whose every binding fits the device's limit: a larger batch
-/// runs as micro-batches of this size. Errors when the parameters or a single row do not fit,
-/// naming what to change.
-fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<usize> {
+/// All parameters must fit one binding: the error names the layer that takes the most of it.
+fn check_params_fit(ctx: &GpuContext, spec: &ModelSpec) -> Result<()> {
     let limit = ctx.max_binding_bytes();
     let params = crate::limits::bytes_of(&[spec.param_count()], F32);
     if params > limit {
@@ -603,21 +601,5 @@ fn check_fits(ctx: &GpuContext, spec: &ModelSpec, batch: usize) -> Result<usize>
             crate::limits::show_bytes(crate::limits::bytes_of(&[w[0] * w[1] + w[1]], F32)),
         )));
     }
-    let mut fits = batch;
-    for (l, &w) in spec.sizes.iter().enumerate() {
-        let rows = limit / (w as u64).saturating_mul(F32);
-        if rows == 0 {
-            let what = if l == 0 {
-                "an input row".to_string()
-            } else {
-                format!("one row of layer {l}")
-            };
-            return Err(Error::DeviceLimit(format!(
-                "{what} ({w} values) is over this device's storage binding limit of {limit} bytes ({}); use narrower layers",
-                ctx.info
-            )));
-        }
-        fits = fits.min(rows as usize);
-    }
-    Ok(fits)
+    Ok(())
 }

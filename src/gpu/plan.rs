@@ -192,20 +192,28 @@ pub fn fused_shape(
 }
 
 /// Rows per micro-batch for batches of `batch` rows: the batch, unless one layer's rows would
-/// not fit one storage binding (or `options.micro_batch` asks for fewer).
+/// not fit one storage binding (or buffer), or `options.micro_batch` asks for fewer.
+///
+/// # Errors
+/// [`Error::DeviceLimit`] when a single row of some layer is over the limit.
 pub fn micro_batch_rows(
     spec: &ModelSpec,
     batch: usize,
     caps: &Capabilities,
     options: &GpuOptions,
 ) -> Result<usize> {
-    let limit = caps.max_storage_binding;
+    let limit = caps.max_storage_binding.min(caps.max_buffer);
     let mut fits = batch.max(1);
-    for &w in &spec.sizes {
+    for (l, &w) in spec.sizes.iter().enumerate() {
         let rows = limit / (w as u64).saturating_mul(4).max(1);
         if rows == 0 {
+            let what = if l == 0 {
+                "an input row".to_string()
+            } else {
+                format!("one row of layer {l}")
+            };
             return Err(Error::DeviceLimit(format!(
-                "one row of {w} values is over the storage binding limit of {limit} bytes ({}); use narrower layers",
+                "{what} ({w} values) is over this device's storage binding limit of {limit} bytes ({}); use narrower layers",
                 caps.name
             )));
         }

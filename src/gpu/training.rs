@@ -29,16 +29,7 @@ impl Backend for GpuBackend {
         self.read(&self.params, self.spec.param_count())
     }
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
-        let p = self.spec.param_count();
-        let slots = self.optimizer.state_slots();
-        let want = |n: usize| if slots >= n { p } else { 0 };
-        if state.m.len() != want(1) || state.v.len() != want(2) {
-            return Err(Error::shape(
-                "optimizer state",
-                format!("m: {}, v: {}", want(1), want(2)),
-                format!("m: {}, v: {}", state.m.len(), state.v.len()),
-            ));
-        }
+        state.check_shape(self.optimizer.state_slots(), self.spec.param_count())?;
         self.upload(&self.opt_m, &state.m);
         self.upload(&self.opt_v, &state.v);
         Ok(())

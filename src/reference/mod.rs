@@ -196,23 +196,13 @@ impl Backend for ReferenceBackend {
         &self.spec
     }
     fn set_params(&mut self, params: &[f32]) -> Result<()> {
-        if params.len() != self.params.len() {
-            return Err(Error::shape("parameters", self.params.len(), params.len()));
-        }
-        self.params.copy_from_slice(params);
-        Ok(())
+        crate::backend::set_params_checked(&mut self.params, params)
     }
     fn params(&mut self) -> Result<Vec<f32>> {
         Ok(self.params.clone())
     }
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
-        if state.m.len() != self.state.m.len() || state.v.len() != self.state.v.len() {
-            return Err(Error::shape(
-                "optimizer state",
-                format!("m: {}, v: {}", self.state.m.len(), self.state.v.len()),
-                format!("m: {}, v: {}", state.m.len(), state.v.len()),
-            ));
-        }
+        state.check_shape(self.optimizer.state_slots(), self.params.len())?;
         self.state = state.clone();
         Ok(())
     }
