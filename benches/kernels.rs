@@ -211,10 +211,8 @@ fn matmul_forms(c: &mut Criterion) {
         }
         let spec = spec(sizes);
         // the layered schedule, whose kernels are the three forms
-        let layered = GpuOptions {
-            fused_mlp: Some(false),
-            ..Default::default()
-        };
+        let mut layered = GpuOptions::default();
+        layered.fused_mlp = Some(false);
         let mut g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, batch, layered).unwrap();
         placed(&mut g, &spec, batch);
         let flops = form_flops(sizes, batch);
@@ -271,21 +269,17 @@ fn training_steps(c: &mut Criterion) {
                 let narrow = sizes.iter().all(|&w| w <= 128);
                 let schedules = [
                     ("gpu", GpuOptions::default()),
-                    (
-                        "gpu-unfused",
-                        GpuOptions {
-                            fused: false,
-                            fused_mlp: Some(false),
-                            ..Default::default()
-                        },
-                    ),
-                    (
-                        "gpu-fully-fused",
-                        GpuOptions {
-                            fused_mlp: Some(true),
-                            ..Default::default()
-                        },
-                    ),
+                    ("gpu-unfused", {
+                        let mut c = GpuOptions::default();
+                        c.fused = false;
+                        c.fused_mlp = Some(false);
+                        c
+                    }),
+                    ("gpu-fully-fused", {
+                        let mut c = GpuOptions::default();
+                        c.fused_mlp = Some(true);
+                        c
+                    }),
                 ];
                 for (label, options) in schedules {
                     if label == "gpu-fully-fused" && !narrow {

@@ -39,15 +39,13 @@ fn train(data: &Dataset, shuffle: bool) -> anyhow::Result<f64> {
         Activation::Sigmoid,
         Loss::BinaryCrossEntropy,
     )?;
-    let config = TrainConfig {
-        lr: 0.5,
-        optimizer: Optimizer::Sgd,
-        batch_size: 10,
-        epochs: 20,
-        seed: 1,
-        shuffle,
-        ..Default::default()
-    };
+    let mut config = TrainConfig::default();
+    config.lr = 0.5;
+    config.optimizer = Optimizer::Sgd;
+    config.batch_size = 10;
+    config.epochs = 20;
+    config.seed = 1;
+    config.shuffle = shuffle;
     let backend = gpumlp::place(
         &Device::Auto(AdapterSelector::default()),
         &spec,

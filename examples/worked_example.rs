@@ -75,11 +75,9 @@ fn main() -> anyhow::Result<()> {
     match GpuContext::new(&AdapterSelector::from_env()) {
         Ok(ctx) => {
             let ctx = Arc::new(ctx);
-            let keep = GpuOptions {
-                fused: true,
-                capture_gradients: true,
-                ..Default::default()
-            };
+            let mut keep = GpuOptions::default();
+            keep.fused = true;
+            keep.capture_gradients = true;
             runs.push((
                 Box::new(GpuBackend::new(
                     ctx.clone(),

@@ -12,13 +12,11 @@ fn main() -> anyhow::Result<()> {
     )?;
     let x = vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
     let data = Dataset::from_classes(x.clone(), 2, vec![0, 1, 1, 0], 2)?;
-    let config = TrainConfig {
-        lr: 2.0,
-        batch_size: 4,
-        epochs: 3000,
-        seed: 1,
-        ..Default::default()
-    };
+    let mut config = TrainConfig::default();
+    config.lr = 2.0;
+    config.batch_size = 4;
+    config.epochs = 3000;
+    config.seed = 1;
     let backend = gpumlp::place(
         &Device::Auto(AdapterSelector::default()),
         &spec,

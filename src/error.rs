@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Everything the library can refuse or fail at. Library code never panics on user input.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("invalid model: {0}")]
     InvalidModel(String),

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 /// What a write may replace.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriteOptions {
     /// Replace a target whose permissions say read-only (`--force` on the command line).
     pub replace_read_only: bool,

@@ -15,7 +15,10 @@
 //! // device: a hardware GPU, else this one).
 //! let spec = ModelSpec::new(&[2, 4, 1], Activation::Sigmoid, Activation::Sigmoid, Loss::SquaredError)?;
 //! let data = Dataset::from_classes(vec![0., 0., 0., 1., 1., 0., 1., 1.], 2, vec![0, 1, 1, 0], 2)?;
-//! let config = TrainConfig { lr: 2.0, batch_size: 4, epochs: 3000, ..Default::default() };
+//! let mut config = TrainConfig::default();
+//! config.lr = 2.0;
+//! config.batch_size = 4;
+//! config.epochs = 3000;
 //! let backend = gpumlp::place(&Device::Cpu, &spec, config.optimizer, config.batch_size)?;
 //! let mut trainer = Trainer::new(backend, &spec.init_params(1), config)?;
 //! let history = trainer.fit(&data, None, |_| {})?;
@@ -59,6 +62,7 @@ use std::sync::Arc;
 
 /// Where to place a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Device {
     /// The fastest device here, by what it is: a discrete GPU, then an integrated one, then the
     /// fast CPU backend. Software adapters only when the selector (or `GPUMLP_BACKEND` /
@@ -75,6 +79,7 @@ pub enum Device {
 
 /// How to place a model, beyond the device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PlaceOptions {
     /// Threads of the CPU backend (None: `GPUMLP_THREADS`, else one per logical core).
     pub threads: Option<usize>,

@@ -14,6 +14,7 @@ use std::str::FromStr;
 /// A layer's activation `φ`. Each variant names its CPU math here and its WGSL code in
 /// `shaders/activation.wgsl` under the same integer [`Activation::code`], so the two cannot drift.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Activation {
     /// `φ(a) = a`
     Identity,
@@ -230,6 +231,7 @@ pub fn softmax_row(row: &mut [f32]) {
 
 /// The training objective, reduced as a mean over the batch (`E = (1/B) Σ_samples J`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Loss {
     /// `J = ½ Σ_k (y_k − t_k)²`, with any output activation. Output delta
     /// `δ_k = (y_k − t_k)·φ'(a_k)` (for softmax, the row Jacobian: `δ_k = y_k((y_k − t_k) − Σ_j y_j(y_j − t_j))`).

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 /// The optimizer's update rule, with `g = ∂E/∂w (+ λw for weights)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Optimizer {
     /// `w ← w − η g`
     Sgd,
@@ -72,6 +73,7 @@ impl Optimizer {
 
 /// The optimizer without its hyper-parameters (the WGSL `OPT` constant).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OptimizerKind {
     Sgd,
     Momentum,
@@ -105,6 +107,7 @@ pub struct StepHyper {
 
 /// Learning rate as a function of the epoch (0-based), constant within an epoch.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Schedule {
     /// `η_e = η`
     Constant,

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 /// How to train.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct TrainConfig {
     /// Base learning rate `η`.
     pub lr: f32,

@@ -16,9 +16,11 @@ const BACKEND: &str = "GPUMLP_BACKEND";
 const ADAPTER: &str = "GPUMLP_ADAPTER";
 
 fn selector(backend: Option<&str>, name: Option<&str>) -> AdapterSelector {
-    AdapterSelector {
-        backend: backend.map(String::from),
-        name: name.map(String::from),
+    {
+        let mut c = AdapterSelector::default();
+        c.backend = backend.map(String::from);
+        c.name = name.map(String::from);
+        c
     }
 }
 

@@ -203,15 +203,13 @@ fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, opt: Optimizer) -> (V
         .collect();
     let data = Dataset::from_classes(x, inp, labels, classes).unwrap();
     let lr = if opt == Optimizer::adam() { 0.01 } else { 0.05 };
-    let config = TrainConfig {
-        lr,
-        optimizer: opt,
-        l2: 1e-3,
-        batch_size: 20,
-        epochs: 10,
-        seed: 3,
-        ..Default::default()
-    };
+    let mut config = TrainConfig::default();
+    config.lr = lr;
+    config.optimizer = opt;
+    config.l2 = 1e-3;
+    config.batch_size = 20;
+    config.epochs = 10;
+    config.seed = 3;
     let mut trainer = Trainer::new(backend, &spec.init_params(5), config).unwrap();
     let reports = trainer.fit(&data, None, |_| {}).unwrap();
     assert_eq!(trainer.steps(), 50);
@@ -297,14 +295,12 @@ fn trajectory_big(backend: Box<dyn Backend>, spec: &ModelSpec) -> (Vec<f32>, Vec
     let x = uniform(rows * spec.inputs(), 0.0, 1.0, 7);
     let labels = (0..rows as u32).map(|r| r % 10).collect();
     let data = Dataset::from_classes(x, spec.inputs(), labels, 10).unwrap();
-    let config = TrainConfig {
-        lr: 0.01,
-        optimizer: Optimizer::adam(),
-        l2: 1e-4,
-        batch_size: 200,
-        epochs: 3,
-        ..Default::default()
-    };
+    let mut config = TrainConfig::default();
+    config.lr = 0.01;
+    config.optimizer = Optimizer::adam();
+    config.l2 = 1e-4;
+    config.batch_size = 200;
+    config.epochs = 3;
     let mut trainer = Trainer::new(backend, &spec.init_params(1), config).unwrap();
     let r = trainer.fit(&data, None, |_| {}).unwrap();
     (
@@ -442,12 +438,10 @@ fn divergence_stops_training_with_epoch_and_step() {
     .unwrap();
     let x = uniform(64 * 4, 10.0, 20.0, 1);
     let data = Dataset::from_values(x, 4, uniform(64, 0.0, 1.0, 2), 1).unwrap();
-    let config = TrainConfig {
-        lr: 1e6,
-        batch_size: 16,
-        epochs: 5,
-        ..Default::default()
-    };
+    let mut config = TrainConfig::default();
+    config.lr = 1e6;
+    config.batch_size = 16;
+    config.epochs = 5;
     let cpu = CpuBackend::new(&spec, Optimizer::Sgd, 16, Some(2)).unwrap();
     let mut trainer = Trainer::new(Box::new(cpu), &spec.init_params(0), config).unwrap();
     match trainer.fit(&data, None, |_| {}) {

@@ -134,25 +134,30 @@ fn bad_configs_are_refused() {
         || Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap()) as Box<dyn Backend>;
     let p = spec.init_params(0);
     for config in [
-        TrainConfig {
-            batch_size: 0,
-            ..Default::default()
+        {
+            let mut c = TrainConfig::default();
+            c.batch_size = 0;
+            c
         },
-        TrainConfig {
-            lr: f32::NAN,
-            ..Default::default()
+        {
+            let mut c = TrainConfig::default();
+            c.lr = f32::NAN;
+            c
         },
-        TrainConfig {
-            lr: -1.0,
-            ..Default::default()
+        {
+            let mut c = TrainConfig::default();
+            c.lr = -1.0;
+            c
         },
-        TrainConfig {
-            l2: -0.1,
-            ..Default::default()
+        {
+            let mut c = TrainConfig::default();
+            c.l2 = -0.1;
+            c
         },
-        TrainConfig {
-            optimizer: Optimizer::Momentum { mu: 1.5 },
-            ..Default::default()
+        {
+            let mut c = TrainConfig::default();
+            c.optimizer = Optimizer::Momentum { mu: 1.5 };
+            c
         },
     ] {
         assert!(matches!(
@@ -241,13 +246,11 @@ fn divergence_stops_training_naming_epoch_and_step() {
     }
     for b in all {
         let name = b.name();
-        let config = TrainConfig {
-            lr: 10.0,
-            batch_size: 4,
-            epochs: 50,
-            shuffle: false,
-            ..Default::default()
-        };
+        let mut config = TrainConfig::default();
+        config.lr = 10.0;
+        config.batch_size = 4;
+        config.epochs = 50;
+        config.shuffle = false;
         let mut t = Trainer::new(b, &[0.5, 0.0], config).unwrap();
         match t.fit(&data, None, |_| {}) {
             Err(Error::Diverged { epoch, step, .. }) => {

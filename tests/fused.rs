@@ -54,10 +54,9 @@ fn compare_one_step(
     let params = spec.init_params(32);
     let state = start_state(spec, opt);
     let hyper = opt.hyper(0.1, 3, l2);
-    let options = FusedOptions {
-        capture_gradients: true,
-        max_groups,
-    };
+    let mut options = FusedOptions::default();
+    options.capture_gradients = true;
+    options.max_groups = max_groups;
     let (g_params, g_grads, g_stats, g_state) = fused::run_step_with(
         ctx, spec, opt, &params, &state, &x, &t, rows, &hyper, options,
     )
@@ -252,21 +251,12 @@ fn fused_step_reruns_bit_identically() {
         let state = start_state(&spec, opt);
         let hyper = opt.hyper(0.01, 2, 1e-3);
         let run = || {
-            fused::run_step_with(
-                ctx,
-                &spec,
-                opt,
-                &params,
-                &state,
-                &x,
-                &t,
-                rows,
-                &hyper,
-                FusedOptions {
-                    capture_gradients: true,
-                    max_groups: Some(5),
-                },
-            )
+            fused::run_step_with(ctx, &spec, opt, &params, &state, &x, &t, rows, &hyper, {
+                let mut c = FusedOptions::default();
+                c.capture_gradients = true;
+                c.max_groups = Some(5);
+                c
+            })
             .unwrap()
         };
         let (p1, g1, s1, st1) = run();

@@ -279,11 +279,12 @@ fn grad(ctx: &Arc<GpuContext>) {
 
 /// Every matmul of a step on `g`, layered (the fused narrow-MLP step off).
 fn gemm_options(g: GemmConfig) -> GpuOptions {
-    GpuOptions {
-        force_gemm: Some(g),
-        fused_mlp: Some(false),
-        capture_gradients: true,
-        ..Default::default()
+    {
+        let mut c = GpuOptions::default();
+        c.force_gemm = Some(g);
+        c.fused_mlp = Some(false);
+        c.capture_gradients = true;
+        c
     }
 }
 
@@ -389,16 +390,15 @@ fn trajectory(ctx: &Arc<GpuContext>) {
     let data = Dataset::from_classes(x, inp, labels, classes).unwrap();
     let opt = Optimizer::Momentum { mu: 0.9 };
     let run = |backend: Box<dyn Backend>| -> (Vec<f32>, Vec<f32>) {
-        let config = gpumlp::TrainConfig {
-            lr: 0.05,
-            optimizer: opt,
-            l2: 1e-3,
-            batch_size: 16,
-            epochs: 10,
-            seed: 7,
-            shuffle: true,
-            schedule: gpumlp::Schedule::Exponential { gamma: 0.9 },
-        };
+        let mut config = gpumlp::TrainConfig::default();
+        config.lr = 0.05;
+        config.optimizer = opt;
+        config.l2 = 1e-3;
+        config.batch_size = 16;
+        config.epochs = 10;
+        config.seed = 7;
+        config.shuffle = true;
+        config.schedule = gpumlp::Schedule::Exponential { gamma: 0.9 };
         let mut trainer = gpumlp::Trainer::new(backend, &spec.init_params(3), config).unwrap();
         let reports = trainer.fit(&data, None, |_| {}).unwrap();
         assert_eq!(trainer.steps(), 50);
@@ -408,10 +408,8 @@ fn trajectory(ctx: &Arc<GpuContext>) {
     let (cpu_loss, cpu_params) = run(Box::new(ReferenceBackend::new(&spec, opt).unwrap()));
     for g in [GemmConfig::CANDIDATES[0], GemmConfig::NARROW] {
         let place = || {
-            let options = GpuOptions {
-                capture_gradients: false,
-                ..gemm_options(g)
-            };
+            let mut options = gemm_options(g);
+            options.capture_gradients = false;
             Box::new(GpuBackend::new(ctx.clone(), &spec, opt, 16, options).unwrap())
         };
         let (loss, params) = run(place());

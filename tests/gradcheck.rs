@@ -28,6 +28,7 @@ fn act64(act: Activation, a: f64) -> f64 {
                 0.0
             }
         }
+        other => panic!("{other:?}: add its f64 math here"),
     }
 }
 
@@ -70,6 +71,7 @@ fn loss64(spec: &ModelSpec, p: &[f64], x: &[f32], t: &[f32], rows: usize, l2: f6
                 .zip(&tr)
                 .map(|(y, t)| t * y.ln() + (1.0 - t) * (1.0 - y).ln())
                 .sum::<f64>(),
+            other => panic!("{other:?}: add its f64 loss here"),
         };
     }
     let w2: f64 = spec

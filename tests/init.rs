@@ -31,6 +31,7 @@ fn expected_bound(act: Activation, inputs: usize, outputs: usize) -> f64 {
             (6.0 / (inputs + outputs) as f64).sqrt()
         }
         Activation::Step => unreachable!("step layers are not initialized for training"),
+        other => panic!("{other:?}: add its expected bound here"),
     }
 }
 

@@ -30,10 +30,8 @@ fn compare_one_step(
     let params = spec.init_params(32);
     let hyper = opt.hyper(0.1, 1, l2);
     let order: Vec<u32> = (0..rows as u32).collect();
-    let options = GpuOptions {
-        capture_gradients: true,
-        ..options
-    };
+    let mut options = options;
+    options.capture_gradients = true;
     let mut gpu = GpuBackend::new(ctx.clone(), spec, opt, rows, options).unwrap();
     let mut cpu = ReferenceBackend::new(spec, opt).unwrap();
     let mut results = Vec::new();
@@ -83,14 +81,12 @@ fn compare_one_step(
 fn schedules() -> [(&'static str, GpuOptions); 2] {
     [
         ("default kernels", GpuOptions::default()),
-        (
-            "tiled GPU matmul",
-            GpuOptions {
-                force_tiled_matmul: true,
-                fused_mlp: Some(false),
-                ..Default::default()
-            },
-        ),
+        ("tiled GPU matmul", {
+            let mut c = GpuOptions::default();
+            c.force_tiled_matmul = true;
+            c.fused_mlp = Some(false);
+            c
+        }),
     ]
 }
 
@@ -140,10 +136,8 @@ fn one_step_matches_reference_for_every_optimizer_fused_and_unfused() {
             Optimizer::adam(),
         ] {
             for fused in [true, false] {
-                let options = GpuOptions {
-                    fused,
-                    ..Default::default()
-                };
+                let mut options = GpuOptions::default();
+                options.fused = fused;
                 compare_one_step(ctx, &spec, opt, 0.001, 1, options, &mut worst);
                 compare_one_step(ctx, &spec, opt, 0.001, 257, options, &mut worst);
             }
@@ -184,9 +178,10 @@ fn batch_spanning_many_workgroups_matches_reference() {
             Optimizer::adam(),
             0.01,
             4099,
-            GpuOptions {
-                fused_mlp: Some(false),
-                ..Default::default()
+            {
+                let mut c = GpuOptions::default();
+                c.fused_mlp = Some(false);
+                c
             },
             &mut worst,
         );
@@ -203,10 +198,8 @@ fn batch_spanning_many_workgroups_matches_reference() {
 /// subgroups (lavapipe): every form, the fused optimizer, split-K over a large batch, batch 1.
 #[test]
 fn aligned_widths_on_the_subgroup_matmul_match_reference() {
-    let layered = GpuOptions {
-        fused_mlp: Some(false),
-        ..Default::default()
-    };
+    let mut layered = GpuOptions::default();
+    layered.fused_mlp = Some(false);
     let cases = [
         (
             &[64, 128, 128, 12][..],
@@ -249,16 +242,15 @@ fn aligned_widths_on_the_subgroup_matmul_match_reference() {
 }
 
 fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (Vec<f64>, Vec<f32>) {
-    let config = TrainConfig {
-        lr: 0.05,
-        optimizer: Optimizer::Momentum { mu: 0.9 },
-        l2: 1e-3,
-        batch_size: 16,
-        epochs: 10,
-        seed: 7,
-        shuffle: true,
-        schedule: Schedule::Exponential { gamma: 0.9 },
-    };
+    let mut config = TrainConfig::default();
+    config.lr = 0.05;
+    config.optimizer = Optimizer::Momentum { mu: 0.9 };
+    config.l2 = 1e-3;
+    config.batch_size = 16;
+    config.epochs = 10;
+    config.seed = 7;
+    config.shuffle = true;
+    config.schedule = Schedule::Exponential { gamma: 0.9 };
     let mut trainer = Trainer::new(backend, &spec.init_params(3), config).unwrap();
     let reports = trainer.fit(data, None, |_| {}).unwrap();
     assert_eq!(
@@ -316,10 +308,8 @@ fn fifty_step_case(spec: &ModelSpec) {
     );
     for ctx in gpus() {
         let place_with = |steps_per_submit: usize| {
-            let options = GpuOptions {
-                steps_per_submit,
-                ..Default::default()
-            };
+            let mut options = GpuOptions::default();
+            options.steps_per_submit = steps_per_submit;
             let momentum = Optimizer::Momentum { mu: 0.9 };
             Box::new(GpuBackend::new(ctx.clone(), spec, momentum, 16, options).unwrap())
         };
@@ -411,16 +401,15 @@ fn partial_batch_run(
     data: &Dataset,
     shuffle: bool,
 ) -> (Vec<EpochReport>, Vec<f32>) {
-    let config = TrainConfig {
-        lr: 0.1,
-        optimizer: Optimizer::Momentum { mu: 0.9 },
-        l2: 1e-3,
-        batch_size: 16,
-        epochs: PARTIAL_EPOCHS,
-        seed: 11,
-        shuffle,
-        schedule: STEP_DECAY,
-    };
+    let mut config = TrainConfig::default();
+    config.lr = 0.1;
+    config.optimizer = Optimizer::Momentum { mu: 0.9 };
+    config.l2 = 1e-3;
+    config.batch_size = 16;
+    config.epochs = PARTIAL_EPOCHS;
+    config.seed = 11;
+    config.shuffle = shuffle;
+    config.schedule = STEP_DECAY;
     let mut trainer = Trainer::new(backend, &spec.init_params(5), config).unwrap();
     let reports = trainer.fit(data, None, |_| {}).unwrap();
     assert_eq!(
@@ -626,14 +615,11 @@ fn device_memory_does_not_grow_across_epochs_or_new_data() {
         // parameters, Adam's two slots, and per layer a, z, δ for 32 rows, at least
         let p = spec.param_count() as u64 * 4;
         assert!(placed >= 3 * p + 3 * 32 * (65 + 3) * 4, "{placed} bytes");
-        let mut trainer = Trainer::new(
-            Box::new(gpu),
-            &spec.init_params(0),
-            TrainConfig {
-                epochs: 1,
-                ..Default::default()
-            },
-        )
+        let mut trainer = Trainer::new(Box::new(gpu), &spec.init_params(0), {
+            let mut c = TrainConfig::default();
+            c.epochs = 1;
+            c
+        })
         .unwrap();
         trainer.set_train_data(&data).unwrap();
         trainer.run_epoch(None).unwrap();
@@ -677,10 +663,8 @@ fn micro_batches_with_gradient_accumulation_match_one_big_batch() {
             (Optimizer::Sgd, 64, 257),
             (Optimizer::Momentum { mu: 0.9 }, 1, 5),
         ] {
-            let options = GpuOptions {
-                micro_batch: Some(micro),
-                ..Default::default()
-            };
+            let mut options = GpuOptions::default();
+            options.micro_batch = Some(micro);
             compare_one_step(ctx, &spec, opt, 0.01, rows, options, &mut worst);
         }
         report(format!(
@@ -719,10 +703,8 @@ fn a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference() 
     };
     let want = run(&mut ReferenceBackend::new(&spec, opt).unwrap());
     for ctx in gpus() {
-        let options = GpuOptions {
-            micro_batch: Some(8),
-            ..Default::default()
-        };
+        let mut options = GpuOptions::default();
+        options.micro_batch = Some(8);
         let mut gpu = GpuBackend::new(ctx.clone(), &spec, opt, 16, options).unwrap();
         let got = run(&mut gpu);
         PARAM_TOL.assert_close(
@@ -743,10 +725,8 @@ fn fully_fused_narrow_step_matches_reference_when_scheduled() {
     )
     .unwrap();
     for ctx in gpus() {
-        let options = GpuOptions {
-            fused_mlp: Some(true),
-            ..Default::default()
-        };
+        let mut options = GpuOptions::default();
+        options.fused_mlp = Some(true);
         let g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 300, options).unwrap();
         assert!(
             g.uses_fused_mlp(),

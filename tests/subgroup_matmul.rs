@@ -236,10 +236,8 @@ fn train_steps(
 /// lavapipe runs them wherever the subgroup kernel runs and every operand fits an image.
 #[test]
 fn image_operands_train_bit_identically_to_buffer_operands() {
-    let layered = GpuOptions {
-        fused_mlp: Some(false),
-        ..Default::default()
-    };
+    let mut layered = GpuOptions::default();
+    layered.fused_mlp = Some(false);
     let cases = [
         (&[64, 128, 128, 12][..], 257),
         (&[8, 36, 4][..], 1),
@@ -256,10 +254,8 @@ fn image_operands_train_bit_identically_to_buffer_operands() {
             )
             .unwrap();
             let (with, dispatches_with) = train_steps(ctx, &spec, rows, 3, layered);
-            let buffers = GpuOptions {
-                image_operands: false,
-                ..layered
-            };
+            let mut buffers = layered;
+            buffers.image_operands = false;
             let (without, dispatches_without) = train_steps(ctx, &spec, rows, 3, buffers);
             let what = format!("{} {sizes:?} batch {rows}", ctx.info);
             assert!(
@@ -289,10 +285,8 @@ fn image_operands_train_bit_identically_to_buffer_operands() {
 /// buffers: nothing is mirrored, and the step still trains as with buffers.
 #[test]
 fn batches_taller_than_an_image_keep_buffer_operands() {
-    let layered = GpuOptions {
-        fused_mlp: Some(false),
-        ..Default::default()
-    };
+    let mut layered = GpuOptions::default();
+    layered.fused_mlp = Some(false);
     let spec = ModelSpec::new(
         &[4, 8, 4],
         Activation::Tanh,
@@ -303,10 +297,8 @@ fn batches_taller_than_an_image_keep_buffer_operands() {
     for ctx in gpus() {
         let rows = ctx.limits.max_texture_dimension_2d as usize + 1;
         let (with, dispatches_with) = train_steps(ctx, &spec, rows, 1, layered);
-        let buffers = GpuOptions {
-            image_operands: false,
-            ..layered
-        };
+        let mut buffers = layered;
+        buffers.image_operands = false;
         let (without, dispatches_without) = train_steps(ctx, &spec, rows, 1, buffers);
         assert_eq!(dispatches_with, dispatches_without, "{}", ctx.info);
         assert!(with

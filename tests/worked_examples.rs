@@ -18,11 +18,9 @@ fn backends(spec: &ModelSpec, batch: usize) -> Vec<Box<dyn Backend>> {
         Box::new(CpuBackend::new(spec, Optimizer::Sgd, batch, Some(2)).unwrap()),
     ];
     for ctx in gpus() {
-        let options = GpuOptions {
-            fused: true,
-            capture_gradients: true,
-            ..Default::default()
-        };
+        let mut options = GpuOptions::default();
+        options.fused = true;
+        options.capture_gradients = true;
         v.push(Box::new(
             GpuBackend::new(ctx.clone(), spec, Optimizer::Sgd, batch, options).unwrap(),
         ));
@@ -257,13 +255,11 @@ fn xor_is_learned_from_a_fixed_seed() {
     let data = Dataset::from_classes(TRUTH_TABLE.to_vec(), 2, vec![0, 1, 1, 0], 2).unwrap();
     for b in backends(&spec, 4) {
         let name = b.name();
-        let config = TrainConfig {
-            lr: 2.0,
-            batch_size: 4,
-            epochs: 2000,
-            seed: 1,
-            ..Default::default()
-        };
+        let mut config = TrainConfig::default();
+        config.lr = 2.0;
+        config.batch_size = 4;
+        config.epochs = 2000;
+        config.seed = 1;
         let mut trainer = Trainer::new(b, &spec.init_params(1), config).unwrap();
         trainer.set_train_data(&data).unwrap();
         // Train until every row is classified (and the loss is small), or give up.

@@ -22,6 +22,7 @@ pub const MAX_CLASSES: usize = 1 << 20;
 
 /// Which columns of a CSV file are targets; every other column is a feature.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CsvTarget {
     /// One integer class-label column: the last column when `None`, else the column with this
     /// header name or, failing that, this 0-based index.

@@ -24,6 +24,7 @@ use crate::model::{Loss, ModelSpec};
 
 /// What a dataset's rows should produce.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Targets {
     /// One class index per row, `0..classes`.
     Classes { labels: Vec<u32>, classes: usize },
@@ -350,6 +351,7 @@ pub fn check_finite(what: &str, data: &[f32], cols: usize) -> Result<()> {
 
 /// How features are scaled before training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NormalizeMethod {
     /// Features as they are.
     None,

@@ -5,6 +5,7 @@ use std::fmt;
 
 /// Which adapter to use: any (the best), or one narrowed by backend and/or name substring.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AdapterSelector {
     /// `vulkan`, `metal`, `dx12` or `gl`.
     pub backend: Option<String>,

@@ -9,6 +9,7 @@ use serde::Serialize;
 /// What kind of device an adapter is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum DeviceClass {
     Discrete,
     Integrated,
@@ -21,6 +22,7 @@ pub enum DeviceClass {
 /// The graphics API wgpu reaches the adapter through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Api {
     Vulkan,
     Metal,

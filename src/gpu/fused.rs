@@ -60,6 +60,7 @@ struct FusedLayer {
 
 /// Choices beyond the model: gradient capture and (for tests) the number of partial slices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FusedOptions {
     /// Write the reduced gradient `∂E/∂params` (incl. `λW`) into [`FusedBuffers::grads`].
     pub capture_gradients: bool,

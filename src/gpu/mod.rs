@@ -28,6 +28,7 @@ use wgpu::util::DeviceExt;
 
 /// How the step is scheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GpuOptions {
     /// Fuse the optimizer update into the gradient matmul's epilogue (default). Off: the
     /// gradient is written, then a separate optimizer pass runs (the first, unfused schedule).

@@ -128,23 +128,21 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
             let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);
             adapter = (ctx.info.name.clone(), ctx.info.backend.clone());
-            let options = gpumlp::GpuOptions {
-                fused: !args.unfused,
-                capture_gradients: false,
-                fused_mlp: if args.fused_mlp {
-                    Some(true)
-                } else if args.layered {
-                    Some(false)
-                } else {
-                    None
-                },
-                subgroup_matmul: !args.no_subgroup,
-                image_operands: !args.no_images,
-                force_tiled_matmul: args.tiled,
-                force_gemm: args.gemm,
-                steps_per_submit: args.steps_per_submit.max(1),
-                ..Default::default()
+            let mut options = gpumlp::GpuOptions::default();
+            options.fused = !args.unfused;
+            options.capture_gradients = false;
+            options.fused_mlp = if args.fused_mlp {
+                Some(true)
+            } else if args.layered {
+                Some(false)
+            } else {
+                None
             };
+            options.subgroup_matmul = !args.no_subgroup;
+            options.image_operands = !args.no_images;
+            options.force_tiled_matmul = args.tiled;
+            options.force_gemm = args.gemm;
+            options.steps_per_submit = args.steps_per_submit.max(1);
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
             if args.profile {
                 gpu = Some(g);
@@ -160,6 +158,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 Box::new(g)
             }
         }
+        other => anyhow::bail!("bench does not know the device {other:?}"),
     };
     backend.set_params(&spec.init_params(0))?;
     backend.set_train_data(&x, &t, batch)?;

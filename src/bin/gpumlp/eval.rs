@@ -207,9 +207,8 @@ fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize,
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     // Check the flags and the output folder before reading the model and data.
     args.device.device()?;
-    let write = WriteOptions {
-        replace_read_only: args.force,
-    };
+    let mut write = WriteOptions::default();
+    write.replace_read_only = args.force;
     let to_stdout = args.out.as_os_str() == "-";
     if !to_stdout {
         check_writable(&args.out, write)?;

@@ -23,9 +23,8 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let write = WriteOptions {
-        replace_read_only: args.force,
-    };
+    let mut write = WriteOptions::default();
+    write.replace_read_only = args.force;
     check_writable(&args.onnx, write)?;
     check_distinct(&[("--onnx", &args.onnx)], &[("--model", &args.model)])?;
     let ck = Checkpoint::load(&args.model)?;

@@ -103,10 +103,9 @@ impl DeviceArgs {
                 "--adapter {a} picks a GPU adapter, but --device cpu runs on the CPU: give one or the other"
             );
         }
-        let sel = AdapterSelector {
-            backend: self.backend.clone(),
-            name: self.adapter.clone(),
-        };
+        let mut sel = AdapterSelector::default();
+        sel.backend = self.backend.clone();
+        sel.name = self.adapter.clone();
         Ok(match self.device.as_str() {
             "auto" => Device::Auto(sel),
             "gpu" => Device::Gpu(sel),
@@ -127,9 +126,8 @@ impl DeviceArgs {
         max_batch: usize,
         quiet: bool,
     ) -> anyhow::Result<Box<dyn Backend>> {
-        let options = PlaceOptions {
-            threads: self.threads,
-        };
+        let mut options = PlaceOptions::default();
+        options.threads = self.threads;
         let placed = gpumlp::place_with(&self.device()?, spec, optimizer, max_batch, &options)?;
         if !quiet {
             eprintln!("gpumlp: device: {}", placed.reason);

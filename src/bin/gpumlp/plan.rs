@@ -49,10 +49,9 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
             )
         })?,
         None => {
-            let sel = AdapterSelector {
-                backend: args.backend.clone(),
-                name: None,
-            };
+            let mut sel = AdapterSelector::default();
+            sel.backend = args.backend.clone();
+            sel.name = None;
             GpuContext::new(&sel.or_env())?.capabilities()
         }
     };

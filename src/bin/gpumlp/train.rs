@@ -141,6 +141,7 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
             }
         }
         gpumlp::Targets::Values { width, .. } => *width,
+        _ => anyhow::bail!("these targets are not supported by the command line"),
     };
     let sizes = match (&args.layers, &args.hidden) {
         (Some(l), _) => l.0.clone(),
@@ -206,16 +207,16 @@ pub(crate) fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         "adam" => (Optimizer::adam(), 0.001),
         other => bail!("unknown --optimizer '{other}': use sgd, momentum or adam"),
     };
-    Ok(TrainConfig {
-        lr: args.lr.unwrap_or(default_lr),
-        optimizer,
-        l2: args.l2,
-        batch_size: args.batch,
-        epochs: args.epochs,
-        seed: args.seed,
-        shuffle: !args.no_shuffle,
-        schedule: args.schedule.parse::<Schedule>()?,
-    })
+    let mut c = TrainConfig::default();
+    c.lr = args.lr.unwrap_or(default_lr);
+    c.optimizer = optimizer;
+    c.l2 = args.l2;
+    c.batch_size = args.batch;
+    c.epochs = args.epochs;
+    c.seed = args.seed;
+    c.shuffle = !args.no_shuffle;
+    c.schedule = args.schedule.parse::<Schedule>()?;
+    Ok(c)
 }
 
 /// Checks on the flags alone, before any file is read: each must make sense by itself.
@@ -260,9 +261,8 @@ fn check_early_stopping(args: &TrainArgs) -> anyhow::Result<()> {
 /// Refuses outputs that cannot be written (special files, read-only files without --force,
 /// missing folders), that name each other, or that name an input.
 fn check_outputs(args: &TrainArgs) -> anyhow::Result<()> {
-    let write = WriteOptions {
-        replace_read_only: args.force,
-    };
+    let mut write = WriteOptions::default();
+    write.replace_read_only = args.force;
     let outputs: Vec<(&str, &Path)> = [
         ("--out", &args.out),
         ("--metrics", &args.metrics),
@@ -332,9 +332,8 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     // Check that outputs can be written, and destroy no input or other output, before reading
     // data or spending time on training.
     check_outputs(&args)?;
-    let write = WriteOptions {
-        replace_read_only: args.force,
-    };
+    let mut write = WriteOptions::default();
+    write.replace_read_only = args.force;
     let device = args.device.device()?;
     let mut full = load_spec(&args.data)?;
     // String class labels: a resumed run keeps the checkpoint's vocabulary (its outputs).
