@@ -66,6 +66,17 @@ pub enum Error {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
 
+    /// A data file's content is malformed at a known place: `line` and `column` count from 1,
+    /// like an editor (`column` is `None` where the whole line or record is at fault). The
+    /// message names them too.
+    #[error("{path}: {message}")]
+    Format {
+        path: PathBuf,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+
     // The cause is part of the message and deliberately not a `#[source]`: callers that print
     // the whole chain (anyhow's `{:#}`) would otherwise show it twice.
     #[error("I/O error on {path}: {cause}")]

@@ -1,20 +1,34 @@
-//! CSV datasets: numbers separated by commas, one sample per line, plain or gzip-compressed.
+//! CSV datasets through the `csv` crate: one sample per record, plain or gzip-compressed.
 //!
-//! The header is detected: the first row names the columns when it has a non-empty field and
-//! none of its fields is a number (empty names are allowed). A first row that mixes numbers and
-//! text, such as `1,x,0`, is read as data, so its bad field is reported with its line and column
-//! like any other row's instead of the row being dropped as a header. The price: a header with a
-//! numeric name (`id,2019,label`) is read as data too, and its error says to rename the column.
-//! Blank lines are skipped, fields may be surrounded by spaces or double quotes, and line endings
-//! may be `\n` or `\r\n`. Error messages count lines and columns from 1, like an editor; a label
-//! column chosen by index (`label=COL`) counts from 0.
+//! Fields are separated by a comma, or by [`CsvOptions::delimiter`]; a field in double quotes
+//! may hold the delimiter, a newline or a doubled quote (`"a ""b"", c"`). Whether the first row
+//! names the columns is [`CsvOptions::header`]: `auto` (the default) takes it as a header when
+//! one of its *feature* fields is not empty and none of them is a number, so a class-label
+//! column of names (`1,2,setosa`) does not make a data row a header. A first row whose features
+//! mix numbers and text, such as `1,x,0`, is read as data, so its bad field is reported with its
+//! line and column like any other row's instead of the row being dropped as a header; a header
+//! with a numeric name (`id,2019,label`) is read as data too, and its error says to rename the
+//! column or load with the header on. Blank lines are skipped, fields may be surrounded by
+//! spaces, and line endings may be `\n` or `\r\n`. Error messages ([`Error::Format`]) count
+//! lines and columns from 1, like an editor (a record spanning lines is named by its first); a
+//! label column chosen by index (`label=COL`) counts from 0.
 
+mod bounded;
+mod options;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
+use std::rc::Rc;
+
+use bounded::{Bounded, Lines, TooLong};
+pub use options::{CsvHeader, CsvOptions};
 
 use super::source;
 use super::{check_finite, Dataset};
 use crate::error::{Error, Result};
+use crate::limits::MAX_CSV_LINE_BYTES;
 
 /// The largest number of classes a label column may imply; larger labels are almost always
 /// real-valued targets or ids read as labels.
@@ -33,8 +47,14 @@ pub enum CsvTarget {
     None,
 }
 
-/// Loads a CSV file (gzip-compressed or not, detected from its first bytes).
+/// Loads a CSV file (gzip-compressed or not, detected from its first bytes), comma-separated
+/// with the header detected.
 pub fn load_csv(path: &Path, target: CsvTarget) -> Result<Dataset> {
+    load_csv_with(path, target, &CsvOptions::default())
+}
+
+/// [`load_csv`] with the delimiter and header given by `options`.
+pub fn load_csv_with(path: &Path, target: CsvTarget, options: &CsvOptions) -> Result<Dataset> {
     let mut reader = source::open(path)?;
     if path.to_string_lossy().ends_with(".gz") {
         let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
@@ -46,15 +66,20 @@ pub fn load_csv(path: &Path, target: CsvTarget) -> Result<Dataset> {
             ));
         }
     }
-    read_csv(reader, path, &target)
+    read_csv_with(reader, path, &target, options)
 }
 
 /// Loads a CSV file whose every column is a feature (no labels): features `[rows, cols]` and
 /// `cols`, for prediction.
 pub fn load_csv_features(path: &Path) -> Result<(Vec<f32>, usize)> {
+    load_csv_features_with(path, &CsvOptions::default())
+}
+
+/// [`load_csv_features`] with the delimiter and header given by `options`.
+pub fn load_csv_features_with(path: &Path, options: &CsvOptions) -> Result<(Vec<f32>, usize)> {
     let reader = source::open(path)?;
     let (reader, gz) = source::maybe_gunzip(BufReader::new(reader), path)?;
-    let rows = Parser::new(reader, path, gz).rows(&CsvTarget::None)?;
+    let rows = Parser::new(reader, path, gz, options)?.rows(&CsvTarget::None)?;
     check_finite("features", &rows.features, rows.features_per_row)?;
     Ok((rows.features, rows.features_per_row))
 }
@@ -62,8 +87,18 @@ pub fn load_csv_features(path: &Path) -> Result<(Vec<f32>, usize)> {
 /// Parses CSV from any reader, decompressing it first if it starts with the gzip magic bytes.
 /// `source` names the data in error messages.
 pub fn read_csv<R: Read>(reader: R, source: &Path, target: &CsvTarget) -> Result<Dataset> {
+    read_csv_with(reader, source, target, &CsvOptions::default())
+}
+
+/// [`read_csv`] with the delimiter and header given by `options`.
+pub fn read_csv_with<R: Read>(
+    reader: R,
+    source: &Path,
+    target: &CsvTarget,
+    options: &CsvOptions,
+) -> Result<Dataset> {
     let (reader, gz) = source::maybe_gunzip(BufReader::new(reader), source)?;
-    Parser::new(reader, source, gz).parse(target)
+    Parser::new(reader, source, gz, options)?.parse(target)
 }
 
 /// A file's rows split by role: features `[rows, features_per_row]`, labels, target values.
@@ -86,73 +121,135 @@ enum Role {
 }
 
 struct Parser<'a, R> {
-    reader: R,
+    reader: csv::Reader<Bounded<R>>,
+    record: csv::ByteRecord,
+    /// Where lines and the next record begin, shared with the reader's [`Bounded`].
+    lines: Rc<RefCell<Lines>>,
     source: &'a Path,
     gz: bool,
+    options: CsvOptions,
+    /// The line the current record begins on (1-based).
     line_no: usize,
-    buf: Vec<u8>,
-    /// The current line without its line ending or surrounding whitespace.
-    line: String,
+    /// The current record's fields, each without surrounding whitespace.
+    line: Vec<String>,
     header: Option<Vec<String>>,
     /// The line number of the first non-blank line (the header, if there is one).
     first_line: usize,
 }
 
-impl<'a, R: BufRead> Parser<'a, R> {
-    fn new(reader: R, source: &'a Path, gz: bool) -> Self {
-        Parser {
+impl<'a, R: Read> Parser<'a, R> {
+    fn new(reader: R, source: &'a Path, gz: bool, options: &CsvOptions) -> Result<Self> {
+        CsvOptions::check_delimiter(options.delimiter)?;
+        let lines = Rc::new(RefCell::new(Lines {
+            starts: VecDeque::new(),
+            record: (0, 1),
+        }));
+        let bounded = Bounded {
+            inner: reader,
+            read: 0,
+            line_bytes: 0,
+            line: 1,
+            line_seen: false,
+            lines: lines.clone(),
+        };
+        let reader = csv::ReaderBuilder::new()
+            .delimiter(options.delimiter)
+            // The header is decided here (auto needs the targets), and row widths are checked
+            // here, so that blank lines can be skipped and messages say what to fix.
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(bounded);
+        Ok(Parser {
             reader,
+            record: csv::ByteRecord::new(),
+            lines,
             source,
             gz,
+            options: *options,
             line_no: 0,
-            buf: Vec::new(),
-            line: String::new(),
+            line: Vec::new(),
             header: None,
             first_line: 0,
-        }
+        })
     }
 
     fn error(&self, message: impl Into<String>) -> Error {
         Error::file(self.source, message)
     }
 
-    /// Reads the next non-blank line into `self.line`; false at the end.
+    /// An error about the current record (`col`: 0-based, or the whole record).
+    fn error_at(&self, col: Option<usize>, message: impl Into<String>) -> Error {
+        Error::Format {
+            path: self.source.to_path_buf(),
+            line: Some(self.line_no),
+            column: col.map(|c| c + 1),
+            message: message.into(),
+        }
+    }
+
+    /// Reads the next non-blank record into `self.line`; false at the end.
     fn next_line(&mut self) -> Result<bool> {
         loop {
-            self.buf.clear();
-            // A line is read no further than MAX_CSV_LINE_BYTES (a file with no newline, or a
-            // decompression bomb, must not be buffered whole).
-            let max = crate::limits::MAX_CSV_LINE_BYTES;
-            let got = (&mut self.reader)
-                .take(max as u64 + 1)
-                .read_until(b'\n', &mut self.buf);
-            let n = match got {
-                Ok(n) => n,
-                Err(e) if self.gz => return Err(source::gzip_error(self.source, &e)),
-                Err(e) => return Err(Error::io(self.source, e)),
-            };
-            if n == 0 {
+            let got = self.reader.read_byte_record(&mut self.record);
+            let more = got.map_err(|e| self.read_error(e))?;
+            if !more {
                 return Ok(false);
             }
-            self.line_no += 1;
-            if self.buf.len() > max && !self.buf.ends_with(b"\n") {
-                return Err(self.error(format!(
-                    "line {} is longer than {max} bytes, the longest line gpumlp reads (reading stopped there): is this really a CSV file of samples, one per line?",
-                    self.line_no
-                )));
+            // The record's line: the first line with content at or after where it begins.
+            let begin = self.record.position().map_or(0, |p| p.byte());
+            let mut lines = self.lines.borrow_mut();
+            while lines.starts.front().is_some_and(|&(at, _)| at < begin) {
+                lines.starts.pop_front();
             }
-            let Ok(text) = std::str::from_utf8(&self.buf) else {
-                return Err(self.error(format!(
-                    "line {} is not valid UTF-8 text: is this really a CSV file?",
-                    self.line_no
-                )));
-            };
-            let text = text.trim_start_matches('\u{feff}').trim();
-            if !text.is_empty() {
-                self.line.clear();
-                self.line.push_str(text);
+            self.line_no = lines.starts.front().map_or(0, |&(_, line)| line);
+            let next = self.reader.position();
+            lines.record = (next.byte(), self.line_no);
+            drop(lines);
+            self.line.clear();
+            for (i, field) in self.record.iter().enumerate() {
+                let Ok(text) = std::str::from_utf8(field) else {
+                    return Err(self.error_at(
+                        None,
+                        format!(
+                            "line {} is not valid UTF-8 text: is this really a CSV file?",
+                            self.line_no
+                        ),
+                    ));
+                };
+                let text = if i == 0 && self.first_line == 0 {
+                    text.trim_start_matches('\u{feff}')
+                } else {
+                    text
+                };
+                self.line.push(clean(text).to_string());
+            }
+            if !(self.line.len() == 1 && self.line[0].is_empty()) {
                 return Ok(true);
             }
+        }
+    }
+
+    /// The library's error for one the csv reader met while reading.
+    fn read_error(&self, e: csv::Error) -> Error {
+        match e.into_kind() {
+            csv::ErrorKind::Io(e) => {
+                if let Some(TooLong { line }) = e.get_ref().and_then(|r| r.downcast_ref()) {
+                    return Error::Format {
+                        path: self.source.to_path_buf(),
+                        line: Some(*line),
+                        column: None,
+                        message: format!(
+                            "line {line} is longer than {MAX_CSV_LINE_BYTES} bytes, the longest line gpumlp reads (reading stopped there): is this really a CSV file of samples, one per line?"
+                        ),
+                    };
+                }
+                if self.gz {
+                    source::gzip_error(self.source, &e)
+                } else {
+                    Error::io(self.source, e)
+                }
+            }
+            other => self.error(format!("cannot read it as CSV: {other:?}")),
         }
     }
 
@@ -198,10 +295,14 @@ impl<'a, R: BufRead> Parser<'a, R> {
         if !self.next_line()? {
             return Err(self.error("the file is empty: it holds no rows"));
         }
-        let first: Vec<String> = fields(&self.line).map(String::from).collect();
+        let first = self.line.clone();
         let first_line = self.line_no;
         let width = first.len();
-        let is_header = is_header(&first);
+        let is_header = match self.options.header {
+            CsvHeader::On => true,
+            CsvHeader::Off => false,
+            CsvHeader::Auto => is_header(&first, target),
+        };
         self.first_line = first_line;
         // The first line is parsed again below unless it is the header.
         let mut pending = !is_header;
@@ -222,13 +323,17 @@ impl<'a, R: BufRead> Parser<'a, R> {
             if !std::mem::take(&mut pending) && !self.next_line()? {
                 break;
             }
-            let got = self.line.split(',').count();
+            let got = self.line.len();
             if got != width {
-                return Err(self.error(format!(
-                    "line {}: expected {width} comma-separated fields (as on line {first_line}), \
-                     found {got}; fix or remove that row",
-                    self.line_no,
-                )));
+                return Err(self.error_at(
+                    None,
+                    format!(
+                        "line {}: expected {width} {} fields (as on line {first_line}), found \
+                         {got}; fix or remove that row",
+                        self.line_no,
+                        self.options.separated(),
+                    ),
+                ));
             }
             // Growing the rows' storage (to twice its size, as a Vec grows) is checked first.
             let grown = |len: usize, cap: usize, extra: usize| -> usize {
@@ -253,7 +358,8 @@ impl<'a, R: BufRead> Parser<'a, R> {
                 "use a smaller file",
             )?;
             features.reserve(features_per_row);
-            for (col, (field, role)) in fields(&self.line).zip(&roles).enumerate() {
+            for (col, (field, role)) in self.line.iter().zip(&roles).enumerate() {
+                let field = field.as_str();
                 match role {
                     Role::Label => {
                         // A column whose first label is not a number holds class names.
@@ -263,13 +369,13 @@ impl<'a, R: BufRead> Parser<'a, R> {
                         }
                         match &mut names {
                             Some(_) if field.is_empty() => {
-                                return Err(self.error(format!(
-                                    "{}: the class label is empty",
-                                    self.where_(col)
-                                )));
+                                return Err(self.error_at(
+                                    Some(col),
+                                    format!("{}: the class label is empty", self.where_(col)),
+                                ));
                             }
                             Some(_) if field.parse::<f64>().is_ok() => {
-                                return Err(self.error(format!(
+                                return Err(self.error_at(Some(col), format!(
                                     "{}: class label \"{field}\" is a number, but the column's first label is a name: labels must be all numbers or all names",
                                     self.where_(col)
                                 )));
@@ -372,10 +478,11 @@ impl<'a, R: BufRead> Parser<'a, R> {
 
     /// For a field that is not a number on the first row: why that row was not taken as a header.
     fn first_row_hint(&self) -> &'static str {
-        if self.header.is_none() && self.line_no == self.first_line {
-            " (the first row is read as a header only when none of its fields is a number, and \
-             this one mixes numbers and text: fix the field or, if the row is a header, rename \
-             its numeric columns)"
+        let auto = self.options.header == CsvHeader::Auto;
+        if auto && self.header.is_none() && self.line_no == self.first_line {
+            " (the first row is read as a header only when none of its feature fields is a \
+             number, and this one mixes numbers and text: fix the field or, if the row is a \
+             header, rename its numeric columns or load the file with the header on)"
         } else {
             ""
         }
@@ -386,10 +493,13 @@ impl<'a, R: BufRead> Parser<'a, R> {
         let v = self.finite(field, col)?;
         let x = v as f32;
         if !x.is_finite() {
-            return Err(self.error(format!(
+            return Err(self.error_at(
+                Some(col),
+                format!(
                 "{}: {field} is too large for a 32-bit float (max ≈ 3.4e38): rescale that column",
                 self.where_(col)
-            )));
+            ),
+            ));
         }
         Ok(x)
     }
@@ -397,25 +507,34 @@ impl<'a, R: BufRead> Parser<'a, R> {
     /// A finite f64, or an error naming the line and column.
     fn finite(&self, field: &str, col: usize) -> Result<f64> {
         if field.is_empty() {
-            return Err(self.error(format!(
-                "{}: the field is empty (a missing value): fill it in or drop the row",
-                self.where_(col)
-            )));
+            return Err(self.error_at(
+                Some(col),
+                format!(
+                    "{}: the field is empty (a missing value): fill it in or drop the row",
+                    self.where_(col)
+                ),
+            ));
         }
         let Ok(v) = field.parse::<f64>() else {
-            return Err(self.error(format!(
-                "{}: \"{field}\" is not a number{}; every field after the optional header row \
+            return Err(self.error_at(
+                Some(col),
+                format!(
+                    "{}: \"{field}\" is not a number{}; every field after the optional header row \
                  must be a number",
-                self.where_(col),
-                self.first_row_hint()
-            )));
+                    self.where_(col),
+                    self.first_row_hint()
+                ),
+            ));
         };
         if !v.is_finite() {
-            return Err(self.error(format!(
-                "{}: {field} is not a finite number (NaN and infinity are not allowed): clean \
+            return Err(self.error_at(
+                Some(col),
+                format!(
+                    "{}: {field} is not a finite number (NaN and infinity are not allowed): clean \
                  or drop that row",
-                self.where_(col)
-            )));
+                    self.where_(col)
+                ),
+            ));
         }
         Ok(v)
     }
@@ -423,12 +542,15 @@ impl<'a, R: BufRead> Parser<'a, R> {
     /// A class label: a non-negative integer (`2.0` counts as 2) below [`MAX_CLASSES`].
     fn label(&self, field: &str, col: usize) -> Result<u32> {
         let bad = |why: &str| {
-            self.error(format!(
-                "{}: class label \"{field}\" {why}; labels must be integers 0, 1, 2, … as the \
+            self.error_at(
+                Some(col),
+                format!(
+                    "{}: class label \"{field}\" {why}; labels must be integers 0, 1, 2, … as the \
                  column's first label is a number, or all names (for real-valued targets, load \
                  the file with targets=K instead of a label column)",
-                self.where_(col)
-            ))
+                    self.where_(col)
+                ),
+            )
         };
         let Ok(v) = field.parse::<f64>() else {
             return Err(bad(&format!("is not a number{}", self.first_row_hint())));
@@ -452,19 +574,42 @@ impl<'a, R: BufRead> Parser<'a, R> {
     }
 }
 
-/// Whether the first row is a header: at least one non-empty field, and no field that parses as
-/// a number. A row like `1,x,0` is data with a bad field, not a header.
-fn is_header(first: &[String]) -> bool {
-    first.iter().any(|f| !f.is_empty()) && first.iter().all(|f| f.parse::<f64>().is_err())
+/// Whether the first row is a header (`--header auto`): the label column's name when the
+/// target names one, else at least one non-empty feature field and no feature field that is a
+/// number. Only feature columns count, so that a label column of names does not make a data row
+/// a header; a row like `1,x,0` is data with a bad field, not a header.
+fn is_header(first: &[String], target: &CsvTarget) -> bool {
+    let width = first.len();
+    let label = match target {
+        CsvTarget::Label { column: Some(c) } => {
+            if first.iter().any(|f| f == c && f.parse::<f64>().is_err()) {
+                return true;
+            }
+            c.trim().parse::<usize>().ok()
+        }
+        CsvTarget::Label { column: None } => width.checked_sub(1),
+        _ => None,
+    };
+    let features = first.iter().enumerate().filter(|&(i, _)| match target {
+        CsvTarget::Values { count } => i + count < width,
+        _ => Some(i) != label,
+    });
+    let mut any_text = false;
+    for (_, f) in features {
+        if f.parse::<f64>().is_ok() {
+            return false;
+        }
+        any_text |= !f.is_empty();
+    }
+    any_text
 }
 
-/// The fields of `line`, each without surrounding whitespace or one pair of double quotes.
-fn fields(line: &str) -> impl Iterator<Item = &str> {
-    line.split(',').map(|field| {
-        let f = field.trim();
-        f.strip_prefix('"')
-            .and_then(|g| g.strip_suffix('"'))
-            .unwrap_or(f)
-            .trim()
-    })
+/// A field without surrounding whitespace, or one pair of double quotes the csv reader left
+/// (a quote after leading spaces, `a, "b"`, is not CSV quoting).
+fn clean(field: &str) -> &str {
+    let f = field.trim();
+    f.strip_prefix('"')
+        .and_then(|g| g.strip_suffix('"'))
+        .unwrap_or(f)
+        .trim()
 }

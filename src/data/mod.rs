@@ -13,11 +13,14 @@ pub mod prep;
 mod source;
 pub mod spec;
 
-pub use csv::{load_csv, load_csv_features, CsvTarget};
+pub use csv::{
+    load_csv, load_csv_features, load_csv_features_with, load_csv_with, CsvHeader, CsvOptions,
+    CsvTarget,
+};
 pub use digits::{digits, DIGITS_RANGE};
 pub use idx::{fashion_mnist, load_idx};
 pub use npy::load_npy;
-pub use spec::{known_range, load_spec, spec_paths};
+pub use spec::{known_range, load_spec, load_spec_with, spec_paths};
 
 use crate::error::{Error, Result};
 use crate::model::{Loss, ModelSpec};

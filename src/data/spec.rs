@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::csv::{load_csv, CsvTarget};
+use super::csv::{load_csv_with, CsvOptions, CsvTarget};
 use super::digits::{digits, DIGITS_RANGE};
 use super::idx::{fashion_mnist, load_idx};
 use super::npy::load_npy;
@@ -18,6 +18,11 @@ pub const SPEC_FORMS: &str = "digits (built in), csv:PATH (label in the last col
 
 /// Loads the dataset that `spec` names; see [`SPEC_FORMS`].
 pub fn load_spec(spec: &str) -> Result<Dataset> {
+    load_spec_with(spec, &CsvOptions::default())
+}
+
+/// [`load_spec`], reading `csv:` files with `csv` (delimiter, header).
+pub fn load_spec_with(spec: &str, csv: &CsvOptions) -> Result<Dataset> {
     match spec {
         "digits" => return digits(),
         "fashion-mnist" => return fashion_mnist(false),
@@ -26,7 +31,7 @@ pub fn load_spec(spec: &str) -> Result<Dataset> {
     }
     if let Some(rest) = spec.strip_prefix("csv:") {
         let (path, target) = csv_spec(spec, rest)?;
-        return load_csv(Path::new(path), target);
+        return load_csv_with(Path::new(path), target, csv);
     }
     if let Some(rest) = spec.strip_prefix("npy:") {
         return match rest.split_once(',') {
