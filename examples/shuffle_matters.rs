@@ -4,9 +4,7 @@
 //! parabola points first), and evaluated on all points.
 //! `cargo run --release --example shuffle_matters`
 
-use gpumlp::{
-    Activation, AdapterSelector, Dataset, Device, Loss, ModelSpec, Optimizer, TrainConfig, Trainer,
-};
+use gpumlp::{Activation, Dataset, Device, Loss, ModelSpec, Optimizer, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -46,13 +44,11 @@ fn train(data: &Dataset, shuffle: bool) -> anyhow::Result<f64> {
     config.epochs = 20;
     config.seed = 1;
     config.shuffle = shuffle;
-    let backend = gpumlp::place(
-        &Device::Auto(AdapterSelector::default()),
-        &spec,
-        config.optimizer,
-        10,
-    )?;
-    let mut trainer = Trainer::new(backend, &spec.init_params(7), config)?;
+    let mut trainer = Trainer::builder(&spec)
+        .device(Device::default())
+        .config(config)
+        .init_seed(7)
+        .build()?;
     trainer.fit(data, None, |_| {})?;
     Ok(trainer.evaluate(&points(false))?.accuracy())
 }

@@ -1,7 +1,7 @@
 //! XOR learned by a 2-4-1 sigmoid network from a fixed seed, on the best GPU adapter (or the CPU
 //! reference when there is none): `cargo run --release --example xor`.
 
-use gpumlp::{Activation, AdapterSelector, Dataset, Device, Loss, ModelSpec, TrainConfig, Trainer};
+use gpumlp::{Activation, Dataset, Device, Loss, ModelSpec, TrainConfig, Trainer};
 
 fn main() -> anyhow::Result<()> {
     let spec = ModelSpec::new(
@@ -17,14 +17,11 @@ fn main() -> anyhow::Result<()> {
     config.batch_size = 4;
     config.epochs = 3000;
     config.seed = 1;
-    let backend = gpumlp::place(
-        &Device::Auto(AdapterSelector::default()),
-        &spec,
-        config.optimizer,
-        4,
-    )?;
-    println!("device: {}", backend.name());
-    let mut trainer = Trainer::new(backend, &spec.init_params(1), config)?;
+    let mut trainer = Trainer::builder(&spec)
+        .device(Device::default())
+        .config(config)
+        .build()?;
+    println!("device: {}", trainer.placement().unwrap_or_default());
     trainer.fit(&data, None, |r| {
         if r.epoch % 500 == 0 {
             println!(

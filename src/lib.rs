@@ -9,7 +9,7 @@
 //! `δ_out = ∂J/∂a`, `δ_j = φ'(a_j)·Σ_k w_jk δ_k` and gradients `∂J/∂w_ij = z_i δ_j`.
 //!
 //! ```
-//! use gpumlp::{Activation, Dataset, Device, Loss, ModelSpec, Optimizer, TrainConfig, Trainer};
+//! use gpumlp::{Activation, Dataset, Device, Loss, ModelSpec, TrainConfig, Trainer};
 //!
 //! // XOR with a 2-4-1 sigmoid network on the fast CPU backend (Device::Auto picks the fastest
 //! // device: a hardware GPU, else this one).
@@ -19,8 +19,12 @@
 //! config.lr = 2.0;
 //! config.batch_size = 4;
 //! config.epochs = 3000;
-//! let backend = gpumlp::place(&Device::Cpu, &spec, config.optimizer, config.batch_size)?;
-//! let mut trainer = Trainer::new(backend, &spec.init_params(1), config)?;
+//! // The builder places the model with the configuration's optimizer and batch size.
+//! let mut trainer = Trainer::builder(&spec)
+//!     .device(Device::Cpu)
+//!     .config(config)
+//!     .init_seed(1)
+//!     .build()?;
 //! let history = trainer.fit(&data, None, |_| {})?;
 //! assert_eq!(history.last().unwrap().train_accuracy, Some(1.0));
 //! # Ok::<(), gpumlp::Error>(())
@@ -56,11 +60,11 @@ pub use model::{Activation, LayerLayout, Loss, ModelSpec};
 pub use optim::{Optimizer, Schedule, StepHyper};
 pub use reference::ReferenceBackend;
 pub use tolerance::{Comparison, Tolerance};
-pub use train::{EpochControl, EpochReport, TrainConfig, Trainer};
+pub use train::{EpochControl, EpochReport, TrainConfig, Trainer, TrainerBuilder};
 
 use std::sync::Arc;
 
-/// Where to place a model.
+/// Where to place a model ([`Device::default`]: [`Device::Auto`] with no constraint).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Device {
@@ -76,6 +80,17 @@ pub enum Device {
     /// The naive CPU reference, the oracle ([`ReferenceBackend`]).
     Reference,
 }
+
+impl Default for Device {
+    fn default() -> Self {
+        Device::Auto(AdapterSelector::default())
+    }
+}
+
+/// The README's examples, run as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// How to place a model, beyond the device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

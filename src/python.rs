@@ -161,17 +161,15 @@ impl Model {
             let spec = spec.clone();
             py.detach(move || -> crate::Result<_> {
                 let auto = matches!(device, Device::Auto(_));
-                let placed = crate::place_with(
-                    &device,
-                    &spec,
-                    optimizer,
-                    batch_size.max(1),
-                    &crate::PlaceOptions::default(),
-                )?;
-                let name = placed.backend.name();
+                let mut trainer = Trainer::builder(&spec)
+                    .device(device)
+                    .config(config)
+                    .params(params)
+                    .build()?;
+                let name = trainer.backend().name();
                 // Auto fell back to the CPU when it says why in its "(auto: ...)" note.
-                let fallback = (auto && placed.reason.contains("(auto:")).then_some(placed.reason);
-                let trainer = Trainer::new(placed.backend, &params, config)?;
+                let reason = trainer.placement().unwrap_or_default();
+                let fallback = (auto && reason.contains("(auto:")).then(|| reason.to_string());
                 Ok((trainer, name, fallback))
             })
             .map_err(py_err)?

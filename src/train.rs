@@ -11,6 +11,9 @@ use rand_chacha::ChaCha8Rng;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+mod builder;
+pub use builder::TrainerBuilder;
+
 /// How to train.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -83,6 +86,24 @@ impl TrainConfig {
     }
 }
 
+/// Refuses a configuration whose optimizer keeps other state than the one `backend` was placed
+/// with: the kinds differ in their state slots (SGD none, momentum one, Adam two).
+fn check_optimizer(backend: &mut dyn Backend, config: &TrainConfig) -> Result<()> {
+    let state = backend.optimizer_state()?;
+    let slots = usize::from(!state.m.is_empty()) + usize::from(!state.v.is_empty());
+    let params = backend.spec().param_count();
+    if params > 0 && slots != config.optimizer.state_slots() {
+        let placed = ["sgd", "momentum", "adam"]
+            .get(slots)
+            .unwrap_or(&"another optimizer");
+        return Err(Error::InvalidConfig(format!(
+            "the backend was placed for {placed}, but the configuration trains with {}: place it with the configuration's optimizer (Trainer::builder does)",
+            config.optimizer.name()
+        )));
+    }
+    Ok(())
+}
+
 /// The visiting order of `rows` training rows in epoch `epoch`: a seeded shuffle, or in order.
 /// Each epoch has its own ChaCha8 stream, so a resumed run shuffles exactly as an unbroken one.
 pub fn epoch_order(rows: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<u32> {
@@ -140,13 +161,24 @@ pub struct Trainer {
     classification: bool,
     /// The state of a reduce-on-plateau schedule.
     plateau: PlateauState,
+    /// Which device [`Trainer::builder`] chose and why.
+    placement: Option<String>,
 }
 
 impl Trainer {
-    /// A trainer for `backend`, starting from `params` ([P], e.g. `spec.init_params(seed)`).
+    /// A trainer for a `backend` placed by hand, starting from `params` ([P], e.g.
+    /// `spec.init_params(seed)`). The backend must have been placed with `config.optimizer`
+    /// and for batches of `config.batch_size` rows: [`Trainer::builder`] does both, from the
+    /// one configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad configuration or one whose optimizer keeps another
+    /// state than the backend's (e.g. Adam on a backend placed for SGD), [`Error::Shape`] for
+    /// parameters of the wrong length.
     pub fn new(mut backend: Box<dyn Backend>, params: &[f32], config: TrainConfig) -> Result<Self> {
         config.validate()?;
         backend.set_params(params)?;
+        check_optimizer(backend.as_mut(), &config)?;
         Ok(Trainer {
             backend,
             config,
@@ -155,7 +187,14 @@ impl Trainer {
             train_rows: 0,
             classification: false,
             plateau: PlateauState::default(),
+            placement: None,
         })
+    }
+
+    /// Which device [`Trainer::builder`] chose and why (`None` for [`Trainer::new`]). The
+    /// library prints nothing; `gpumlp` prints this on stderr unless `--quiet`.
+    pub fn placement(&self) -> Option<&str> {
+        self.placement.as_deref()
     }
 
     pub fn backend(&mut self) -> &mut dyn Backend {

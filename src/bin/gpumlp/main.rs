@@ -117,6 +117,13 @@ impl DeviceArgs {
         })
     }
 
+    /// The placement options these flags give (CPU threads).
+    pub fn place_options(&self) -> PlaceOptions {
+        let mut options = PlaceOptions::default();
+        options.threads = self.threads;
+        options
+    }
+
     /// Places `spec` on this device and says on stderr (unless `quiet`) which device was
     /// chosen and why.
     pub fn place(
@@ -126,9 +133,13 @@ impl DeviceArgs {
         max_batch: usize,
         quiet: bool,
     ) -> anyhow::Result<Box<dyn Backend>> {
-        let mut options = PlaceOptions::default();
-        options.threads = self.threads;
-        let placed = gpumlp::place_with(&self.device()?, spec, optimizer, max_batch, &options)?;
+        let placed = gpumlp::place_with(
+            &self.device()?,
+            spec,
+            optimizer,
+            max_batch,
+            &self.place_options(),
+        )?;
         if !quiet {
             eprintln!("gpumlp: device: {}", placed.reason);
         }

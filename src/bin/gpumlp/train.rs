@@ -393,10 +393,18 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.as_ref().expect("resume sets --out").display()
         );
     }
-    let backend = args
-        .device
-        .place(&spec, config.optimizer, batch, args.quiet)?;
-    let device_name = backend.name();
+    // One configuration places the model (optimizer, batch size) and trains it.
+    let mut trainer = Trainer::builder(&spec)
+        .device(device.clone())
+        .config(config.clone())
+        .place_options(args.device.place_options())
+        .params(params.clone())
+        .train_rows(train.rows)
+        .build()?;
+    if let (Some(reason), false) = (trainer.placement(), args.quiet) {
+        eprintln!("gpumlp: device: {reason}");
+    }
+    let device_name = trainer.backend().name();
     if !args.quiet {
         eprintln!(
             "gpumlp: training {} ({}, {}) on {} | {} train / {} validation samples, batch {batch}",
@@ -416,7 +424,6 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             val.as_ref().map_or(0, |v| v.rows)
         );
     }
-    let mut trainer = Trainer::new(backend, &params, config.clone())?;
     if let Some(k) = args.verify {
         if device == Device::Reference || device_name == "cpu-reference" {
             bail!("--verify compares this run's device with the CPU reference, but this run is on the reference itself");
