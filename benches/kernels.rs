@@ -3,8 +3,8 @@
 //! from `matrixmultiply`) on the same shapes in the same run. Measures; never fails a build.
 //!
 //! Kernel times come from `GpuBackend::profile_step`: GPU timestamp queries, so the kernels' own
-//! time, or on CPU adapters each dispatch submitted alone and timed by the host clock (lavapipe's
-//! timestamps do not wait for dispatches that bind storage images). The largest shape (1024-4096-4096-1024, batch
+//! time, or where the plan says so (`plan::wall_clock_profiling`: CPU adapters) each dispatch
+//! submitted alone and timed by the host clock. The largest shape (1024-4096-4096-1024, batch
 //! 8192) takes minutes per step on a software adapter: it runs only with GPUMLP_BENCH_LARGE=1
 //! or on a non-CPU adapter.
 

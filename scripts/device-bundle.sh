@@ -13,8 +13,8 @@ mkdir -p "$dir/bin" "$dir/tests" "$dir/debs" "$dir/peers"
 cargo build --release --quiet
 cp target/release/gpumlp "$dir/bin/"
 # Every test binary the check runs, from cargo's own list of what it built.
-cargo test --release --no-run --message-format=json --test kernels --test step --test fused \
-  --test subgroup_matmul 2>/dev/null |
+cargo test --release --no-run --message-format=json --test kernels --test step --test fused --test gemm \
+  2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' |
   while read -r exe; do cp "$exe" "$dir/tests/"; done
 strip "$dir/bin/gpumlp" "$dir"/tests/* 2>/dev/null || true

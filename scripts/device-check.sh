@@ -62,7 +62,7 @@ if command -v nvidia-smi >/dev/null; then nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 
 log "GPU-vs-CPU kernel tests"
 # The newest build of each test binary (cargo names them NAME-HASH).
-test_names="kernels step fused subgroup_matmul"
+test_names="kernels step fused gemm"
 [ "$quick" = 1 ] && test_names="kernels"
 passed=0
 failed=0

@@ -55,7 +55,7 @@ pub use cpu::CpuBackend;
 pub use data::{Dataset, Targets};
 pub use early_stopping::{EarlyStopping, Monitor, Verdict};
 pub use error::{Error, Result};
-pub use gpu::{AdapterInfo, AdapterSelector, GpuBackend, GpuContext, GpuOptions};
+pub use gpu::{AdapterInfo, AdapterSelector, GpuBackend, GpuContext, GpuOptions, Tune};
 pub use model::{Activation, LayerLayout, Loss, ModelSpec};
 pub use optim::{Optimizer, Schedule, StepHyper};
 pub use reference::ReferenceBackend;
@@ -98,6 +98,8 @@ pub struct ReadmeDoctests;
 pub struct PlaceOptions {
     /// Threads of the CPU backend (None: `GPUMLP_THREADS`, else one per logical core).
     pub threads: Option<usize>,
+    /// Whether a GPU placement times the plan's candidate kernels first ([`GpuOptions::tune`]).
+    pub tune: Tune,
 }
 
 /// A placed model, and one line saying which device was chosen and why.
@@ -132,13 +134,13 @@ pub fn place_with(
     // checks those; the CPU backend checks its own buffers).
     spec.check_host_memory(optimizer, 0)?;
     let on_gpu = |ctx: GpuContext, reason: String| -> Result<Placement> {
-        let backend = GpuBackend::new(
-            Arc::new(ctx),
-            spec,
-            optimizer,
-            max_batch,
-            GpuOptions::default(),
-        )?;
+        let mut gpu_options = GpuOptions::default();
+        gpu_options.tune = options.tune;
+        let backend = GpuBackend::new(Arc::new(ctx), spec, optimizer, max_batch, gpu_options)?;
+        let reason = match backend.tuning() {
+            Some(t) => format!("{reason}; {}", gpu::tune::summary(t)),
+            None => reason,
+        };
         Ok(Placement {
             backend: Box::new(backend),
             reason,

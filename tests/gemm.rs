@@ -1,20 +1,23 @@
-//! The real-GPU matmul (shaders/matmul_gemm.wgsl) against the CPU reference, every candidate
-//! tile forced one by one: each form with each of its fused epilogues on awkward shapes (and on
-//! aligned ones, which take the vec4 paths), split-K on and off, then whole training steps and a
-//! 50-step trajectory. One test case per adapter (`vulkan`, `gl`), so a failure on one adapter
-//! never hides the other's result.
+//! Every matmul kernel the plan or the tuner can choose against the CPU reference, forced one
+//! by one: each `matmul_gemm` tile (shaders/matmul_gemm.wgsl), the barrier-free blocked kernel
+//! (the tuner's extra candidate on software adapters) and `matmul_tiled`; each form with each
+//! of its fused epilogues on awkward shapes (and on aligned ones, which take the vec4 paths),
+//! split-K on and off, then whole training steps and a 50-step trajectory (the non-GEMM
+//! kernels placed through the tuner's override map, as a tuned placement runs them). One test
+//! case per adapter (`vulkan`, `gl`), so a failure on one adapter never hides the other's.
 
 mod common;
 
-use common::{dense_reference, gpus, on_ci, report, targets, uniform, GRAD_TOL, OUTPUT_TOL};
+use common::{dense_reference, report, targets, uniform, GRAD_TOL, OUTPUT_TOL};
 use gpumlp::backend::Backend;
-use gpumlp::gpu::kernels::GemmConfig;
+use gpumlp::gpu::kernels::{GemmConfig, MatmulVariant};
+use gpumlp::gpu::plan::{step_matmuls, MatmulKey, Tuning};
 use gpumlp::gpu::probe::{self, MatmulChoice};
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::{Optimizer, StepHyper};
 use gpumlp::reference::ops::{self, MatmulForm};
 use gpumlp::{Dataset, GpuBackend, GpuContext, GpuOptions, ReferenceBackend, Tolerance};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// f32 sums over up to 300 terms of size ≤ 1 in another order than the reference (as
 /// tests/kernels.rs).
@@ -22,42 +25,21 @@ const MATMUL_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
 /// exp and tanh differ by a few ulps between backends.
 const ELEMENTWISE_TOL: Tolerance = Tolerance::new(1e-4, 1e-6);
 
-/// Runs `body` on the adapter of `backend`, one test at a time per adapter (GL compiles under
-/// one context lock; large kernels from several threads can time it out). Without that adapter:
-/// skipped, except under CI, where `gpus()` requires both.
-fn on(backend: &str, body: fn(&Arc<GpuContext>)) {
-    static VULKAN: Mutex<()> = Mutex::new(());
-    static GL: Mutex<()> = Mutex::new(());
-    let Some(ctx) = gpus().iter().find(|c| c.info.backend == backend) else {
-        assert!(!on_ci(), "CI needs a {backend} adapter");
-        report(format!("no {backend} adapter here: skipped"));
-        return;
-    };
-    let lock = if backend == "gl" { &GL } else { &VULKAN };
-    let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
-    body(ctx)
+common::on_each_adapter!(forward, delta, grad, training_step, trajectory);
+
+/// Every kernel forced in turn: the GEMM tiles this adapter can run, then `matmul_blocked`
+/// and `matmul_tiled`.
+fn candidates(ctx: &GpuContext) -> Vec<MatmulVariant> {
+    let mut v: Vec<MatmulVariant> = gemm_candidates(ctx)
+        .into_iter()
+        .map(MatmulVariant::Gemm)
+        .collect();
+    v.extend([MatmulVariant::Blocked, MatmulVariant::Tiled]);
+    v
 }
 
-/// One `#[test]` per adapter for each body: `forward::vulkan`, `forward::gl`, ...
-macro_rules! on_each_adapter {
-    ($($body:ident),* $(,)?) => {$(
-        mod $body {
-            #[test]
-            fn vulkan() {
-                super::on("vulkan", super::$body)
-            }
-            #[test]
-            fn gl() {
-                super::on("gl", super::$body)
-            }
-        }
-    )*};
-}
-
-on_each_adapter!(forward, delta, grad, training_step, trajectory);
-
-/// The candidates this adapter can run (all of them on lavapipe and llvmpipe: 32 KiB).
-fn candidates(ctx: &GpuContext) -> Vec<GemmConfig> {
+/// The GEMM tiles this adapter can run (all of them on lavapipe and llvmpipe: 32 KiB).
+fn gemm_candidates(ctx: &GpuContext) -> Vec<GemmConfig> {
     let all = GemmConfig::CANDIDATES;
     let fit: Vec<GemmConfig> = all
         .iter()
@@ -80,10 +62,11 @@ fn candidates(ctx: &GpuContext) -> Vec<GemmConfig> {
     fit
 }
 
-fn forced(g: GemmConfig) -> MatmulChoice {
+fn forced(v: MatmulVariant) -> MatmulChoice {
     MatmulChoice {
-        gemm: Some(g),
+        variant: Some(v),
         split_k: 1,
+        ..Default::default()
     }
 }
 
@@ -126,7 +109,7 @@ fn forward(ctx: &Arc<GpuContext>) {
             let wb = uniform((k + 1) * n, -1.0, 1.0, 2);
             let (a, z) = probe::forward_with(ctx, forced(g), &x, &wb, b, k, n, act).unwrap();
             let (wa, wz) = dense_reference(&x, &wb, b, k, n, act);
-            let what = format!("{}: gemm {g} forward {act} [{b}x{k}]·[{k}x{n}]", ctx.info);
+            let what = format!("{}: {g} forward {act} [{b}x{k}]·[{k}x{n}]", ctx.info);
             worst = worst.max(MATMUL_TOL.assert_close(&what, &a, &wa).max_abs_diff);
             if act == Activation::Step {
                 // φ jumps at 0: compare where a is not within rounding of 0.
@@ -141,7 +124,7 @@ fn forward(ctx: &Arc<GpuContext>) {
         }
     }
     report(format!(
-        "{}: gemm forward, every candidate: largest |GPU − CPU| {worst:.2e}",
+        "{}: forward, every kernel: largest |GPU − CPU| {worst:.2e}",
         ctx.info
     ));
 }
@@ -173,13 +156,13 @@ fn delta(ctx: &Arc<GpuContext>) {
                 let plain = ops::matmul(MatmulForm::Nt, &d, &w, b, n, k);
                 MATMUL_TOL.assert_close("reference δ·Wᵀ", &want, &plain);
             }
-            let what = format!("{}: gemm {g} delta {act}' [{b}x{k}]·[{n}x{k}]ᵀ", ctx.info);
+            let what = format!("{}: {g} delta {act}' [{b}x{k}]·[{n}x{k}]ᵀ", ctx.info);
             let c = Tolerance::new(2e-4, 1e-5).assert_close(&what, &got, &want);
             worst = worst.max(c.max_abs_diff);
         }
     }
     report(format!(
-        "{}: gemm delta, every candidate: largest |GPU − CPU| {worst:.2e}",
+        "{}: delta, every kernel: largest |GPU − CPU| {worst:.2e}",
         ctx.info
     ));
 }
@@ -235,8 +218,9 @@ fn grad(ctx: &Arc<GpuContext>) {
                     let o = opt.unwrap_or(Optimizer::Sgd);
                     let h = o.hyper(0.05, 5, if opt.is_some() { 0.01 } else { 0.0 });
                     let choice = MatmulChoice {
-                        gemm: Some(g),
+                        variant: Some(g),
                         split_k,
+                        ..Default::default()
                     };
                     let kind = opt.map(|o| o.kind());
                     let out =
@@ -245,7 +229,7 @@ fn grad(ctx: &Arc<GpuContext>) {
                     let (gw, [wp, wm, wv]) =
                         fused_reference(&z, &d, [&params, &mm, &vv], (b, m, n), o, &h);
                     let what = format!(
-                        "{}: gemm {g} grad{} split-K {split_k} [z,1]ᵀ·δ [{m}x{b}]·[{b}x{n}]",
+                        "{}: {g} grad{} split-K {split_k} [z,1]ᵀ·δ [{m}x{b}]·[{b}x{n}]",
                         ctx.info,
                         opt.map_or(String::new(), |o| format!(" + {}", o.name())),
                     );
@@ -272,32 +256,66 @@ fn grad(ctx: &Arc<GpuContext>) {
         }
     }
     report(format!(
-        "{}: gemm grad, every candidate, split-K on and off: largest |GPU − CPU| {worst:.2e}",
+        "{}: grad, every kernel, split-K on and off: largest |GPU − CPU| {worst:.2e}",
         ctx.info
     ));
 }
 
 /// Every matmul of a step on `g`, layered (the fused narrow-MLP step off).
 fn gemm_options(g: GemmConfig) -> GpuOptions {
-    {
-        let mut c = GpuOptions::default();
-        c.force_gemm = Some(g);
-        c.fused_mlp = Some(false);
-        c.capture_gradients = true;
-        c
+    let mut c = layered_options();
+    c.force_gemm = Some(g);
+    c
+}
+
+/// [`gemm_options`] without the forced tile.
+fn layered_options() -> GpuOptions {
+    let mut c = GpuOptions::default();
+    c.fused_mlp = Some(false);
+    c.capture_gradients = true;
+    c
+}
+
+/// `spec` placed for `rows` rows with every matmul on `v`: a GEMM tile by `force_gemm`, the
+/// other kernels by a tuning that chose them everywhere (the tuner's override map).
+fn placed(
+    ctx: &Arc<GpuContext>,
+    spec: &ModelSpec,
+    opt: Optimizer,
+    rows: usize,
+    v: MatmulVariant,
+    options: GpuOptions,
+) -> GpuBackend {
+    if let MatmulVariant::Gemm(g) = v {
+        let mut options = options;
+        options.force_gemm = Some(g);
+        return GpuBackend::new(ctx.clone(), spec, opt, rows, options).unwrap();
     }
+    let mut tuning = Tuning::default();
+    for (_, _, mode, dims, _) in step_matmuls(spec, rows) {
+        tuning.matmuls.insert(MatmulKey::of(mode, &dims), v);
+    }
+    let gpu = GpuBackend::new_tuned(ctx.clone(), spec, opt, rows, options, tuning).unwrap();
+    let plan = gpu.plan().unwrap();
+    assert!(
+        plan.matmuls.iter().all(|m| m.choice == "tuned"),
+        "{}: {v} was not placed everywhere: {:?}",
+        ctx.info,
+        plan.matmuls
+    );
+    gpu
 }
 
 /// One Adam step with L2 on both backends from the same parameters; compares outputs, loss,
 /// every gradient and the updated parameters. Returns the largest gradient difference.
-fn one_step(ctx: &Arc<GpuContext>, spec: &ModelSpec, rows: usize, g: GemmConfig) -> f32 {
+fn one_step(ctx: &Arc<GpuContext>, spec: &ModelSpec, rows: usize, g: MatmulVariant) -> f32 {
     let x = uniform(rows * spec.inputs(), -1.0, 1.0, 30);
     let t = targets(spec, rows, 31);
     let params = spec.init_params(32);
     let opt = Optimizer::adam();
     let hyper = opt.hyper(0.01, 1, 0.001);
     let order: Vec<u32> = (0..rows as u32).collect();
-    let mut gpu = GpuBackend::new(ctx.clone(), spec, opt, rows, gemm_options(g)).unwrap();
+    let mut gpu = placed(ctx, spec, opt, rows, g, layered_options());
     let mut cpu = ReferenceBackend::new(spec, opt).unwrap();
     let mut results = Vec::new();
     for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
@@ -312,7 +330,7 @@ fn one_step(ctx: &Arc<GpuContext>, spec: &ModelSpec, rows: usize, g: GemmConfig)
         results.push((before, stats[0].loss_sum as f32, grads, after));
     }
     let (gr, cr) = (&results[0], &results[1]);
-    let what = format!("{}: gemm {g} step {:?} b{rows}", ctx.info, spec.sizes);
+    let what = format!("{}: {g} step {:?} b{rows}", ctx.info, spec.sizes);
     OUTPUT_TOL.assert_close(&format!("{what}: outputs"), &gr.0, &cr.0);
     OUTPUT_TOL.assert_close(&format!("{what}: loss"), &[gr.1], &[cr.1]);
     let grads = GRAD_TOL.assert_close(&format!("{what}: gradients"), &gr.2, &cr.2);
@@ -358,7 +376,7 @@ fn training_step(ctx: &Arc<GpuContext>) {
         worst = worst.max(one_step(ctx, &aligned, 600, g));
     }
     report(format!(
-        "{}: one step with each gemm candidate forced: largest gradient |GPU − CPU| {worst:.2e}",
+        "{}: one step with each kernel forced: largest gradient |GPU − CPU| {worst:.2e}",
         ctx.info
     ));
 }
@@ -406,14 +424,19 @@ fn trajectory(ctx: &Arc<GpuContext>) {
         (losses, trainer.params().unwrap())
     };
     let (cpu_loss, cpu_params) = run(Box::new(ReferenceBackend::new(&spec, opt).unwrap()));
-    for g in [GemmConfig::CANDIDATES[0], GemmConfig::NARROW] {
+    let kernels = [
+        MatmulVariant::Gemm(GemmConfig::CANDIDATES[0]),
+        MatmulVariant::Gemm(GemmConfig::NARROW),
+        MatmulVariant::Blocked,
+    ];
+    for g in kernels {
         let place = || {
-            let mut options = gemm_options(g);
+            let mut options = layered_options();
             options.capture_gradients = false;
-            Box::new(GpuBackend::new(ctx.clone(), &spec, opt, 16, options).unwrap())
+            Box::new(placed(ctx, &spec, opt, 16, g, options))
         };
         let (loss, params) = run(place());
-        let what = format!("{}: gemm {g} 50-step trajectory", ctx.info);
+        let what = format!("{}: {g} 50-step trajectory", ctx.info);
         let l =
             Tolerance::new(1e-3, 1e-5).assert_close(&format!("{what} losses"), &loss, &cpu_loss);
         let p = Tolerance::new(1e-3, 1e-4).assert_close(

@@ -75,13 +75,13 @@ fn compare_one_step(
     }
 }
 
-/// The schedules a test runs on every adapter: the default kernels for the adapter, and the
-/// GPU matmul (shared-memory tiles, what real GPUs run) forced onto it, so that the kernel every
-/// real GPU uses is tested on the software adapters too.
+/// The schedules a test runs on every adapter: the default kernels (the `matmul_gemm` tiles
+/// real GPUs run, on every adapter), and `matmul_tiled` forced, the kernel of devices where no
+/// GEMM tile fits.
 fn schedules() -> [(&'static str, GpuOptions); 2] {
     [
         ("default kernels", GpuOptions::default()),
-        ("tiled GPU matmul", {
+        ("matmul_tiled", {
             let mut c = GpuOptions::default();
             c.force_tiled_matmul = true;
             c.fused_mlp = Some(false);
@@ -194,10 +194,10 @@ fn batch_spanning_many_workgroups_matches_reference() {
     }
 }
 
-/// Widths that are multiples of 4 run the subgroup matmul on CPU adapters with 8-lane
-/// subgroups (lavapipe): every form, the fused optimizer, split-K over a large batch, batch 1.
+/// Widths that are multiples of 4 take `matmul_gemm`'s vec4 fast paths in their interior:
+/// every form, the fused optimizer, split-K over a large batch, batch 1.
 #[test]
-fn aligned_widths_on_the_subgroup_matmul_match_reference() {
+fn aligned_widths_on_the_vec4_paths_match_reference() {
     let mut layered = GpuOptions::default();
     layered.fused_mlp = Some(false);
     let cases = [
@@ -235,7 +235,7 @@ fn aligned_widths_on_the_subgroup_matmul_match_reference() {
             }
         }
         report(format!(
-            "{}: aligned widths (subgroup matmul where available): largest |GPU − CPU| outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}",
+            "{}: aligned widths (vec4 loads): largest |GPU − CPU| outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}",
             ctx.info, worst[0], worst[1], worst[2], worst[3]
         ));
     }
@@ -266,8 +266,8 @@ fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (V
 
 #[test]
 fn fifty_step_trajectory_matches_reference_and_reruns_bit_identically() {
-    // Awkward widths (the blocked matmul on CPU adapters), then widths that are multiples of 4
-    // (the subgroup matmul where the adapter has one).
+    // Awkward widths (matmul_gemm's scalar edge loads), then widths that are multiples of 4
+    // (its vec4 loads).
     for sizes in [[7, 65, 63, 3], [8, 64, 36, 4]] {
         let spec = ModelSpec::new(
             &sizes,
@@ -618,6 +618,7 @@ fn device_memory_does_not_grow_across_epochs_or_new_data() {
         let mut trainer = Trainer::new(Box::new(gpu), &spec.init_params(0), {
             let mut c = TrainConfig::default();
             c.epochs = 1;
+            c.optimizer = Optimizer::adam();
             c
         })
         .unwrap();

@@ -1,20 +1,12 @@
 //! Every WGSL source in one place, the uniform structs that mirror them, and pipeline creation.
 
-use super::plan::{self, KernelSupport};
+use super::plan::{self, KernelSupport, Overrides};
 use bytemuck::{Pod, Zeroable};
 
 /// The kernel families, one `shaders/*.wgsl` file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Matmul,
-    /// The CPU-adapter matmul with subgroup broadcasts: matmul.wgsl + matmul_subgroup.wgsl,
-    /// built only on devices with the SUBGROUP feature.
-    MatmulSubgroup,
-    /// The subgroup matmul reading its operands from storage images: matmul.wgsl +
-    /// matmul_image.wgsl, built where the subgroup matmul is.
-    MatmulImage,
-    /// Copies of operands into those images (image.wgsl).
-    Image,
     /// The real-GPU matmul in tiles chosen by override constants ([`GemmConfig`]):
     /// matmul.wgsl + matmul_gemm.wgsl, built on every device.
     MatmulGemm,
@@ -28,20 +20,14 @@ pub const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 /// Shared WGSL: the per-step uniform and the optimizer update.
 pub const STEP_WGSL: &str = include_str!("../../shaders/step.wgsl");
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
-pub const MATMUL_SUBGROUP_WGSL: &str = include_str!("../../shaders/matmul_subgroup.wgsl");
-pub const MATMUL_IMAGE_WGSL: &str = include_str!("../../shaders/matmul_image.wgsl");
-pub const IMAGE_WGSL: &str = include_str!("../../shaders/image.wgsl");
 pub const MATMUL_GEMM_WGSL: &str = include_str!("../../shaders/matmul_gemm.wgsl");
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
 pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 5] = [
         Family::Matmul,
-        Family::MatmulSubgroup,
-        Family::MatmulImage,
-        Family::Image,
         Family::MatmulGemm,
         Family::Loss,
         Family::Optimizer,
@@ -53,15 +39,6 @@ impl Family {
     pub fn source(self) -> String {
         let (preludes, own): (&[&str], &str) = match self {
             Family::Matmul => (&[ACTIVATION_WGSL, STEP_WGSL], MATMUL_WGSL),
-            Family::MatmulSubgroup => (
-                &[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL],
-                MATMUL_SUBGROUP_WGSL,
-            ),
-            Family::MatmulImage => (
-                &[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL],
-                MATMUL_IMAGE_WGSL,
-            ),
-            Family::Image => (&[STEP_WGSL], IMAGE_WGSL),
             Family::MatmulGemm => (&[ACTIVATION_WGSL, STEP_WGSL, MATMUL_WGSL], MATMUL_GEMM_WGSL),
             Family::Loss => (&[ACTIVATION_WGSL, STEP_WGSL], LOSS_WGSL),
             Family::Optimizer => (&[STEP_WGSL], OPTIMIZER_WGSL),
@@ -77,9 +54,6 @@ impl Family {
     pub fn file(self) -> &'static str {
         match self {
             Family::Matmul => "shaders/matmul.wgsl",
-            Family::MatmulSubgroup => "shaders/matmul_subgroup.wgsl",
-            Family::MatmulImage => "shaders/matmul_image.wgsl",
-            Family::Image => "shaders/image.wgsl",
             Family::MatmulGemm => "shaders/matmul_gemm.wgsl",
             Family::Loss => "shaders/loss.wgsl",
             Family::Optimizer => "shaders/optimizer.wgsl",
@@ -141,7 +115,7 @@ pub struct OneU32 {
 }
 
 /// The matmul's three forms (the `MODE` override).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum MatmulMode {
     Forward = 0,
     Delta = 1,
@@ -153,30 +127,49 @@ pub enum MatmulMode {
 /// constant (the probes) still covers C.
 pub const MATMUL_TILE: u32 = 64;
 
-/// The two matmul kernels in shaders/matmul.wgsl.
+/// The matmul kernels: two in shaders/matmul.wgsl, the tiles of shaders/matmul_gemm.wgsl.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum MatmulVariant {
     /// `matmul_tiled`: 64×64 workgroup tiles staged through workgroup memory, 4×4 register
-    /// tiles per invocation. For GPUs.
+    /// tiles per invocation. Where no `matmul_gemm` tile fits the device.
     Tiled,
     /// `matmul_blocked`: no workgroup memory and no barriers; each of 64 invocations owns a
-    /// 16×8 register block. For CPU adapters (lavapipe, llvmpipe), where every memory access
-    /// is a per-lane scalar loop and barriers split a workgroup into coroutines.
+    /// 16×8 register block. A tuner candidate on software adapters (lavapipe, llvmpipe), where
+    /// every memory access is a per-lane scalar loop and barriers split a workgroup into
+    /// coroutines.
     Blocked,
-    /// `matmul_sg_{forward,delta,grad}` (shaders/matmul_subgroup.wgsl): vec4 loads of
-    /// 16-byte-aligned operands shared across 8-lane subgroups by broadcasts. For CPU adapters
-    /// with 8-lane subgroups, on shapes whose widths and offsets are multiples of 4.
-    Subgroup(MatmulMode),
-    /// `matmul_img_{forward,delta,grad}` (shaders/matmul_image.wgsl): the subgroup kernels with
-    /// both operands read from rgba32float storage images that mirror them (`images.rs`).
-    Image(MatmulMode),
     /// `matmul_gemm` (shaders/matmul_gemm.wgsl): the real-GPU kernel, in the tile `GemmConfig`
     /// (vec4 loads, conflict-free k-major staging, register-prefetch double buffering).
     Gemm(GemmConfig),
-    /// `matmul_narrow_grad` (in matmul_subgroup.wgsl, no subgroup operations): the gradient
-    /// of a layer with at most [`NARROW_GRAD_MAX`] outputs (the value) that the subgroup kernel
-    /// cannot take; each lane owns 4 rows and every column.
-    NarrowGrad(u32),
+}
+
+impl std::fmt::Display for MatmulVariant {
+    /// `tiled`, `blocked` or `gemm:128x128x8/8x8`: how the tuner's cache and the plan name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MatmulVariant::Tiled => write!(f, "tiled"),
+            MatmulVariant::Blocked => write!(f, "blocked"),
+            MatmulVariant::Gemm(g) => write!(f, "gemm:{g}"),
+        }
+    }
+}
+
+impl std::str::FromStr for MatmulVariant {
+    type Err = String;
+
+    /// Parses the [`Display`](std::fmt::Display) form.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tiled" => Ok(MatmulVariant::Tiled),
+            "blocked" => Ok(MatmulVariant::Blocked),
+            _ => match s.strip_prefix("gemm:") {
+                Some(g) => g.parse().map(MatmulVariant::Gemm),
+                None => Err(format!(
+                    "'{s}' is not a matmul kernel: tiled, blocked or gemm:BMxBNxBK/TMxTN"
+                )),
+            },
+        }
+    }
 }
 
 /// A workgroup tile of `matmul_gemm` (shaders/matmul_gemm.wgsl), its override constants:
@@ -308,9 +301,6 @@ impl std::fmt::Display for GemmConfig {
     }
 }
 
-/// The widest δ `matmul_narrow_grad` takes (its `NN_MAX`).
-pub const NARROW_GRAD_MAX: u32 = 16;
-
 /// A matmul launch shape: which kernel, and (blocked) how its 64 invocations split over
 /// columns. Chosen per adapter and per problem shape by [`Kernels::matmul_config`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -320,8 +310,6 @@ pub struct MatmulConfig {
     pub wg_n: u32,
 }
 
-/// Outputs (rows, columns) per workgroup of `matmul_sg_grad`: 2 x 4 subgroups of 32 x 16.
-const SG_GRAD_TILE: (u32, u32) = (64, 64);
 /// Outputs per invocation of the blocked variant, along rows and along columns.
 pub(crate) const BLOCK_M: u32 = 16;
 pub(crate) const BLOCK_N: u32 = 8;
@@ -334,13 +322,6 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Tiled => "matmul_tiled",
             MatmulVariant::Blocked => "matmul_blocked",
-            MatmulVariant::Subgroup(MatmulMode::Forward) => "matmul_sg_forward",
-            MatmulVariant::Subgroup(MatmulMode::Delta) => "matmul_sg_delta",
-            MatmulVariant::Subgroup(MatmulMode::Grad) => "matmul_sg_grad",
-            MatmulVariant::Image(MatmulMode::Forward) => "matmul_img_forward",
-            MatmulVariant::Image(MatmulMode::Delta) => "matmul_img_delta",
-            MatmulVariant::Image(MatmulMode::Grad) => "matmul_img_grad",
-            MatmulVariant::NarrowGrad(_) => "matmul_narrow_grad",
             MatmulVariant::Gemm(_) => "matmul_gemm",
         }
     }
@@ -349,7 +330,6 @@ impl MatmulConfig {
     pub fn shape_constants(&self) -> Vec<(&'static str, f64)> {
         match self.variant {
             MatmulVariant::Blocked => vec![("WG_N", self.wg_n as f64)],
-            MatmulVariant::NarrowGrad(n) => vec![("NARROW_N", n as f64)],
             MatmulVariant::Gemm(g) => g.constants(),
             _ => vec![],
         }
@@ -358,8 +338,6 @@ impl MatmulConfig {
     /// The family whose module and bind group layout the kernel uses.
     pub fn family(&self) -> Family {
         match self.variant {
-            MatmulVariant::Subgroup(_) | MatmulVariant::NarrowGrad(_) => Family::MatmulSubgroup,
-            MatmulVariant::Image(_) => Family::MatmulImage,
             MatmulVariant::Gemm(_) => Family::MatmulGemm,
             _ => Family::Matmul,
         }
@@ -370,43 +348,15 @@ impl MatmulConfig {
         match self.variant {
             MatmulVariant::Tiled => (MATMUL_TILE, MATMUL_TILE),
             MatmulVariant::Blocked => (BLOCK_WG / self.wg_n * BLOCK_M, self.wg_n * BLOCK_N),
-            // 8 subgroups: forward/delta 4 x 2 of (16 rows x 32 columns)
-            MatmulVariant::Subgroup(MatmulMode::Grad) | MatmulVariant::Image(MatmulMode::Grad) => {
-                SG_GRAD_TILE
-            }
-            MatmulVariant::Subgroup(_) | MatmulVariant::Image(_) => (64, 64),
-            MatmulVariant::NarrowGrad(_) => (256, NARROW_GRAD_MAX),
             MatmulVariant::Gemm(g) => (g.bm, g.bn),
         }
     }
 
     /// Workgroups (x over columns, y over rows) for a `rows × cols` output.
     pub fn groups(&self, rows: u32, cols: u32) -> (u32, u32) {
-        // The subgroup gradient kernel makes the last (bias) row from its column sums of δ:
-        // its row tiles cover only W's rows.
-        let rows = if matches!(
-            self.variant,
-            MatmulVariant::Subgroup(MatmulMode::Grad) | MatmulVariant::Image(MatmulMode::Grad)
-        ) {
-            rows.saturating_sub(1)
-        } else {
-            rows
-        };
         let (tm, tn) = self.tile();
         (cols.div_ceil(tn).max(1), rows.div_ceil(tm).max(1))
     }
-}
-/// The format of the operand images: one texel holds 4 consecutive f32 of a row.
-pub const IMAGE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
-
-/// Mirrors `struct Mirror` in shaders/image.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct MirrorDims {
-    pub cols4: u32,
-    pub rows: u32,
-    pub offset4: u32,
-    pub batch_rows: u32,
 }
 
 /// Invocations per workgroup of the 1-D kernels.
@@ -421,9 +371,6 @@ pub enum Slot {
     Step,
     Read,
     ReadWrite,
-    /// An rgba32float storage image, read-only / write-only.
-    ImageRead,
-    ImageWrite,
 }
 
 /// Bytes of one `StepUniform` slot as bound (the slots themselves are spaced by the device's
@@ -440,11 +387,11 @@ pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 }
 
 /// Bindings that a family binds again, after its own, to the same buffers: (binding, the
-/// earlier binding whose buffer it takes). The subgroup matmul reads lhs (2) and rhs (3) also
-/// as vec4 arrays (8, 9).
+/// earlier binding whose buffer it takes). The GEMM reads lhs (2) and rhs (3) also as vec4
+/// arrays (8, 9).
 pub fn family_aliases(f: Family) -> &'static [(usize, usize)] {
     match f {
-        Family::MatmulSubgroup | Family::MatmulGemm => &[(8, 2), (9, 3)],
+        Family::MatmulGemm => &[(8, 2), (9, 3)],
         _ => &[],
     }
 }
@@ -457,16 +404,9 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
         ],
         // bindings 8, 9: lhs and rhs again, as vec4 arrays (`family_aliases`)
-        Family::MatmulSubgroup | Family::MatmulGemm => &[
+        Family::MatmulGemm => &[
             Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
         ],
-        // bindings 8, 9: lhs and rhs mirrored in images (`bind_group_with_images`)
-        Family::MatmulImage => &[
-            Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ImageRead,
-            ImageRead,
-        ],
-        // binding 3: the row order (gather_to_image; to_image binds anything there)
-        Family::Image => &[Uniform, Step, Read, Read, ImageWrite],
         Family::Loss => &[Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Optimizer => &[Uniform, Step, Read, ReadWrite, ReadWrite, ReadWrite],
         Family::Data => &[Uniform, Step, Read, Read, ReadWrite],
@@ -477,25 +417,19 @@ pub fn family_slots(f: Family) -> &'static [Slot] {
 pub struct Kernels {
     /// Which matmul kernels this device runs, as the plan decided.
     support: KernelSupport,
+    /// The tuner's measured choices, which take precedence over the static plan.
+    overrides: Overrides,
     modules: Vec<(Family, wgpu::ShaderModule)>,
     layouts: Vec<(Family, wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
 }
 
 impl Kernels {
-    /// The modules and layouts of every family `support` needs (the subgroup and image
-    /// families only where they run).
-    pub fn new(device: &wgpu::Device, support: KernelSupport) -> Self {
+    /// The modules and layouts of every family, for the kernels `support` names and the
+    /// tuner's `overrides` (see [`plan::plan_tuned`]).
+    pub fn new(device: &wgpu::Device, support: KernelSupport, overrides: Overrides) -> Self {
         let mut modules = Vec::new();
         let mut layouts = Vec::new();
-        let subgroup_matmul = support.subgroup_matmul;
         for f in Family::ALL {
-            let needs_subgroups = matches!(
-                f,
-                Family::MatmulSubgroup | Family::MatmulImage | Family::Image
-            );
-            if needs_subgroups && !subgroup_matmul {
-                continue;
-            }
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(f.file()),
                 source: wgpu::ShaderSource::Wgsl(f.source().into()),
@@ -520,14 +454,6 @@ impl Kernels {
                             has_dynamic_offset: false,
                             min_binding_size: None,
                         },
-                        Slot::ImageRead | Slot::ImageWrite => wgpu::BindingType::StorageTexture {
-                            access: match s {
-                                Slot::ImageRead => wgpu::StorageTextureAccess::ReadOnly,
-                                _ => wgpu::StorageTextureAccess::WriteOnly,
-                            },
-                            format: IMAGE_FORMAT,
-                            view_dimension: wgpu::TextureViewDimension::D2,
-                        },
                     },
                     count: None,
                 })
@@ -545,6 +471,7 @@ impl Kernels {
         }
         Kernels {
             support,
+            overrides,
             modules,
             layouts,
         }
@@ -564,32 +491,28 @@ impl Kernels {
         self.support
     }
 
-    /// Uses `matmul_gemm` with the tile `cfg` for every launch whatever the adapter (tests and
-    /// benches; the plan's `force_gemm`).
-    pub fn with_gemm(mut self, cfg: GemmConfig) -> Self {
-        self.support.default_variant = MatmulVariant::Gemm(cfg);
+    /// Runs `variant` for every launch whatever the adapter (tests, benches and the tuner:
+    /// how one candidate is forced). A `Gemm` tile must [`GemmConfig::fits`] the device.
+    pub fn with_variant(mut self, variant: MatmulVariant) -> Self {
+        self.support.default_variant = variant;
         self.support.gemm_by_shape = false;
-        self.support.subgroup_matmul = false;
-        self.support.image_matmul = false;
+        self.overrides = Overrides::default();
         self
     }
 
-    /// `cfg` with its operands read from images where this adapter runs the image kernels:
-    /// the subgroup kernel's launch shape, `MatmulVariant::Image`. The caller mirrors both
-    /// operands (`images.rs`); anything else is returned unchanged.
-    pub fn with_image_operands(&self, cfg: MatmulConfig) -> MatmulConfig {
-        match cfg.variant {
-            MatmulVariant::Subgroup(mode) if self.support.image_matmul => MatmulConfig {
-                variant: MatmulVariant::Image(mode),
-                wg_n: 1,
-            },
-            _ => cfg,
-        }
+    /// Uses `matmul_gemm` with the tile `cfg` for every launch ([`Kernels::with_variant`]).
+    pub fn with_gemm(self, cfg: GemmConfig) -> Self {
+        self.with_variant(MatmulVariant::Gemm(cfg))
     }
 
-    /// The matmul launch shape for one launch of `mode` with `dims` ([`plan::matmul_config`]).
+    /// The matmul launch shape for one launch of `mode` with `dims`: the tuner's choice where
+    /// it measured this matmul, else the static plan's ([`plan::matmul_config`]).
     pub fn matmul_config_for(&self, mode: MatmulMode, dims: &MatmulDims) -> MatmulConfig {
-        plan::matmul_config(&self.support, mode, dims)
+        let key = plan::MatmulKey::of(mode, dims);
+        match self.overrides.get(&key) {
+            Some(&variant) => plan::launch_shape(variant, dims),
+            None => plan::matmul_config(&self.support, mode, dims),
+        }
     }
 
     /// A compute pipeline for `entry` of family `f` with override constants. The matmul's
@@ -660,20 +583,19 @@ impl Kernels {
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
     }
 
-    /// A bind group of family `f`: its own buffer bindings in order (its [`family_aliases`]
-    /// are added here), then `images` (its image bindings, in order). The step uniform
-    /// (binding 1) is bound as one slot, placed by the dispatch's dynamic offset.
-    pub fn bind_group_with_images(
+    /// A bind group of family `f` over whole buffers, in binding order (the family's own
+    /// bindings; its [`family_aliases`] are added here); the step uniform (binding 1) as one
+    /// slot, placed by the dispatch's dynamic offset.
+    pub fn bind_group(
         &self,
         device: &wgpu::Device,
         f: Family,
         buffers: &[&wgpu::Buffer],
-        images: &[&wgpu::TextureView],
     ) -> wgpu::BindGroup {
         let slots = family_slots(f);
         let aliased = family_aliases(f).iter().map(|&(_, from)| buffers[from]);
         let buffers: Vec<&wgpu::Buffer> = buffers.iter().copied().chain(aliased).collect();
-        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry {
@@ -684,32 +606,11 @@ impl Kernels {
                 },
             })
             .collect();
-        entries.extend(
-            images
-                .iter()
-                .enumerate()
-                .map(|(i, v)| wgpu::BindGroupEntry {
-                    binding: (buffers.len() + i) as u32,
-                    resource: wgpu::BindingResource::TextureView(v),
-                }),
-        );
         device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(f.file()),
             layout: self.bind_group_layout(f),
             entries: &entries,
         })
-    }
-
-    /// A bind group of family `f` over whole buffers, in binding order (the family's own
-    /// bindings; its [`family_aliases`] are added here); the step uniform (binding 1) as one
-    /// slot, placed by the dispatch's dynamic offset.
-    pub fn bind_group(
-        &self,
-        device: &wgpu::Device,
-        f: Family,
-        buffers: &[&wgpu::Buffer],
-    ) -> wgpu::BindGroup {
-        self.bind_group_with_images(device, f, buffers, &[])
     }
 }
 

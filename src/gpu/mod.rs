@@ -4,7 +4,6 @@
 pub mod context;
 pub mod device;
 pub mod fused;
-mod images;
 pub mod kernels;
 mod placement;
 pub mod plan;
@@ -12,8 +11,10 @@ pub mod probe;
 mod profile;
 pub mod profiles;
 mod training;
+pub mod tune;
 
 pub use context::{list_adapters, AdapterInfo, AdapterSelector, GpuContext};
+pub use tune::Tune;
 
 use crate::backend::{Backend, BatchStats, OptimizerState};
 use crate::error::{Error, Result};
@@ -42,13 +43,12 @@ pub struct GpuOptions {
     /// it is faster (GPUs; on CPU adapters the layered schedule measured faster), `Some(true)`
     /// wherever the net is eligible, `Some(false)` never.
     pub fused_mlp: Option<bool>,
-    /// The subgroup matmul (shaders/matmul_subgroup.wgsl) where it can run: CPU adapters with
-    /// 8-lane subgroups, on layers whose widths are multiples of 4. Off: `matmul_blocked`.
-    pub subgroup_matmul: bool,
-    /// Where the subgroup matmul runs, read its operands from storage images that mirror them
-    /// (`images.rs`; on lavapipe an image load is a vector gather, a buffer load a per-lane
-    /// loop). Off: from the buffers. The results are bit-identical.
-    pub image_operands: bool,
+    /// Time the plan's candidate kernels for this model's matmuls at placement and run the
+    /// fastest, caching the choice on disk (`tune.rs`). `Auto`: on hardware GPUs only
+    /// ([`plan::tune_by_default`]); `Off`: the static plan.
+    pub tune: Tune,
+    /// The tuner's budget in milliseconds (`None`: 2 s, [`plan::tune_budget`]).
+    pub tune_budget_ms: Option<u64>,
     /// Run the GPU matmul (`matmul_tiled`: shared-memory tiles) whatever the adapter, so that
     /// the kernel real GPUs use is also tested and measured on CPU adapters.
     pub force_tiled_matmul: bool,
@@ -69,8 +69,8 @@ impl Default for GpuOptions {
             capture_gradients: false,
             micro_batch: None,
             fused_mlp: None,
-            subgroup_matmul: true,
-            image_operands: true,
+            tune: Tune::Auto,
+            tune_budget_ms: None,
             force_tiled_matmul: false,
             force_gemm: None,
             steps_per_submit: 8,
@@ -132,7 +132,7 @@ struct DeviceData {
     /// Bytes of the data, order and gather buffers (released when the data is replaced).
     bytes: u64,
     order: wgpu::Buffer,
-    /// The x gather writes `GpuBackend::x_image` when there is one, x_batch otherwise.
+    /// Gathers of x and t rows into x_batch and t_batch.
     gather: [Dispatch; 2],
     _x: wgpu::Buffer,
     _t: wgpu::Buffer,
@@ -182,14 +182,8 @@ pub struct GpuBackend {
     /// `steps_per_submit` slots of `StepUniform`, `step_stride` bytes apart.
     step_uniform: wgpu::Buffer,
     step_stride: u64,
-    /// The dispatch that mirrors x_batch into the input's image, where an image kernel reads
-    /// x; recorded before `forward` whenever x_batch holds the input (uploads).
-    x_mirror: Option<Dispatch>,
-    /// The input's image where only image kernels read x (layered schedule): device-resident
-    /// training data is then gathered straight into it, and x_batch and `x_mirror` go unused.
-    x_image: Option<wgpu::TextureView>,
-    /// Operand images of the image matmul (kept alive for its bind groups).
-    _images: Vec<images::Mirror>,
+    /// What the tuner measured at placement (`None`: the static plan ran).
+    tuning: Option<plan::Tuning>,
     /// Recorded steps not yet submitted (at most `options.steps_per_submit`).
     pending: std::cell::RefCell<Vec<wgpu::CommandBuffer>>,
     forward: Vec<Dispatch>,
@@ -220,13 +214,75 @@ impl Drop for GpuBackend {
 
 impl GpuBackend {
     /// Places `spec` on `ctx` for batches of up to `max_batch` rows: every buffer, pipeline and
-    /// bind group is made here, once. Parameters start at zero (use `set_params`).
+    /// bind group is made here, once. Parameters start at zero (use `set_params`). Where
+    /// `options.tune` asks for it (by default on hardware GPUs), the plan's candidate kernels
+    /// are timed first, with their choice cached at [`tune::cache_path`] ([`Self::tuning`]).
     pub fn new(
         ctx: Arc<GpuContext>,
         spec: &ModelSpec,
         optimizer: Optimizer,
         max_batch: usize,
         options: GpuOptions,
+    ) -> Result<Self> {
+        let cache = tune::cache_path();
+        Self::new_with_cache(ctx, spec, optimizer, max_batch, options, cache.as_deref())
+    }
+
+    /// [`Self::new`] with the tuner's cache at `cache` (`None`: tune without a cache).
+    pub fn new_with_cache(
+        ctx: Arc<GpuContext>,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        options: GpuOptions,
+        cache: Option<&std::path::Path>,
+    ) -> Result<Self> {
+        let caps = ctx.capabilities();
+        let forced = options.force_gemm.is_some() || options.force_tiled_matmul;
+        if forced || !plan::tune_by_default(&caps, options.tune) {
+            return Self::place(ctx, spec, optimizer, max_batch, options, None);
+        }
+        spec.validate()?;
+        let micro = plan::micro_batch_rows(spec, max_batch.max(1), &caps, &options)?;
+        let tuning = tune::tune(&ctx, spec, optimizer, micro, &options, cache)?;
+        Self::place(ctx, spec, optimizer, max_batch, options, Some(tuning))
+    }
+
+    /// Places `spec` with the kernels `tuning` chose (from [`tune::tune`]), timing nothing.
+    pub fn new_tuned(
+        ctx: Arc<GpuContext>,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        options: GpuOptions,
+        tuning: plan::Tuning,
+    ) -> Result<Self> {
+        Self::place(ctx, spec, optimizer, max_batch, options, Some(tuning))
+    }
+
+    /// What the tuner measured at placement, or `None` where the static plan ran.
+    pub fn tuning(&self) -> Option<&plan::Tuning> {
+        self.tuning.as_ref()
+    }
+
+    /// The plan this backend runs: the static plan with the tuner's choices where it ran.
+    pub fn plan(&self) -> Result<plan::StepPlan> {
+        plan::plan_tuned(
+            &self.spec,
+            self.max_batch,
+            &self.ctx.capabilities(),
+            &self.options,
+            self.tuning.as_ref(),
+        )
+    }
+
+    fn place(
+        ctx: Arc<GpuContext>,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        options: GpuOptions,
+        tuning: Option<plan::Tuning>,
     ) -> Result<Self> {
         spec.validate()?;
         if max_batch == 0 {
@@ -258,7 +314,15 @@ impl GpuBackend {
         let micro = plan::micro_batch_rows(spec, max_batch, &ctx.capabilities(), &options)?;
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let scope_v = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = Self::build(ctx.clone(), spec, optimizer, max_batch, micro, options);
+        let built = Self::build(
+            ctx.clone(),
+            spec,
+            optimizer,
+            max_batch,
+            micro,
+            options,
+            tuning,
+        );
         let validation = pollster::block_on(scope_v.pop());
         let oom = pollster::block_on(scope.pop());
         if let Some(e) = oom {
@@ -453,10 +517,6 @@ impl GpuBackend {
             v.push(Item::Fused(f));
             return v;
         }
-        let gathered_to_image = matches!(self.data, TrainData::Device(_)) && self.x_image.is_some();
-        if !gathered_to_image {
-            v.extend(self.x_mirror.iter().map(Item::Kernel));
-        }
         v.extend(self.forward.iter().map(Item::Kernel));
         v.extend(self.loss.iter().map(Item::Kernel));
         v.extend(self.backward.iter().map(Item::Kernel));
@@ -543,8 +603,7 @@ impl GpuBackend {
                 self.upload(&self.t_batch, &t[start * out..(start + len) * out]);
             }
             self.write_step(0, len, chunk, 0, &hyper, 1.0 / len as f32);
-            let mut d: Vec<Item> = self.x_mirror.iter().map(Item::Kernel).collect();
-            d.extend(self.forward.iter().map(Item::Kernel));
+            let mut d: Vec<Item> = self.forward.iter().map(Item::Kernel).collect();
             if t.is_some() {
                 d.extend(self.loss.iter().map(Item::Kernel));
             } else if let Some(s) = &self.softmax {

@@ -1,7 +1,6 @@
 //! Placing a model on a device: every buffer, pipeline and bind group, made once (and the
 //! stats buffer's rare growth, which rebuilds the bind groups that name it).
 
-use super::images::{self, ImagePlan};
 use super::plan;
 use super::*;
 
@@ -13,6 +12,7 @@ impl GpuBackend {
         max_batch: usize,
         micro: usize,
         mut options: GpuOptions,
+        tuning: Option<plan::Tuning>,
     ) -> Self {
         let micro_batching = micro < max_batch;
         // Micro-batches write partial gradients and update once, in a separate pass.
@@ -20,7 +20,12 @@ impl GpuBackend {
         let rows = micro;
         let device = &ctx.device;
         let caps = ctx.capabilities();
-        let kernels = Kernels::new(device, plan::kernel_support(&caps, &options));
+        let overrides = tuning.as_ref().map(|t| t.matmuls.clone());
+        let kernels = Kernels::new(
+            device,
+            plan::kernel_support(&caps, &options),
+            overrides.unwrap_or_default(),
+        );
         let mut bytes = 0u64;
         let mut storage = |label: &str, len: usize| -> wgpu::Buffer {
             let size = (len.max(4) as u64) * F32;
@@ -137,89 +142,14 @@ impl GpuBackend {
             aux_off: 0,
         };
         let input_of = |l: usize| if l == 0 { &x_batch } else { &layers[l - 1].z };
-        let plan = ImagePlan::new(&ctx, &kernels, &layout, rows, |l, mode| match mode {
-            MatmulMode::Forward => kernels.matmul_config_for(mode, &forward_dims(l)),
-            MatmulMode::Delta => kernels.matmul_config_for(mode, &delta_dims(l)),
-            MatmulMode::Grad => grad_cfg(&layout[l]),
-        });
-        let mut image_of = |op: images::Operand<'_>| {
-            let (image, copy) = images::mirror(&ctx, &kernels, &step_uniform, op);
-            bytes += image.bytes;
-            (image, copy)
-        };
-        // Layer l's input (x or z_{l-1}), its δ_l and its [W_l; b_l], each where a kernel reads
-        // it from an image; with the dispatch that refreshes the image.
-        let mut input_images: Vec<_> = (0..layout.len())
-            .map(|l| {
-                plan.input[l].then(|| {
-                    image_of(images::Operand {
-                        label: if l == 0 { "x".into() } else { format!("z{l}") },
-                        buffer: input_of(l),
-                        offset: 0,
-                        rows,
-                        cols: layout[l].inputs,
-                        batch_rows: true,
-                    })
-                })
-            })
-            .collect();
-        let mut delta_images: Vec<_> = (0..layout.len())
-            .map(|l| {
-                plan.delta[l].then(|| {
-                    image_of(images::Operand {
-                        label: format!("delta{}", l + 1),
-                        buffer: &layers[l].delta,
-                        offset: 0,
-                        rows,
-                        cols: layout[l].outputs,
-                        batch_rows: true,
-                    })
-                })
-            })
-            .collect();
-        let mut weight_images: Vec<_> = (0..layout.len())
-            .map(|l| {
-                plan.weights[l].then(|| {
-                    image_of(images::Operand {
-                        label: format!("W{}", l + 1),
-                        buffer: &params,
-                        offset: layout[l].weight,
-                        rows: layout[l].inputs + 1,
-                        cols: layout[l].outputs,
-                        batch_rows: false,
-                    })
-                })
-            })
-            .collect();
-        type Mirrored = Option<(images::Mirror, Option<Dispatch>)>;
-        let view = |v: &[Mirrored], l: usize| -> wgpu::TextureView {
-            v[l].as_ref().expect("planned").0.view.clone()
-        };
-        let take_copy =
-            |v: &mut [Mirrored], l: usize| -> Option<Dispatch> { v.get_mut(l)?.as_mut()?.1.take() };
-        // A bind group over `buffers` and, for the image kernels, the operand images.
-        let bind = |f: Family, buffers: &[&wgpu::Buffer], images: &[wgpu::TextureView]| {
-            let views: Vec<&wgpu::TextureView> = images.iter().collect();
-            kernels.bind_group_with_images(device, f, buffers, &views)
-        };
+        let bind = |f: Family, buffers: &[&wgpu::Buffer]| kernels.bind_group(device, f, buffers);
         let mut forward = Vec::new();
         let mut backward = Vec::new();
-        // The step's weights are mirrored before the first layer (x by `x_mirror` or its gather).
-        for l in 0..layout.len() {
-            forward.extend(take_copy(&mut weight_images, l));
-        }
-        let x_mirror = take_copy(&mut input_images, 0);
         for (l, lay) in layout.iter().enumerate() {
             let act = spec.activations[l];
             let input = input_of(l);
             let fdims = forward_dims(l);
-            let mut cfg = kernels.matmul_config_for(MatmulMode::Forward, &fdims);
-            let images = if plan.forward[l] {
-                cfg = kernels.with_image_operands(cfg);
-                vec![view(&input_images, l), view(&weight_images, l)]
-            } else {
-                vec![]
-            };
+            let cfg = kernels.matmul_config_for(MatmulMode::Forward, &fdims);
             let dims = uniform(bytemuck::bytes_of(&fdims));
             forward.push(Dispatch {
                 label: format!(
@@ -251,28 +181,18 @@ impl GpuBackend {
                         &opt_m,
                         &opt_v,
                     ],
-                    &images,
                 ),
                 grid: Grid::BatchRows {
                     cols: lay.outputs as u32,
                     cfg,
                 },
             });
-            forward.extend(take_copy(&mut input_images, l + 1));
         }
-        // δ of the last layer comes from the loss kernel, which runs just before.
-        backward.extend(take_copy(&mut delta_images, layout.len() - 1));
         for (l, lay) in layout.iter().enumerate().rev() {
             if l > 0 {
                 let prev_act = spec.activations[l - 1];
                 let ddims = delta_dims(l);
-                let mut cfg = kernels.matmul_config_for(MatmulMode::Delta, &ddims);
-                let images = if plan.backprop[l] {
-                    cfg = kernels.with_image_operands(cfg);
-                    vec![view(&delta_images, l), view(&weight_images, l)]
-                } else {
-                    vec![]
-                };
+                let cfg = kernels.matmul_config_for(MatmulMode::Delta, &ddims);
                 let dims = uniform(bytemuck::bytes_of(&ddims));
                 backward.push(Dispatch {
                     label: format!(
@@ -300,23 +220,15 @@ impl GpuBackend {
                             &opt_m,
                             &opt_v,
                         ],
-                        &images,
                     ),
                     grid: Grid::BatchRows {
                         cols: lay.inputs as u32,
                         cfg,
                     },
                 });
-                backward.extend(take_copy(&mut delta_images, l - 1));
             }
             let input = input_of(l);
-            let mut cfg = grad_cfg(lay);
-            let images = if plan.grad[l] {
-                cfg = kernels.with_image_operands(cfg);
-                vec![view(&input_images, l), view(&delta_images, l)]
-            } else {
-                vec![]
-            };
+            let cfg = grad_cfg(lay);
             let dims = uniform(bytemuck::bytes_of(&grad_dims(lay)));
             // Split K (the batch) where the gradient has too few tiles to fill the device.
             let (gx, gy) = cfg.groups(lay.inputs as u32 + 1, lay.outputs as u32);
@@ -355,7 +267,6 @@ impl GpuBackend {
                             &opt_m,
                             &opt_v,
                         ],
-                        &images,
                     ),
                     grid: Grid::Fixed(gx, gy),
                 });
@@ -376,7 +287,6 @@ impl GpuBackend {
                             &opt_m,
                             &opt_v,
                         ],
-                        &images,
                     ),
                     grid: Grid::Split(gx, gy, slices),
                 });
@@ -512,7 +422,11 @@ impl GpuBackend {
             ),
             grid: Grid::PerRow { per_row: 1 },
         });
-        let use_fused = plan::use_fused_mlp(spec, rows, &caps, &options);
+        let mut fused_options = options;
+        fused_options.fused_mlp = options
+            .fused_mlp
+            .or(tuning.as_ref().and_then(|t| t.fused_mlp));
+        let use_fused = plan::use_fused_mlp(spec, rows, &caps, &fused_options);
         let fused_mlp = if use_fused {
             FusedMlp::new(
                 &ctx,
@@ -540,8 +454,6 @@ impl GpuBackend {
         if let Some(f) = &fused_mlp {
             bytes += f.allocated_bytes();
         }
-        let x_image = (plan.forward[0] && plan.grad[0] && fused_mlp.is_none())
-            .then(|| view(&input_images, 0));
         GpuBackend {
             ctx,
             spec: spec.clone(),
@@ -565,15 +477,7 @@ impl GpuBackend {
             stats_capacity,
             step_uniform,
             step_stride,
-            x_mirror,
-            x_image,
-            _images: input_images
-                .into_iter()
-                .chain(delta_images)
-                .chain(weight_images)
-                .flatten()
-                .map(|(image, _)| image)
-                .collect(),
+            tuning,
             pending: Default::default(),
             forward,
             loss,

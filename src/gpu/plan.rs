@@ -4,8 +4,11 @@
 //! feed it the profiles of devices we do not have (`profiles.rs`), and `gpumlp plan` prints it.
 //!
 //! What it decides:
-//! - which matmul kernels this device may run ([`kernel_support`]) and, per layer and form,
-//!   the kernel and its tile ([`matmul_config`]);
+//! - which matmul kernels this device runs ([`kernel_support`]) and, per layer and form,
+//!   the kernel and its tile ([`matmul_config`]), or the tuner's measured choice where it ran
+//!   (an input, [`Tuning`]: the plan stays pure; `tune.rs` does the measuring);
+//! - the candidates the tuner may time ([`matmul_candidates`]) and whether it runs by default
+//!   ([`tune_by_default`]);
 //! - split-K factors for gradient matmuls whose output grid would leave the device idle
 //!   ([`split_k_slices`]);
 //! - the fused narrow-MLP step or the layered one, and the fused step's tile
@@ -13,68 +16,152 @@
 //! - rows per micro-batch ([`micro_batch_rows`]) and steps per submit;
 //! - how `bench --profile` times dispatches ([`wall_clock_profiling`]).
 
-use super::device::{Api, Capabilities, DeviceClass};
+use super::device::{Capabilities, DeviceClass};
 use super::fused::FusedShape;
 use super::kernels::{
     GemmConfig, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, BLOCK_M, BLOCK_N, BLOCK_WG,
-    NARROW_GRAD_MAX,
 };
-use super::GpuOptions;
+use super::{GpuOptions, Tune};
 use crate::error::{Error, Result};
 use crate::model::ModelSpec;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Which matmul kernels a device runs, before any shape is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct KernelSupport {
-    /// `matmul_sg_*`: needs lanes `8·s .. 8·s + 7` of a workgroup to form subgroup `s`, which
-    /// holds on lavapipe (Vulkan on a CPU, 8-lane subgroups); where else is unknown.
-    pub subgroup_matmul: bool,
-    /// `matmul_img_*`: the subgroup kernels reading operands from storage images.
-    pub image_matmul: bool,
-    /// The kernel for every launch the subgroup kernels do not take: `Blocked` (no barriers)
-    /// on software adapters, where a barrier splits a workgroup into coroutines; `Tiled` or a
-    /// forced `Gemm` tile elsewhere.
+    /// The kernel for every launch when no `matmul_gemm` tile is chosen by shape: `Tiled`
+    /// where no GEMM tile fits the device, or a forced variant (`force_gemm`, the tuner).
     pub default_variant: MatmulVariant,
-    /// Hardware GPUs: `matmul_gemm` with a tile chosen per matmul by its shape
-    /// ([`gemm_tile`]) wherever the default variant would run.
+    /// `matmul_gemm` with a tile chosen per matmul by its shape ([`gemm_tile`]), on every
+    /// device where a tile fits: real GPUs and the software adapters run the same kernels.
     pub gemm_by_shape: bool,
+}
+
+/// One matmul of a placed step, as the tuner and its cache name it: the form and the sizes
+/// that fix its kernel (the batch rows are the placement's, the same for every key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct MatmulKey {
+    pub mode: MatmulMode,
+    /// Output columns, the reduced dimension (forward, delta) and the gradient's rows.
+    pub n: u32,
+    pub k: u32,
+    pub m: u32,
+}
+
+impl MatmulKey {
+    pub fn of(mode: MatmulMode, dims: &MatmulDims) -> Self {
+        MatmulKey {
+            mode,
+            n: dims.n,
+            k: dims.k,
+            m: dims.m,
+        }
+    }
+
+    /// `forward n=512 k=784 m=0`, for cache keys and messages.
+    pub fn label(&self) -> String {
+        let form = match self.mode {
+            MatmulMode::Forward => "forward",
+            MatmulMode::Delta => "delta",
+            MatmulMode::Grad => "grad",
+        };
+        format!("{form} n={} k={} m={}", self.n, self.k, self.m)
+    }
+}
+
+/// The tuner's measured choices, one kernel per matmul it timed.
+pub type Overrides = BTreeMap<MatmulKey, MatmulVariant>;
+
+/// What the tuner measured, fed to [`plan_tuned`] as an input.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Tuning {
+    /// The chosen kernel of each matmul it timed (or read from its cache).
+    #[serde(skip)]
+    pub matmuls: Overrides,
+    /// The fused narrow-MLP step (`true`) or the layered one, where it timed both.
+    pub fused_mlp: Option<bool>,
+    /// Whether every choice came from the on-disk cache (nothing was timed).
+    pub from_cache: bool,
+    /// Candidate launches timed, and the seconds the tuning took (timing, compiling, cache).
+    pub timed: usize,
+    pub seconds: f64,
+    /// The budget it ran under, in seconds; matmuls it could not time within it keep the
+    /// static plan's kernel (`skipped`).
+    pub budget_seconds: f64,
+    pub skipped: usize,
+    /// How candidates were timed: `timestamps` or `wall-clock`.
+    pub timer: &'static str,
+    /// The cache file read and written, if any.
+    pub cache: Option<String>,
+    /// What went wrong on the way without stopping it (a corrupt or unwritable cache).
+    pub warnings: Vec<String>,
 }
 
 fn software(caps: &Capabilities) -> bool {
     caps.class == DeviceClass::Software
 }
 
-/// The kernels `caps` runs under `options`.
+/// The kernels `caps` runs under `options`: the GEMM family by shape wherever its static
+/// tiles fit, on hardware and software adapters alike, else `matmul_tiled`.
 pub fn kernel_support(caps: &Capabilities, options: &GpuOptions) -> KernelSupport {
     if let Some(g) = options.force_gemm {
         return KernelSupport {
-            subgroup_matmul: false,
-            image_matmul: false,
             default_variant: MatmulVariant::Gemm(g),
             gemm_by_shape: false,
         };
     }
-    let forced_tiled = options.force_tiled_matmul;
-    let subgroup_matmul = software(caps)
-        && caps.api == Api::Vulkan
-        && caps.subgroups
-        && caps.subgroup_min == 8
-        && caps.subgroup_max == 8
-        && options.subgroup_matmul
-        && !forced_tiled;
     KernelSupport {
-        subgroup_matmul,
-        image_matmul: subgroup_matmul && options.image_operands,
-        default_variant: if software(caps) && !forced_tiled {
-            MatmulVariant::Blocked
-        } else {
-            MatmulVariant::Tiled
-        },
-        gemm_by_shape: !software(caps)
-            && !forced_tiled
-            && GemmConfig::CANDIDATES.iter().any(|g| gemm_fits(g, caps)),
+        default_variant: MatmulVariant::Tiled,
+        gemm_by_shape: !options.force_tiled_matmul
+            && gemm_fits(&gemm_tile(16), caps)
+            && gemm_fits(&gemm_tile(17), caps),
     }
+}
+
+/// Whether the tuner runs at placement under `tune`: `Auto` times on hardware GPUs, where the
+/// best tile depends on the device and the shape, and not on software adapters, which are
+/// the correctness device (CI): there the static plan keeps every run on the real-GPU kernels
+/// and costs no tuning time (`--tune on` still times them, the blocked kernel included).
+pub fn tune_by_default(caps: &Capabilities, tune: Tune) -> bool {
+    match tune {
+        Tune::On => true,
+        Tune::Off => false,
+        Tune::Auto => !software(caps),
+    }
+}
+
+/// The tuner's budget in seconds: `options.tune_budget_ms`, else 2 s (the target for the
+/// largest suite model on a GPU).
+pub fn tune_budget(options: &GpuOptions) -> f64 {
+    options.tune_budget_ms.map_or(2.0, |ms| ms as f64 / 1000.0)
+}
+
+/// The kernels the tuner may time for one matmul on `caps`: the static plan's choice first,
+/// then every GEMM tile that fits (the narrow one only for outputs of at most 32 columns, the
+/// 128-wide ones only where the output has at least 64 columns), and on software adapters the
+/// barrier-free blocked kernel.
+pub fn matmul_candidates(
+    caps: &Capabilities,
+    support: &KernelSupport,
+    mode: MatmulMode,
+    dims: &MatmulDims,
+) -> Vec<MatmulVariant> {
+    let mut v = vec![matmul_config(support, mode, dims).variant];
+    for g in GemmConfig::CANDIDATES {
+        let useful = if *g == GemmConfig::NARROW {
+            dims.n <= 32
+        } else {
+            2 * dims.n >= g.bn || g.bn <= 64
+        };
+        if useful && gemm_fits(g, caps) && !v.contains(&MatmulVariant::Gemm(*g)) {
+            v.push(MatmulVariant::Gemm(*g));
+        }
+    }
+    if software(caps) && !v.contains(&MatmulVariant::Blocked) {
+        v.push(MatmulVariant::Blocked);
+    }
+    v
 }
 
 /// Whether `caps` can run the tile `g`.
@@ -98,27 +185,22 @@ pub fn gemm_tile(n: u32) -> GemmConfig {
     }
 }
 
-/// The launch shape of one matmul of `mode` with `dims`: the subgroup kernel where it runs and
-/// every operand row is 16-byte aligned; the narrow gradient kernel for a gradient of at most
-/// [`NARROW_GRAD_MAX`] columns there; else the device's default kernel (the blocked one with
-/// the fewest lanes across columns that still cover them: narrow outputs leave no lane idle).
+/// The static launch shape of one matmul of `mode` with `dims`: the GEMM tile for its width
+/// where the device runs the GEMM family by shape, else the device's default kernel. The
+/// same for every form today; `mode` is the seam for a form-specific tile.
 pub fn matmul_config(support: &KernelSupport, mode: MatmulMode, dims: &MatmulDims) -> MatmulConfig {
-    let aligned = |v: &[u32]| v.iter().all(|&x| x > 0 && x.is_multiple_of(4));
-    let offsets = dims.a_off.is_multiple_of(4) && dims.b_off.is_multiple_of(4);
-    let fits = match mode {
-        MatmulMode::Forward => aligned(&[dims.k, dims.n]),
-        MatmulMode::Delta => aligned(&[dims.k]) && dims.n > 0,
-        MatmulMode::Grad => aligned(&[dims.m, dims.n]),
-    };
-    let variant = if support.subgroup_matmul && offsets && fits {
-        MatmulVariant::Subgroup(mode)
-    } else if support.subgroup_matmul && mode == MatmulMode::Grad && dims.n <= NARROW_GRAD_MAX {
-        MatmulVariant::NarrowGrad(dims.n)
-    } else if support.gemm_by_shape {
+    let _ = mode;
+    let variant = if support.gemm_by_shape {
         MatmulVariant::Gemm(gemm_tile(dims.n))
     } else {
         support.default_variant
     };
+    launch_shape(variant, dims)
+}
+
+/// The launch shape of `variant` for a matmul with `dims`: the blocked kernel with the fewest
+/// lanes across columns that still cover them (narrow outputs leave no lane idle).
+pub fn launch_shape(variant: MatmulVariant, dims: &MatmulDims) -> MatmulConfig {
     let wg_n = match variant {
         MatmulVariant::Blocked => dims.n.div_ceil(BLOCK_N).next_power_of_two().clamp(1, 8),
         _ => 1,
@@ -254,6 +336,12 @@ pub struct MatmulPlan {
     /// Workgroups over columns and rows.
     pub workgroups: (u32, u32),
     pub split_k: u32,
+    /// `static` (the plan's own rule) or `tuned` (measured at placement, or read from the
+    /// tuner's cache).
+    pub choice: &'static str,
+    /// Where tuned: what the static plan would run (`gemm:64x64x8/8x4`, `blocked`, `tiled`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_kernel: Option<String>,
 }
 
 /// How the step runs.
@@ -274,6 +362,12 @@ pub struct StepPlan {
     pub kernels: KernelSupport,
     /// Every matmul of a layered step (also listed for a fused one: what it would run).
     pub matmuls: Vec<MatmulPlan>,
+    /// What the tuner measured, where it ran (`None`: the static plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<Tuning>,
+    /// Where tuned: the step the static plan would run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_step: Option<&'static str>,
 }
 
 /// Tile (rows, columns, K slab), outputs per invocation and invocations of a launch shape.
@@ -282,8 +376,6 @@ fn tile_of(cfg: &MatmulConfig) -> (u32, u32, u32, u32, u32) {
     match cfg.variant {
         MatmulVariant::Tiled => (tm, tn, 16, 16, 256),
         MatmulVariant::Blocked => (tm, tn, 1, BLOCK_M * BLOCK_N, BLOCK_WG),
-        MatmulVariant::Subgroup(_) | MatmulVariant::Image(_) => (tm, tn, 4, tm * tn / 64, 64),
-        MatmulVariant::NarrowGrad(n) => (tm, tn, 1, 4 * n, 64),
         MatmulVariant::Gemm(g) => (
             g.bm,
             g.bn,
@@ -294,24 +386,40 @@ fn tile_of(cfg: &MatmulConfig) -> (u32, u32, u32, u32, u32) {
     }
 }
 
-/// The whole plan for `spec` at batch `batch` on `caps` (see the module's list).
+/// The static plan for `spec` at batch `batch` on `caps` (see the module's list).
 pub fn plan(
     spec: &ModelSpec,
     batch: usize,
     caps: &Capabilities,
     options: &GpuOptions,
 ) -> Result<StepPlan> {
-    spec.validate()?;
-    let micro = micro_batch_rows(spec, batch, caps, options)?;
+    plan_tuned(spec, batch, caps, options, None)
+}
+
+/// The fused step's shape where the step is fused under `options` (and `fused_mlp`, the
+/// tuner's choice where the caller gave none).
+fn fused_step(
+    spec: &ModelSpec,
+    micro: usize,
+    caps: &Capabilities,
+    options: &GpuOptions,
+    fused_mlp: Option<bool>,
+) -> Option<FusedShape> {
     let mut options = *options;
-    options.fused &= micro >= batch.max(1);
-    let support = kernel_support(caps, &options);
-    let fused = use_fused_mlp(spec, micro, caps, &options)
+    options.fused_mlp = options.fused_mlp.or(fused_mlp);
+    use_fused_mlp(spec, micro, caps, &options)
         .then(|| fused_shape(spec, micro, caps, None))
-        .flatten();
-    let layout = spec.layout();
-    let mut matmuls = Vec::new();
-    for (l, lay) in layout.iter().enumerate() {
+        .flatten()
+}
+
+/// Every matmul of a layered step of `spec`: (layer, form, mode, dims, output rows and
+/// columns) for micro-batches of `micro` rows; the dims name each one's [`MatmulKey`].
+pub fn step_matmuls(
+    spec: &ModelSpec,
+    micro: usize,
+) -> Vec<(usize, &'static str, MatmulMode, MatmulDims, (u32, u32))> {
+    let mut v = Vec::new();
+    for (l, lay) in spec.layout().iter().enumerate() {
         let mut forms = vec![(
             "forward",
             MatmulMode::Forward,
@@ -346,36 +454,72 @@ pub fn plan(
             },
             (lay.inputs as u32 + 1, lay.outputs as u32),
         ));
-        for (form, mode, dims, (rows, cols)) in forms {
-            let cfg = matmul_config(&support, mode, &dims);
-            let (tile_m, tile_n, tile_k, outputs_per_invocation, invocations) = tile_of(&cfg);
-            let workgroups = cfg.groups(rows, cols);
-            let split_k = match mode {
-                MatmulMode::Grad => split_k_slices(caps, workgroups.0 * workgroups.1, micro),
-                _ => 1,
-            };
-            matmuls.push(MatmulPlan {
-                layer: l,
-                form,
-                kernel: cfg.entry(),
-                tile_m,
-                tile_n,
-                tile_k,
-                outputs_per_invocation,
-                invocations,
-                workgroups,
-                split_k,
-            });
-        }
+        v.extend(forms.into_iter().map(|(f, m, d, rc)| (l, f, m, d, rc)));
     }
-    Ok(StepPlan {
-        device: caps.clone(),
-        batch,
-        step: if fused.is_some() {
+    v
+}
+
+/// The plan with the tuner's measured choices (`tuning`) in place of the static ones where
+/// it has them; `options.force_gemm`, `force_tiled_matmul` and `fused_mlp` still win.
+pub fn plan_tuned(
+    spec: &ModelSpec,
+    batch: usize,
+    caps: &Capabilities,
+    options: &GpuOptions,
+    tuning: Option<&Tuning>,
+) -> Result<StepPlan> {
+    spec.validate()?;
+    let micro = micro_batch_rows(spec, batch, caps, options)?;
+    let mut options = *options;
+    options.fused &= micro >= batch.max(1);
+    let support = kernel_support(caps, &options);
+    let forced = options.force_gemm.is_some() || options.force_tiled_matmul;
+    let tuning = tuning.filter(|_| !forced);
+    let fused = fused_step(
+        spec,
+        micro,
+        caps,
+        &options,
+        tuning.and_then(|t| t.fused_mlp),
+    );
+    let static_fused = fused_step(spec, micro, caps, &options, None);
+    let mut matmuls = Vec::new();
+    for (l, form, mode, dims, (rows, cols)) in step_matmuls(spec, micro) {
+        let static_cfg = matmul_config(&support, mode, &dims);
+        let tuned = tuning.and_then(|t| t.matmuls.get(&MatmulKey::of(mode, &dims)));
+        let cfg = tuned.map_or(static_cfg, |&v| launch_shape(v, &dims));
+        let (tile_m, tile_n, tile_k, outputs_per_invocation, invocations) = tile_of(&cfg);
+        let workgroups = cfg.groups(rows, cols);
+        let split_k = match mode {
+            MatmulMode::Grad => split_k_slices(caps, workgroups.0 * workgroups.1, micro),
+            _ => 1,
+        };
+        matmuls.push(MatmulPlan {
+            layer: l,
+            form,
+            kernel: cfg.entry(),
+            tile_m,
+            tile_n,
+            tile_k,
+            outputs_per_invocation,
+            invocations,
+            workgroups,
+            split_k,
+            choice: if tuned.is_some() { "tuned" } else { "static" },
+            static_kernel: tuned.map(|_| static_cfg.variant.to_string()),
+        });
+    }
+    let step_name = |f: &Option<FusedShape>| {
+        if f.is_some() {
             "fused-mlp"
         } else {
             "layered"
-        },
+        }
+    };
+    Ok(StepPlan {
+        device: caps.clone(),
+        batch,
+        step: step_name(&fused),
         fused_tile_rows: fused.map_or(0, |f| f.tile),
         fused_workgroups: fused.map_or(0, |f| f.groups),
         micro_batch: micro,
@@ -383,6 +527,8 @@ pub fn plan(
         update: if options.fused { "fused" } else { "split" },
         kernels: support,
         matmuls,
+        tuning: tuning.cloned(),
+        static_step: tuning.map(|_| step_name(&static_fused)),
     })
 }
 

@@ -148,6 +148,9 @@ pub struct MatmulChoice {
     /// `matmul_gemm` in this tile, whatever the adapter; `None`: the kernel a training step
     /// would use for the shape here (`Kernels::matmul_config_for`).
     pub gemm: Option<GemmConfig>,
+    /// Any matmul kernel, whatever the adapter (`Blocked`, `Tiled` or a GEMM tile): how the
+    /// tests force each tuner candidate. Takes precedence over `gemm`.
+    pub variant: Option<MatmulVariant>,
     /// Gradient only: split K (the batch) over this many slices whose partial sums
     /// `grad_reduce` adds and finishes (the training step's split-K path); 0 or 1: no split.
     pub split_k: u32,
@@ -168,8 +171,8 @@ fn run_matmul(
     cols: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let mut kernels = kernels_for(ctx);
-    if let Some(g) = choice.gemm {
-        kernels = kernels.with_gemm(g);
+    if let Some(v) = choice.variant.or(choice.gemm.map(MatmulVariant::Gemm)) {
+        kernels = kernels.with_variant(v);
     }
     let cfg = kernels.matmul_config_for(mode, dims);
     let mut constants = constants.to_vec();
@@ -240,7 +243,7 @@ pub fn matmul_variant(ctx: &GpuContext, mode: MatmulMode, dims: &MatmulDims) -> 
 /// The kernels the plan gives this context with the default options.
 fn kernels_for(ctx: &GpuContext) -> Kernels {
     let support = super::plan::kernel_support(&ctx.capabilities(), &super::GpuOptions::default());
-    Kernels::new(&ctx.device, support)
+    Kernels::new(&ctx.device, support, Default::default())
 }
 
 fn f32s(v: &[f32]) -> &[u8] {

@@ -5,9 +5,9 @@ use super::*;
 impl GpuBackend {
     /// Runs one training step with each dispatch in its own timed pass and returns the time of
     /// each (label, seconds). Needs timestamp queries; for `bench --profile`, not for training.
-    /// On CPU adapters each dispatch is submitted alone and timed by the host clock instead:
-    /// lavapipe's timestamps do not wait for a dispatch that binds storage images (its end
-    /// stamp came before the kernel had run), and a CPU adapter's submit costs microseconds.
+    /// Where the plan says so ([`super::plan::wall_clock_profiling`]: no timestamp queries, or
+    /// a CPU adapter, whose timestamps cover only the coroutine that wrote them) each dispatch
+    /// is submitted alone and timed by the host clock instead.
     pub fn profile_step(
         &mut self,
         start: usize,

@@ -123,19 +123,10 @@ impl Backend for GpuBackend {
                 },
             }
         };
-        let gather_x = match &self.x_image {
-            Some(view) => images::gather_to_image(
-                &self.ctx,
-                &self.kernels,
-                &self.step_uniform,
-                &data_x,
-                &order,
-                inp,
-                view,
-            ),
-            None => gather(&data_x, &self.x_batch, inp),
-        };
-        let gather = [gather_x, gather(&data_t, &self.t_batch, out)];
+        let gather = [
+            gather(&data_x, &self.x_batch, inp),
+            gather(&data_t, &self.t_batch, out),
+        ];
         self.data = TrainData::Device(DeviceData {
             rows,
             bytes: self.bytes - before,

@@ -157,3 +157,41 @@ pub fn dense_reference(
     );
     (a, z)
 }
+
+/// Runs `body` on the adapter of `backend` (`vulkan` or `gl`), one test at a time per adapter
+/// (GL compiles under one context lock; large kernels from several threads can time it out).
+/// Without that adapter: skipped with a printed reason, except under CI, where both are
+/// required.
+pub fn on(backend: &str, body: fn(&Arc<GpuContext>)) {
+    static VULKAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static GL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let Some(ctx) = gpus().iter().find(|c| c.info.backend == backend) else {
+        assert!(!on_ci(), "CI needs a {backend} adapter");
+        report(format!("no {backend} adapter here: skipped"));
+        return;
+    };
+    let lock = if backend == "gl" { &GL } else { &VULKAN };
+    let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
+    body(ctx)
+}
+
+/// One `#[test]` per adapter for each body `fn NAME(&Arc<GpuContext>)`: `NAME::vulkan` and
+/// `NAME::gl`, so a failure on GL never hides the Vulkan result (CONVENTIONS.md, rule 18).
+/// Use from a test file that declares `mod common;` at its root.
+#[allow(unused_macros)]
+macro_rules! on_each_adapter {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[test]
+            fn vulkan() {
+                $crate::common::on("vulkan", super::$body)
+            }
+            #[test]
+            fn gl() {
+                $crate::common::on("gl", super::$body)
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use on_each_adapter;

@@ -37,12 +37,6 @@ pub struct BenchArgs {
     /// Force the layered schedule (never the fully fused step).
     #[arg(long)]
     pub layered: bool,
-    /// Never use the subgroup matmul (CPU adapters with 8-lane subgroups), for comparison.
-    #[arg(long)]
-    pub no_subgroup: bool,
-    /// Read the subgroup matmul's operands from the buffers, not from mirroring images.
-    #[arg(long)]
-    pub no_images: bool,
     /// Use the GPU matmul (shared-memory tiles) even on a CPU adapter, for comparison.
     #[arg(long)]
     pub tiled: bool,
@@ -72,8 +66,6 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             (args.unfused, "--unfused"),
             (args.fused_mlp, "--fused-mlp"),
             (args.layered, "--layered"),
-            (args.no_subgroup, "--no-subgroup"),
-            (args.no_images, "--no-images"),
             (args.tiled, "--tiled"),
         ];
         if let Some((_, flag)) = gpu_only.iter().find(|(on, _)| *on) {
@@ -114,6 +106,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         t[r * out + rng.random_range(0..out)] = 1.0;
     }
     let mut gpu: Option<gpumlp::GpuBackend> = None;
+    let mut tuning: Option<gpumlp::gpu::plan::Tuning> = None;
     let mut adapter = ("cpu-reference".to_string(), "cpu".to_string());
     let mut backend: Box<dyn Backend> = match args.device.device()? {
         gpumlp::Device::Reference => {
@@ -138,12 +131,15 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 None
             };
-            options.subgroup_matmul = !args.no_subgroup;
-            options.image_operands = !args.no_images;
+            options.tune = args.device.tune.0;
             options.force_tiled_matmul = args.tiled;
             options.force_gemm = args.gemm;
             options.steps_per_submit = args.steps_per_submit.max(1);
             let g = gpumlp::GpuBackend::new(ctx, &spec, Optimizer::Sgd, batch, options)?;
+            tuning = g.tuning().cloned();
+            if let (Some(t), false) = (&tuning, args.json) {
+                eprintln!("gpumlp: {}", gpumlp::gpu::tune::summary(t));
+            }
             if args.profile {
                 gpu = Some(g);
                 let ctx = gpu.as_ref().expect("just set").context().clone();
@@ -201,6 +197,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "samples_per_s": samples_per_s,
             "gflops": gflops,
             "final_loss": final_loss,
+            "tune": tuning,
         });
         println!("{line}");
     } else {

@@ -88,6 +88,30 @@ pub struct DeviceArgs {
     #[arg(long)]
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Time the plan's candidate kernels for this model at placement and run the fastest,
+    /// cached per adapter, driver and shape (auto: on hardware GPUs only; off: the static
+    /// plan). The cache lives in $GPUMLP_CACHE_DIR, else $XDG_CACHE_HOME/gpumlp, else
+    /// ~/.cache/gpumlp.
+    #[arg(long, default_value = "auto", value_name = "auto|on|off")]
+    #[serde(skip)]
+    pub tune: TuneArg,
+}
+
+/// `--tune`, parsed by the library's [`gpumlp::Tune`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TuneArg(pub gpumlp::Tune);
+
+impl std::str::FromStr for TuneArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(TuneArg)
+    }
+}
+
+impl std::fmt::Display for TuneArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl DeviceArgs {
@@ -121,6 +145,7 @@ impl DeviceArgs {
     pub fn place_options(&self) -> PlaceOptions {
         let mut options = PlaceOptions::default();
         options.threads = self.threads;
+        options.tune = self.tune.0;
         options
     }
 

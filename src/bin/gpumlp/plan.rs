@@ -4,9 +4,10 @@
 use crate::LayerSizes;
 use anyhow::{bail, Context};
 use clap::Args;
-use gpumlp::gpu::plan::{plan, StepPlan};
+use gpumlp::gpu::plan::{micro_batch_rows, plan, plan_tuned, StepPlan};
 use gpumlp::gpu::profiles::{profile, PROFILE_NAMES};
-use gpumlp::{Activation, AdapterSelector, GpuContext, GpuOptions, Loss, ModelSpec};
+use gpumlp::gpu::tune::tune;
+use gpumlp::{Activation, AdapterSelector, GpuContext, GpuOptions, Loss, ModelSpec, Optimizer};
 
 #[derive(Args)]
 pub struct PlanArgs {
@@ -28,6 +29,11 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// On this machine's adapter, time the candidate kernels (or read the tuning cache) and
+    /// show the tuned plan beside the static choices (auto: on hardware GPUs only; off: the
+    /// static plan). Profiles are always static.
+    #[arg(long, default_value = "auto", value_name = "auto|on|off")]
+    pub tune: crate::TuneArg,
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
@@ -41,21 +47,41 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         Activation::Softmax,
         Loss::CrossEntropy,
     )?;
-    let caps = match &args.profile {
-        Some(name) => profile(name).with_context(|| {
-            format!(
-                "unknown --profile '{name}': use one of {}",
-                PROFILE_NAMES.join(", ")
-            )
-        })?,
+    let plan = match &args.profile {
+        Some(name) => {
+            let caps = profile(name).with_context(|| {
+                format!(
+                    "unknown --profile '{name}': use one of {}",
+                    PROFILE_NAMES.join(", ")
+                )
+            })?;
+            plan(&spec, args.batch, &caps, &GpuOptions::default())?
+        }
         None => {
             let mut sel = AdapterSelector::default();
             sel.backend = args.backend.clone();
             sel.name = None;
-            GpuContext::new(&sel.or_env())?.capabilities()
+            let ctx = std::sync::Arc::new(GpuContext::new(&sel.or_env())?);
+            let mut options = GpuOptions::default();
+            options.tune = args.tune.0;
+            let caps = ctx.capabilities();
+            if gpumlp::gpu::plan::tune_by_default(&caps, options.tune) {
+                let micro = micro_batch_rows(&spec, args.batch, &caps, &options)?;
+                let cache = gpumlp::gpu::tune::cache_path();
+                let t = tune(
+                    &ctx,
+                    &spec,
+                    Optimizer::Sgd,
+                    micro,
+                    &options,
+                    cache.as_deref(),
+                )?;
+                plan_tuned(&spec, args.batch, &caps, &options, Some(&t))?
+            } else {
+                plan(&spec, args.batch, &caps, &options)?
+            }
         }
     };
-    let plan = plan(&spec, args.batch, &caps, &GpuOptions::default())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -79,9 +105,19 @@ fn print_plan(p: &StepPlan) {
     println!(
         "  layer form     kernel              tile (m x n x k)  outputs/inv  workgroups  split-K"
     );
+    if let Some(t) = &p.tuning {
+        println!("  {}", gpumlp::gpu::tune::summary(t));
+        if let Some(s) = p.static_step {
+            println!("  static plan's step: {s}");
+        }
+    }
     for m in &p.matmuls {
+        let tuned = match &m.static_kernel {
+            Some(s) => format!("  tuned (static: {s})"),
+            None => String::new(),
+        };
         println!(
-            "  {:>5} {:<8} {:<19} {:>4} x {:>3} x {:>2}    {:>11}  {:>5}x{:<5} {:>7}",
+            "  {:>5} {:<8} {:<19} {:>4} x {:>3} x {:>2}    {:>11}  {:>5}x{:<5} {:>7}{tuned}",
             m.layer,
             m.form,
             m.kernel,
@@ -91,7 +127,7 @@ fn print_plan(p: &StepPlan) {
             m.outputs_per_invocation,
             m.workgroups.0,
             m.workgroups.1,
-            m.split_k
+            m.split_k,
         );
     }
 }

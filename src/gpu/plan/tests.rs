@@ -56,16 +56,9 @@ fn every_profile_plans_every_suite_shape_within_its_limits() {
 }
 
 #[test]
-fn real_gpus_run_the_gemm_family_and_software_adapters_the_blocked_kernel() {
+fn every_adapter_runs_the_gemm_family_by_shape() {
     let s = spec(&[784, 512, 512, 10]);
-    for name in [
-        "nvidia-h100",
-        "nvidia-h200",
-        "amd-rdna3",
-        "apple-m2",
-        "intel-arc",
-        "dx12-gpu",
-    ] {
+    for name in PROFILE_NAMES {
         let p = plan(&s, 1024, &caps(name), &GpuOptions::default()).unwrap();
         assert!(
             kernels_of(&p).iter().all(|k| *k == "matmul_gemm"),
@@ -82,25 +75,17 @@ fn real_gpus_run_the_gemm_family_and_software_adapters_the_blocked_kernel() {
             (64, 16),
             "{name}: the narrow tile for 10 outputs"
         );
-        assert!(
-            !p.kernels.subgroup_matmul && !p.kernels.image_matmul,
-            "{name}"
-        );
+        assert!(p.matmuls.iter().all(|m| m.choice == "static"));
+        assert!(p.tuning.is_none() && p.static_step.is_none());
     }
-    let llvmpipe = plan(&s, 1024, &caps("llvmpipe"), &GpuOptions::default()).unwrap();
-    assert!(kernels_of(&llvmpipe).iter().all(|k| *k == "matmul_blocked"));
-    // lavapipe: the subgroup kernels on aligned shapes, read from images.
-    let lavapipe = plan(&s, 1024, &caps("lavapipe"), &GpuOptions::default()).unwrap();
-    assert!(lavapipe.kernels.subgroup_matmul && lavapipe.kernels.image_matmul);
-    assert_eq!(lavapipe.matmuls[0].kernel, "matmul_sg_forward");
-    // ... and --tiled forces the GPU kernel there too.
+    // --tiled forces the shared-memory kernel...
     let tiled = GpuOptions {
         force_tiled_matmul: true,
         ..Default::default()
     };
     let forced = plan(&s, 1024, &caps("lavapipe"), &tiled).unwrap();
     assert!(kernels_of(&forced).iter().all(|k| *k == "matmul_tiled"));
-    // A forced GEMM tile runs everywhere.
+    // ... and a forced GEMM tile runs everywhere.
     let gemm = GpuOptions {
         force_gemm: Some(crate::gpu::kernels::GemmConfig::new(128, 128, 8, 8, 8)),
         ..Default::default()
@@ -110,6 +95,88 @@ fn real_gpus_run_the_gemm_family_and_software_adapters_the_blocked_kernel() {
         .matmuls
         .iter()
         .all(|m| m.kernel == "matmul_gemm" && m.tile_m == 128));
+    // A device too small for any GEMM tile runs matmul_tiled.
+    let mut tiny = caps("nvidia-h100");
+    tiny.max_workgroup_storage = 4096;
+    let p = plan(&s, 1024, &tiny, &GpuOptions::default()).unwrap();
+    assert!(kernels_of(&p).iter().all(|k| *k == "matmul_tiled"));
+}
+
+#[test]
+fn tuning_is_on_by_default_only_on_hardware_gpus() {
+    for name in PROFILE_NAMES {
+        let c = caps(name);
+        let software = c.class == DeviceClass::Software;
+        assert_eq!(tune_by_default(&c, Tune::Auto), !software, "{name}");
+        assert!(tune_by_default(&c, Tune::On) && !tune_by_default(&c, Tune::Off));
+    }
+}
+
+#[test]
+fn candidates_include_the_static_choice_and_fit_the_device() {
+    let support_of = |c: &Capabilities| kernel_support(c, &GpuOptions::default());
+    for name in PROFILE_NAMES {
+        let c = caps(name);
+        let support = support_of(&c);
+        for (_, _, mode, dims, _) in step_matmuls(&spec(&[784, 512, 512, 10]), 1024) {
+            let cands = matmul_candidates(&c, &support, mode, &dims);
+            assert_eq!(cands[0], matmul_config(&support, mode, &dims).variant);
+            for v in &cands {
+                if let MatmulVariant::Gemm(g) = v {
+                    assert!(gemm_fits(g, &c), "{name}: {g}");
+                }
+            }
+            let blocked = cands.contains(&MatmulVariant::Blocked);
+            assert_eq!(blocked, c.class == DeviceClass::Software, "{name}");
+            assert!(cands.len() >= 2, "{name}: nothing to choose from");
+        }
+    }
+}
+
+#[test]
+fn a_tuning_overrides_the_static_choice_and_says_so() {
+    let s = spec(&[784, 512, 512, 10]);
+    let c = caps("nvidia-h100");
+    let options = GpuOptions::default();
+    let (_, _, mode, dims, _) = step_matmuls(&s, 1024)[0];
+    let big = MatmulVariant::Gemm(GemmConfig::new(128, 128, 8, 8, 8));
+    let mut tuning = Tuning::default();
+    tuning.matmuls.insert(MatmulKey::of(mode, &dims), big);
+    tuning.fused_mlp = Some(false);
+    let p = plan_tuned(&s, 1024, &c, &options, Some(&tuning)).unwrap();
+    let first = &p.matmuls[0];
+    assert_eq!(
+        (first.choice, first.tile_m, first.tile_n),
+        ("tuned", 128, 128)
+    );
+    assert_eq!(first.static_kernel.as_deref(), Some("gemm:64x64x8/8x4"));
+    assert!(p.matmuls[1..].iter().all(|m| m.choice == "static"));
+    assert!(p.tuning.is_some());
+    // Forcing a kernel wins over the tuning.
+    let forced = GpuOptions {
+        force_tiled_matmul: true,
+        ..Default::default()
+    };
+    let p = plan_tuned(&s, 1024, &c, &forced, Some(&tuning)).unwrap();
+    assert!(p.tuning.is_none() && p.matmuls[0].kernel == "matmul_tiled");
+    // The tuner's step choice replaces the static one.
+    let narrow = spec(&[64, 128, 128, 10]);
+    assert_eq!(plan(&narrow, 4096, &c, &options).unwrap().step, "fused-mlp");
+    let p = plan_tuned(&narrow, 4096, &c, &options, Some(&tuning)).unwrap();
+    assert_eq!((p.step, p.static_step), ("layered", Some("fused-mlp")));
+}
+
+#[test]
+fn variants_print_and_parse_back() {
+    for v in [
+        MatmulVariant::Tiled,
+        MatmulVariant::Blocked,
+        MatmulVariant::Gemm(GemmConfig::NARROW),
+    ] {
+        assert_eq!(v.to_string().parse::<MatmulVariant>(), Ok(v));
+    }
+    assert!("gemm:3x3x3/3x3".parse::<MatmulVariant>().is_err());
+    assert!("subgroup".parse::<MatmulVariant>().is_err());
 }
 
 #[test]
