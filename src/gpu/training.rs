@@ -254,6 +254,28 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
+    fn backward_shard(
+        &mut self,
+        _start: usize,
+        _len: usize,
+        _global_batch: usize,
+        _hyper: &StepHyper,
+    ) -> Result<()> {
+        Err(Error::InvalidConfig(
+            "the split (data-parallel) step is not implemented on the GPU backend yet".into(),
+        ))
+    }
+    fn shard_gradient(&mut self, _out: &mut [f32]) -> Result<()> {
+        Err(Error::InvalidConfig(
+            "the split (data-parallel) step is not implemented on the GPU backend yet".into(),
+        ))
+    }
+    fn apply_gradient(&mut self, _grad: &[f32], _hyper: &StepHyper) -> Result<()> {
+        Err(Error::InvalidConfig(
+            "the split (data-parallel) step is not implemented on the GPU backend yet".into(),
+        ))
+    }
+
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {
         let lens = std::mem::take(&mut self.epoch_lens);
         let steps = std::mem::take(&mut self.slot_steps);
