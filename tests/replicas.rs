@@ -3,11 +3,45 @@
 
 mod common;
 
-use common::{report, targets, uniform, GRAD_TOL, OUTPUT_TOL, PARAM_TOL};
+use common::{gpus, on_ci, report, targets, uniform, GRAD_TOL, OUTPUT_TOL, PARAM_TOL};
 use gpumlp::backend::{Backend, BatchStats, OptimizerState};
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
-use gpumlp::{CpuBackend, ReferenceBackend};
+use gpumlp::{CpuBackend, GpuBackend, GpuContext, GpuOptions, ReferenceBackend};
+use std::sync::{Arc, Mutex};
+
+/// Runs `body` on the adapter of `backend` ("vulkan", "gl"), one test at a time per adapter.
+/// Without that adapter: skipped, except under CI, where `gpus()` requires both.
+fn on(backend: &str, body: fn(&Arc<GpuContext>)) {
+    static VULKAN: Mutex<()> = Mutex::new(());
+    static GL: Mutex<()> = Mutex::new(());
+    let Some(ctx) = gpus().iter().find(|c| c.info.backend == backend) else {
+        assert!(!on_ci(), "CI needs a {backend} adapter");
+        report(format!("no {backend} adapter here: skipped"));
+        return;
+    };
+    let lock = if backend == "gl" { &GL } else { &VULKAN };
+    let _serial = lock.lock().unwrap_or_else(|e| e.into_inner());
+    body(ctx)
+}
+
+/// One `#[test]` per adapter for each body: `gpu_split_step::vulkan`, `gpu_split_step::gl`, ...
+macro_rules! on_each_adapter {
+    ($($body:ident),* $(,)?) => {$(
+        mod $body {
+            #[test]
+            fn vulkan() {
+                super::on("vulkan", super::$body)
+            }
+            #[test]
+            fn gl() {
+                super::on("gl", super::$body)
+            }
+        }
+    )*};
+}
+
+on_each_adapter!(gpu_split_step);
 
 /// The optimizers every split-step case runs with.
 fn optimizers() -> [Optimizer; 3] {
@@ -180,4 +214,24 @@ fn shard_gradients_sum_to_the_batch_gradient_and_an_empty_shard_is_zero() {
         assert!(b.backward_shard(0, 7, 6, &h).is_err());
         assert!(b.apply_gradient(&[0.0; 3], &h).is_err());
     }
+}
+
+/// On a GPU the split step (placed as a data-parallel replica: the split schedule, plus the
+/// weight-decay pass) equals `step` (the default, fused schedule), also when a step runs as
+/// micro-batches; a replica placed without `data_parallel` refuses the split step.
+fn gpu_split_step(ctx: &Arc<GpuContext>) {
+    for micro in [None, Some(5)] {
+        let ctx = ctx.clone();
+        split_matches_step(&format!("{} micro={micro:?}", ctx.info), move |opt| {
+            let mut options = GpuOptions::default();
+            options.data_parallel = true;
+            options.micro_batch = micro;
+            Box::new(GpuBackend::new(ctx.clone(), &spec(), opt, 13, options).unwrap())
+        });
+    }
+    let mut options = GpuOptions::default();
+    options.capture_gradients = true;
+    let mut b = GpuBackend::new(ctx.clone(), &spec(), Optimizer::Sgd, 13, options).unwrap();
+    let mut g = vec![0.0; spec().param_count()];
+    assert!(b.shard_gradient(&mut g).is_err());
 }
