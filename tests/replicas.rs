@@ -493,3 +493,100 @@ fn two_ranks_of_two_replicas_train_like_one_device() {
         }
     }
 }
+
+/// `gpumlp train` with `args` plus a small common run on the built-in digits, writing `out`.
+fn cli_train(out: &str, args: &[&str]) -> String {
+    let mut a = vec![
+        "train",
+        "--layers",
+        "64,17,10",
+        "--optimizer",
+        "adam",
+        "--l2",
+        "0.001",
+        "--batch",
+        "65",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    ];
+    a.extend_from_slice(args);
+    common::cli::ok(&a)
+}
+
+fn saved_params(path: &str) -> Vec<f32> {
+    gpumlp::checkpoint::Checkpoint::load(std::path::Path::new(path))
+        .unwrap()
+        .params
+}
+
+/// `--devices cpu,cpu` trains like `--device cpu` with the same --batch (65: odd), says which
+/// replicas it placed, and its checkpoints resume like any other.
+#[test]
+fn cli_devices_train_like_one_device_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    let (one, two, half) = (path("one.st"), path("two.st"), path("half.st"));
+    cli_train(&one, &["--device", "cpu", "--epochs", "2"]);
+    let said = cli_train(&two, &["--devices", "cpu,cpu", "--epochs", "2"]);
+    assert!(
+        said.contains("gpumlp: devices: 2 data-parallel replicas")
+            && said.contains("up to 33 rows"),
+        "{said}"
+    );
+    let p = TRAJ_PARAM_TOL.assert_close(
+        "--devices cpu,cpu vs --device cpu",
+        &saved_params(&two),
+        &saved_params(&one),
+    );
+    report(format!(
+        "cli: --devices cpu,cpu vs --device cpu after 2 epochs: params {:.2e}",
+        p.max_abs_diff
+    ));
+    cli_train(&half, &["--devices", "cpu,cpu", "--epochs", "1"]);
+    cli_train(&half, &["--resume", &half, "--epochs", "2"]);
+    assert_eq!(
+        saved_params(&half),
+        saved_params(&two),
+        "a resumed replicated run"
+    );
+}
+
+/// `--devices vulkan:0,gl:0` places one replica on each software adapter.
+#[test]
+fn cli_devices_on_lavapipe_and_llvmpipe() {
+    on_both(|_, _| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.st").display().to_string();
+        let said = cli_train(&out, &["--devices", "vulkan:0,gl:0", "--epochs", "1"]);
+        assert!(
+            said.contains("adapter 0 of backend vulkan")
+                && said.contains("adapter 0 of backend gl"),
+            "{said}"
+        );
+        assert!(said.contains("held-out accuracy"), "{said}");
+    });
+}
+
+#[test]
+fn cli_devices_refuses_bad_lists_before_training() {
+    use common::cli::fails;
+    fails(
+        &["train", "--devices", "cpu,tpu"],
+        &["unknown device 'tpu'", "--devices"],
+    );
+    fails(&["train", "--devices", "cpu,"], "unknown device ''");
+    fails(
+        &["train", "--devices", "vulkan:x"],
+        "unknown device 'vulkan:x'",
+    );
+    fails(
+        &["train", "--devices", "cpu,cpu", "--device", "cpu"],
+        "--device",
+    );
+    if !gpus().iter().any(|c| c.info.backend == "vulkan") {
+        return;
+    }
+    fails(&["train", "--devices", "cpu,vulkan:99"], "index 99");
+}

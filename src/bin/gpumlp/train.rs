@@ -76,6 +76,14 @@ pub struct TrainArgs {
     pub normalize: String,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// Train one model on several devices as data-parallel replicas: SPEC,SPEC,... with each
+    /// SPEC cpu, reference, gpu, gpu:N, gpu:all, or a backend (vulkan, metal, dx12, gl) alone,
+    /// with :N (its N-th adapter, from 0) or :all. Each replica takes a shard of every batch;
+    /// the gradients are summed before one identical update, so the result is that of one
+    /// device with the same --batch. --threads is per CPU replica.
+    #[arg(long, value_name = "SPEC,SPEC,...", conflicts_with_all = ["device", "backend", "adapter"])]
+    #[serde(default)]
+    pub devices: Option<String>,
     /// Start from saved weights (safetensors, layers.{i}.weight [out, in], layers.{i}.bias).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -238,6 +246,9 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
         plot_format(p)?;
     }
     args.device.device()?;
+    if let Some(list) = &args.devices {
+        gpumlp::parse_devices(list).context("--devices")?;
+    }
     check_early_stopping(args)
 }
 
@@ -394,9 +405,22 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.as_ref().expect("resume sets --out").display()
         );
     }
-    let backend = args
-        .device
-        .place(&spec, config.optimizer, batch, args.quiet)?;
+    let backend = match &args.devices {
+        Some(list) => {
+            let mut options = gpumlp::PlaceOptions::default();
+            options.threads = args.device.threads;
+            let devices = gpumlp::parse_devices(list).context("--devices")?;
+            let placed =
+                gpumlp::place_replicas(&devices, &spec, config.optimizer, batch, &options)?;
+            if !args.quiet {
+                eprintln!("gpumlp: devices: {}", placed.reason);
+            }
+            placed.backend
+        }
+        None => args
+            .device
+            .place(&spec, config.optimizer, batch, args.quiet)?,
+    };
     let device_name = backend.name();
     if !args.quiet {
         eprintln!(
