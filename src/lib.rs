@@ -156,7 +156,10 @@ fn place_on(
     match device {
         Device::Adapter { selector, index } => {
             let ctx = GpuContext::nth(&selector.clone().or_env(), *index)?;
-            let reason = format!("{} (adapter {index} of {selector})", ctx.info);
+            let reason = match &selector.backend {
+                Some(b) => format!("{} ({b}:{index})", ctx.info),
+                None => format!("{} (gpu:{index})", ctx.info),
+            };
             on_gpu(ctx, reason)
         }
         Device::Reference => Ok(Placement {

@@ -561,8 +561,7 @@ fn cli_devices_on_lavapipe_and_llvmpipe() {
         let out = dir.path().join("m.st").display().to_string();
         let said = cli_train(&out, &["--devices", "vulkan:0,gl:0", "--epochs", "1"]);
         assert!(
-            said.contains("adapter 0 of backend vulkan")
-                && said.contains("adapter 0 of backend gl"),
+            said.contains("(vulkan:0)") && said.contains("(gl:0)"),
             "{said}"
         );
         assert!(said.contains("held-out accuracy"), "{said}");
