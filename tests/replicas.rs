@@ -2,6 +2,9 @@
 //! against `step` on every backend, and N replicas with global batch B against one device with
 //! batch B (the parameters must agree within the GPU-vs-CPU trajectory tolerances: summation
 //! order is the only difference).
+// Config structs (GpuOptions) are built from `Default` and then assigned: they are
+// `#[non_exhaustive]` outside the library.
+#![allow(clippy::field_reassign_with_default)]
 
 mod common;
 
@@ -164,11 +167,14 @@ fn split_step_equals_step_on_the_cpu_backend() {
     }
 }
 
+/// Places a fresh backend.
+type Place = fn() -> Box<dyn Backend>;
+
 /// Two shards of one batch, their gradients summed by hand, give the one-shard gradient; an
 /// empty shard gives a zero gradient and empty stats.
 #[test]
 fn shard_gradients_sum_to_the_batch_gradient_and_an_empty_shard_is_zero() {
-    let places: [(&str, fn() -> Box<dyn Backend>); 2] = [
+    let places: [(&str, Place); 2] = [
         ("reference", || {
             Box::new(ReferenceBackend::new(&spec(), Optimizer::Sgd).unwrap())
         }),
@@ -393,8 +399,11 @@ fn a_gpu_and_a_cpu_replica_train_like_one_device() {
 struct ThreadRanks {
     rank: usize,
     size: usize,
-    shared: Arc<(Mutex<(Vec<f64>, usize)>, std::sync::Barrier)>,
+    shared: Arc<Shared>,
 }
+
+/// The running total and the next rank to add to it, and the barrier every rank meets at.
+type Shared = (Mutex<(Vec<f64>, usize)>, std::sync::Barrier);
 
 impl ThreadRanks {
     fn group(size: usize) -> Vec<ThreadRanks> {

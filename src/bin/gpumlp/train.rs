@@ -138,6 +138,15 @@ pub struct TrainArgs {
     pub given: BTreeSet<String>,
 }
 
+/// Placement options with `threads` per CPU backend (built from `Default`: the struct is
+/// `#[non_exhaustive]` for this crate).
+#[allow(clippy::field_reassign_with_default)]
+fn place_options(threads: Option<usize>) -> gpumlp::PlaceOptions {
+    let mut options = gpumlp::PlaceOptions::default();
+    options.threads = threads;
+    options
+}
+
 /// The model for these arguments and data.
 fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
     let outputs = match &train.targets {
@@ -407,8 +416,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let backend = match &args.devices {
         Some(list) => {
-            let mut options = gpumlp::PlaceOptions::default();
-            options.threads = args.device.threads;
+            let options = place_options(args.device.threads);
             let devices = gpumlp::parse_devices(list).context("--devices")?;
             let placed =
                 gpumlp::place_replicas(&devices, &spec, config.optimizer, batch, &options)?;
