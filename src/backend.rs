@@ -67,6 +67,31 @@ pub(crate) fn set_params_checked(dst: &mut [f32], src: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a gradient buffer holds the model's `params` values. grad: [P].
+pub(crate) fn check_gradient_len(grad: &[f32], params: usize) -> Result<()> {
+    if grad.len() != params {
+        return Err(crate::error::Error::shape("gradient", params, grad.len()));
+    }
+    Ok(())
+}
+
+/// Checks that a split step's shard `start..start + len` lies in the epoch's `rows` and within
+/// a global batch of `global_batch` rows.
+pub(crate) fn check_shard(
+    start: usize,
+    len: usize,
+    global_batch: usize,
+    rows: usize,
+) -> Result<()> {
+    if global_batch == 0 || len > global_batch || start.checked_add(len).is_none_or(|e| e > rows) {
+        return Err(crate::error::Error::InvalidConfig(format!(
+            "shard rows {start}..{} of a global batch of {global_batch} must lie inside the epoch's {rows} rows",
+            start.saturating_add(len)
+        )));
+    }
+    Ok(())
+}
+
 /// A model placed on a device, ready to train. Every call is checked; nothing panics on user
 /// input. Parameters use the layout of [`ModelSpec::layout`].
 ///
@@ -92,6 +117,26 @@ pub trait Backend: Send {
     fn step(&mut self, start: usize, len: usize, hyper: &StepHyper) -> Result<()>;
     /// The loss and correct count of each step since `begin_epoch`, read back once.
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>>;
+
+    /// The first half of a data-parallel step: forward, loss and backward on rows
+    /// `order[start..start + len]` of the epoch's order, leaving on the device the data gradient
+    /// `(1/global_batch)·Σ_shard ∇J` ([P]: no `λW`, no update). Its loss and correct count are
+    /// recorded for `finish_epoch` as one step of `len` samples. `len == 0` (an empty shard) is
+    /// allowed: a zero gradient and empty stats. `hyper` is the step's (its `l2` is not used
+    /// here). `backward_shard(s, n, n, h)`, `shard_gradient`, `apply_gradient(g, h)` is `step`.
+    fn backward_shard(
+        &mut self,
+        start: usize,
+        len: usize,
+        global_batch: usize,
+        hyper: &StepHyper,
+    ) -> Result<()>;
+    /// Reads back the gradient the last `backward_shard` left. out: [P].
+    fn shard_gradient(&mut self, out: &mut [f32]) -> Result<()>;
+    /// The second half: uploads grad: [P] (the gradient summed over every shard), adds `λW` on
+    /// the weights (not the biases) as `step` does, and applies the optimizer update with
+    /// `hyper` (whose bias corrections carry the step count, as for `step`).
+    fn apply_gradient(&mut self, grad: &[f32], hyper: &StepHyper) -> Result<()>;
 
     /// y: [rows, out] = the network's outputs (after the output activation) for x: [rows, in].
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;

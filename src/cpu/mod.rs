@@ -118,10 +118,16 @@ impl CpuBackend {
         }
     }
 
-    /// One training step on the rows already in `xs[0]` and `t`.
-    fn train_rows(&mut self, rows: usize, h: &StepHyper) -> BatchStats {
+    /// One training step on the rows already in `xs[0]` and `t`, with the loss scaled by
+    /// `1/global_batch`; `h: None` stops at the gradient (a data-parallel shard).
+    fn train_rows(
+        &mut self,
+        rows: usize,
+        global_batch: usize,
+        h: Option<&StepHyper>,
+    ) -> BatchStats {
         self.run(rows, |s, split| {
-            let scale = 1.0 / rows as f32;
+            let scale = 1.0 / global_batch as f32;
             let (spec, layout) = (&s.spec, &s.layout[..]);
             pass::forward(
                 &mut s.buf,
@@ -141,6 +147,20 @@ impl CpuBackend {
             pass::backward(&mut s.buf, spec, layout, model, rows, h, split);
             pass::batch_stats(&s.buf, rows)
         })
+    }
+
+    /// Copies the rows `order[start..start + len]` into the batch buffers (`xs[0]` and `t`).
+    fn load_rows(&mut self, start: usize, len: usize) -> Result<()> {
+        self.reserve_rows(len)?;
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        let rows = &self.order[start..start + len];
+        let xs = self.buf.xs[0].chunks_exact_mut(inp + 1);
+        for ((x, t), &r) in xs.zip(self.buf.t.chunks_exact_mut(out)).zip(rows) {
+            let r = r as usize;
+            x[..inp].copy_from_slice(&self.train_x[r * inp..(r + 1) * inp]);
+            t.copy_from_slice(&self.train_t[r * out..(r + 1) * out]);
+        }
+        Ok(())
     }
 
     /// Forward over x: [len, in] (len ≤ the batch capacity), ending in `head`.
@@ -223,17 +243,45 @@ impl Backend for CpuBackend {
                 self.order.len()
             )));
         }
-        self.reserve_rows(len)?;
-        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
-        let rows = &self.order[start..start + len];
-        let xs = self.buf.xs[0].chunks_exact_mut(inp + 1);
-        for ((x, t), &r) in xs.zip(self.buf.t.chunks_exact_mut(out)).zip(rows) {
-            let r = r as usize;
-            x[..inp].copy_from_slice(&self.train_x[r * inp..(r + 1) * inp]);
-            t.copy_from_slice(&self.train_t[r * out..(r + 1) * out]);
-        }
-        let stats = self.train_rows(len, hyper);
+        self.load_rows(start, len)?;
+        let stats = self.train_rows(len, len, Some(hyper));
         self.epoch_stats.push(stats);
+        Ok(())
+    }
+    fn backward_shard(
+        &mut self,
+        start: usize,
+        len: usize,
+        global_batch: usize,
+        _hyper: &StepHyper,
+    ) -> Result<()> {
+        self.spec.check_trainable()?;
+        crate::backend::check_shard(start, len, global_batch, self.order.len())?;
+        let stats = if len == 0 {
+            self.grads.fill(0.0);
+            BatchStats::default()
+        } else {
+            self.load_rows(start, len)?;
+            self.train_rows(len, global_batch, None)
+        };
+        self.epoch_stats.push(stats);
+        Ok(())
+    }
+    fn shard_gradient(&mut self, out: &mut [f32]) -> Result<()> {
+        crate::backend::check_gradient_len(out, self.grads.len())?;
+        out.copy_from_slice(&self.grads);
+        Ok(())
+    }
+    fn apply_gradient(&mut self, grad: &[f32], hyper: &StepHyper) -> Result<()> {
+        crate::backend::check_gradient_len(grad, self.grads.len())?;
+        self.grads.copy_from_slice(grad);
+        let model = Model {
+            params: &mut self.params,
+            grads: &mut self.grads,
+            state: &mut self.state,
+            kind: self.optimizer.kind(),
+        };
+        pass::apply(&self.layout, model, hyper);
         Ok(())
     }
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {

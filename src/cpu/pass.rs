@@ -198,13 +198,14 @@ pub struct Model<'a> {
 /// Backward pass and update, after `forward` with `Head::Loss` left δ_L in `delta[0]`. Per layer,
 /// last first: δ_{l−1} = (δ_l·W_lᵀ) ⊙ φ'(a_{l−1}) with the old W_l, then
 /// [∂W; ∂b] = [x 1]ᵀ·δ_l with `+ λW` and the optimizer update fused into the same row blocks.
+/// `h: None` (a data-parallel shard) leaves the plain gradient, without `λW` or update.
 pub fn backward(
     buf: &mut Buffers,
     spec: &ModelSpec,
     layout: &[LayerLayout],
     mut model: Model,
     rows: usize,
-    h: &StepHyper,
+    h: Option<&StepHyper>,
     split: Split,
 ) {
     let mut cur = 0;
@@ -237,14 +238,15 @@ pub fn backward(
     }
 }
 
-/// [∂W; ∂b]: [in + 1, out] = [x 1]ᵀ·δ, fused with `+ λW` (weight rows) and the update.
+/// [∂W; ∂b]: [in + 1, out] = [x 1]ᵀ·δ, fused with `+ λW` (weight rows) and the update
+/// (unless `h` is `None`).
 fn update_layer(
     x: &[f32],
     delta: &[f32],
     lay: &LayerLayout,
     model: &mut Model,
     rows: usize,
-    h: &StepHyper,
+    h: Option<&StepHyper>,
     split: Split,
 ) {
     let (inp, out, kind) = (lay.inputs + 1, lay.outputs, model.kind);
@@ -270,15 +272,53 @@ fn update_layer(
             out,
             rows,
         );
-        // Weight rows get λW; the bias row (row `inputs`) does not.
-        let w = (i1.min(lay.inputs).max(i0) - i0) * out;
-        let (pw, pb) = p.split_at_mut(w);
-        let (gw, gb) = g.split_at_mut(w);
-        let (mw, mb) = m.split_at_mut(w.min(m.len()));
-        let (vw, vb) = v.split_at_mut(w.min(v.len()));
-        update(pw, gw, mw, vw, Some(h.l2), kind, h);
-        update(pb, gb, mb, vb, None, kind, h);
+        if let Some(h) = h {
+            update_rows(p, g, m, v, (i0, i1), lay.inputs, out, kind, h);
+        }
     });
+}
+
+/// The update of rows i0..i1 of one layer's `[W; b]` (`[in + 1, out]`, `inputs` weight rows):
+/// weight rows get `λW`, the bias row does not. p, g, m, v: those rows (m, v may be empty).
+#[allow(clippy::too_many_arguments)]
+fn update_rows(
+    p: &mut [f32],
+    g: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    (i0, i1): (usize, usize),
+    inputs: usize,
+    out: usize,
+    kind: OptimizerKind,
+    h: &StepHyper,
+) {
+    let w = (i1.min(inputs).max(i0) - i0) * out;
+    let (pw, pb) = p.split_at_mut(w);
+    let (gw, gb) = g.split_at_mut(w);
+    let (mw, mb) = m.split_at_mut(w.min(m.len()));
+    let (vw, vb) = v.split_at_mut(w.min(v.len()));
+    update(pw, gw, mw, vw, Some(h.l2), kind, h);
+    update(pb, gb, mb, vb, None, kind, h);
+}
+
+/// `+ λW` and the optimizer update of every layer with the gradient already in `model.grads`
+/// (the second half of a data-parallel step), on the calling thread.
+pub fn apply(layout: &[LayerLayout], model: Model, h: &StepHyper) {
+    for lay in layout {
+        let r = lay.weight..lay.end();
+        let out = lay.outputs;
+        update_rows(
+            &mut model.params[r.clone()],
+            &mut model.grads[r.clone()],
+            state_range(&mut model.state.m, r.clone()),
+            state_range(&mut model.state.v, r),
+            (0, lay.inputs + 1),
+            lay.inputs,
+            out,
+            model.kind,
+            h,
+        );
+    }
 }
 
 /// `v[range]`, or all of `v` when it is empty (a state slot the optimizer does not keep).

@@ -113,10 +113,18 @@ impl ReferenceBackend {
 
     /// One step on x: [rows, in], t: [rows, out]: forward, loss, backward, update.
     pub fn train_batch(&mut self, x: &[f32], t: &[f32], rows: usize, h: &StepHyper) -> BatchStats {
+        let stats = self.gradients(x, t, rows, 1.0 / rows as f32, h.l2);
+        self.update(h);
+        stats
+    }
+
+    /// Forward, loss and backward on x: [rows, in], t: [rows, out], leaving in `grads` the
+    /// gradient of `scale·Σ_rows J` plus `l2·W` on the weights.
+    fn gradients(&mut self, x: &[f32], t: &[f32], rows: usize, scale: f32, l2: f32) -> BatchStats {
         let pass = self.forward_pass(x, rows);
         let layout = self.spec.layout();
         let last = layout.len() - 1;
-        let (stats, mut delta) = self.loss_and_delta(&pass.a[last], t, rows, 1.0 / rows as f32);
+        let (stats, mut delta) = self.loss_and_delta(&pass.a[last], t, rows, scale);
         for l in (0..=last).rev() {
             let lay = layout[l];
             let input = if l == 0 { x } else { &pass.z[l - 1] };
@@ -127,7 +135,7 @@ impl ReferenceBackend {
                 input,
                 &delta,
                 &self.params[lay.weight..lay.bias],
-                h.l2,
+                l2,
                 rows,
                 lay.inputs,
                 lay.outputs,
@@ -147,6 +155,11 @@ impl ReferenceBackend {
                 delta = prev;
             }
         }
+        stats
+    }
+
+    /// The optimizer update with the gradient in `grads`.
+    fn update(&mut self, h: &StepHyper) {
         let p = self.params.len();
         let mut m = std::mem::take(&mut self.state.m);
         let mut v = std::mem::take(&mut self.state.v);
@@ -173,7 +186,19 @@ impl ReferenceBackend {
         }
         self.state.m = m;
         self.state.v = v;
-        stats
+    }
+
+    /// The rows `order[start..start + len]` of the training set: x: [len, in], t: [len, out].
+    fn gather(&self, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        let mut x = Vec::with_capacity(len * inp);
+        let mut t = Vec::with_capacity(len * out);
+        for &r in &self.order[start..start + len] {
+            let r = r as usize;
+            x.extend_from_slice(&self.train_x[r * inp..(r + 1) * inp]);
+            t.extend_from_slice(&self.train_t[r * out..(r + 1) * out]);
+        }
+        (x, t)
     }
 
     fn check_rows(&self, what: &str, data: &[f32], rows: usize, width: usize) -> Result<()> {
@@ -240,16 +265,40 @@ impl Backend for ReferenceBackend {
                 self.order.len()
             )));
         }
-        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
-        let mut x = Vec::with_capacity(len * inp);
-        let mut t = Vec::with_capacity(len * out);
-        for &r in &self.order[start..start + len] {
-            let r = r as usize;
-            x.extend_from_slice(&self.train_x[r * inp..(r + 1) * inp]);
-            t.extend_from_slice(&self.train_t[r * out..(r + 1) * out]);
-        }
+        let (x, t) = self.gather(start, len);
         let stats = self.train_batch(&x, &t, len, hyper);
         self.epoch_stats.push(stats);
+        Ok(())
+    }
+    fn backward_shard(
+        &mut self,
+        start: usize,
+        len: usize,
+        global_batch: usize,
+        _hyper: &StepHyper,
+    ) -> Result<()> {
+        self.spec.check_trainable()?;
+        crate::backend::check_shard(start, len, global_batch, self.order.len())?;
+        let (x, t) = self.gather(start, len);
+        let stats = self.gradients(&x, &t, len, 1.0 / global_batch as f32, 0.0);
+        self.epoch_stats.push(stats);
+        Ok(())
+    }
+    fn shard_gradient(&mut self, out: &mut [f32]) -> Result<()> {
+        crate::backend::check_gradient_len(out, self.grads.len())?;
+        out.copy_from_slice(&self.grads);
+        Ok(())
+    }
+    fn apply_gradient(&mut self, grad: &[f32], hyper: &StepHyper) -> Result<()> {
+        crate::backend::check_gradient_len(grad, self.grads.len())?;
+        self.grads.copy_from_slice(grad);
+        for lay in self.spec.layout() {
+            let w = &self.params[lay.weight..lay.bias];
+            for (g, &w) in self.grads[lay.weight..lay.bias].iter_mut().zip(w) {
+                *g += hyper.l2 * w;
+            }
+        }
+        self.update(hyper);
         Ok(())
     }
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {

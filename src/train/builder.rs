@@ -4,7 +4,7 @@
 use super::{TrainConfig, Trainer};
 use crate::error::Result;
 use crate::model::ModelSpec;
-use crate::{place_with, AdapterSelector, Device, PlaceOptions};
+use crate::{place_replicas, place_with, AdapterSelector, Device, PlaceOptions};
 
 /// Builds a [`Trainer`]: the model, where it runs, how it trains and where it starts.
 ///
@@ -23,6 +23,7 @@ use crate::{place_with, AdapterSelector, Device, PlaceOptions};
 pub struct TrainerBuilder {
     spec: ModelSpec,
     device: Device,
+    replicas: Option<Vec<Device>>,
     config: TrainConfig,
     options: PlaceOptions,
     params: Option<Vec<f32>>,
@@ -37,6 +38,7 @@ impl Trainer {
         TrainerBuilder {
             spec: spec.clone(),
             device: Device::Auto(AdapterSelector::default()),
+            replicas: None,
             config: TrainConfig::default(),
             options: PlaceOptions::default(),
             params: None,
@@ -50,6 +52,13 @@ impl TrainerBuilder {
     /// Where to place the model (default [`Device::Auto`]).
     pub fn device(mut self, device: Device) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Train data-parallel on these devices, one replica each (see [`place_replicas`]):
+    /// every global batch is sharded across them. Replaces [`Self::device`].
+    pub fn devices(mut self, devices: Vec<Device>) -> Self {
+        self.replicas = Some(devices);
         self
     }
 
@@ -102,13 +111,22 @@ impl TrainerBuilder {
             None => self.config.batch_size,
         }
         .max(1);
-        let placed = place_with(
-            &self.device,
-            &self.spec,
-            self.config.optimizer,
-            max_batch,
-            &self.options,
-        )?;
+        let placed = match &self.replicas {
+            Some(devices) => place_replicas(
+                devices,
+                &self.spec,
+                self.config.optimizer,
+                max_batch,
+                &self.options,
+            )?,
+            None => place_with(
+                &self.device,
+                &self.spec,
+                self.config.optimizer,
+                max_batch,
+                &self.options,
+            )?,
+        };
         let params = match self.params {
             Some(p) => p,
             None => self

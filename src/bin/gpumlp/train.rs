@@ -76,6 +76,14 @@ pub struct TrainArgs {
     pub normalize: String,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// Train one model on several devices as data-parallel replicas: SPEC,SPEC,... with each
+    /// SPEC cpu, reference, gpu, gpu:N, gpu:all, or a backend (vulkan, metal, dx12, gl) alone,
+    /// with :N (its N-th adapter, from 0) or :all. Each replica takes a shard of every batch;
+    /// the gradients are summed before one identical update, so the result is that of one
+    /// device with the same --batch. --threads is per CPU replica.
+    #[arg(long, value_name = "SPEC,SPEC,...", conflicts_with_all = ["device", "backend", "adapter"])]
+    #[serde(default)]
+    pub devices: Option<String>,
     /// Start from saved weights (safetensors, layers.{i}.weight [out, in], layers.{i}.bias).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -239,6 +247,9 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
         plot_format(p)?;
     }
     args.device.device()?;
+    if let Some(list) = &args.devices {
+        gpumlp::parse_devices(list).context("--devices")?;
+    }
     check_early_stopping(args)
 }
 
@@ -394,15 +405,19 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         );
     }
     // One configuration places the model (optimizer, batch size) and trains it.
-    let mut trainer = Trainer::builder(&spec)
+    let mut builder = Trainer::builder(&spec)
         .device(device.clone())
         .config(config.clone())
         .place_options(args.device.place_options())
         .params(params.clone())
-        .train_rows(train.rows)
-        .build()?;
+        .train_rows(train.rows);
+    if let Some(list) = &args.devices {
+        builder = builder.devices(gpumlp::parse_devices(list).context("--devices")?);
+    }
+    let mut trainer = builder.build()?;
     if let (Some(reason), false) = (trainer.placement(), args.quiet) {
-        eprintln!("gpumlp: device: {reason}");
+        let what = if args.devices.is_some() { "devices" } else { "device" };
+        eprintln!("gpumlp: {what}: {reason}");
     }
     let device_name = trainer.backend().name();
     if !args.quiet {
