@@ -301,9 +301,15 @@ impl Trainer {
         let (optimizer, l2, batch_size) = (c.optimizer, c.l2, c.batch_size);
         let hyper = move |steps: u64| optimizer.hyper(lr, steps, l2);
         let per_step = match self.stream.clone() {
-            Some((source, chunk)) => {
-                stream::epoch(self, &*source, chunk, &order, hyper, &mut on_step, &mut stop)?
-            }
+            Some((source, chunk)) => stream::epoch(
+                self,
+                &*source,
+                chunk,
+                &order,
+                hyper,
+                &mut on_step,
+                &mut stop,
+            )?,
             None => {
                 self.backend.begin_epoch(&order)?;
                 let mut steps = Steps::new(self.train_rows, batch_size, self.epoch);

@@ -97,7 +97,13 @@ impl RowSource for MappedIdx {
 
 impl std::fmt::Debug for MappedIdx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MappedIdx({}, {}×{})", self.path.display(), self.rows, self.cols)
+        write!(
+            f,
+            "MappedIdx({}, {}×{})",
+            self.path.display(),
+            self.rows,
+            self.cols
+        )
     }
 }
 
@@ -199,7 +205,13 @@ impl RowSource for MappedNpy {
 
 impl std::fmt::Debug for MappedNpy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MappedNpy({}, {}×{})", self.path.display(), self.rows, self.cols)
+        write!(
+            f,
+            "MappedNpy({}, {}×{})",
+            self.path.display(),
+            self.rows,
+            self.cols
+        )
     }
 }
 

@@ -68,8 +68,7 @@ pub fn split_indices(
         }
         Targets::Values { .. } => order[..n_val].iter().copied().collect(),
     };
-    let (val, train): (Vec<usize>, Vec<usize>) =
-        order.iter().partition(|i| held_out.contains(*i));
+    let (val, train): (Vec<usize>, Vec<usize>) = order.iter().partition(|i| held_out.contains(*i));
     Ok((train, Some(val)))
 }
 

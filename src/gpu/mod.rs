@@ -11,6 +11,7 @@ pub mod plan;
 pub mod probe;
 mod profile;
 pub mod profiles;
+mod stream;
 mod training;
 
 pub use context::{list_adapters, AdapterInfo, AdapterSelector, GpuContext};
@@ -146,10 +147,42 @@ struct HostData {
     order: Vec<u32>,
 }
 
+/// Streamed training data: two device slots, chunk c in slot c % 2, each gathered through an
+/// identity order (a chunk's rows arrive in the epoch's order).
+struct StreamData {
+    slots: Vec<DeviceData>,
+    /// The slot the next steps read.
+    current: usize,
+    /// Rows of the chunk in the current slot.
+    rows: usize,
+}
+
 enum TrainData {
     None,
     Device(DeviceData),
     Host(HostData),
+    Stream(StreamData),
+}
+
+impl TrainData {
+    /// The device-resident rows the next steps gather from, if any.
+    fn on_device(&self) -> Option<&DeviceData> {
+        match self {
+            TrainData::Device(d) => Some(d),
+            TrainData::Stream(s) => s.slots.get(s.current),
+            _ => None,
+        }
+    }
+
+    /// Rows the next steps may index.
+    fn rows(&self) -> usize {
+        match self {
+            TrainData::None => 0,
+            TrainData::Device(d) => d.rows,
+            TrainData::Host(h) => h.rows,
+            TrainData::Stream(s) => s.rows,
+        }
+    }
 }
 
 /// A model placed on a wgpu device.
@@ -445,14 +478,14 @@ impl GpuBackend {
     /// forward, loss, backward (with gradient accumulation or the update where separate).
     fn step_items(&self) -> Vec<Item<'_>> {
         let mut v: Vec<Item> = Vec::new();
-        if let TrainData::Device(data) = &self.data {
+        if let Some(data) = self.data.on_device() {
             v.extend(data.gather.iter().map(Item::Kernel));
         }
         if let Some(f) = &self.fused_mlp {
             v.push(Item::Fused(f));
             return v;
         }
-        let gathered_to_image = matches!(self.data, TrainData::Device(_)) && self.x_image.is_some();
+        let gathered_to_image = self.data.on_device().is_some() && self.x_image.is_some();
         if !gathered_to_image {
             v.extend(self.x_mirror.iter().map(Item::Kernel));
         }

@@ -22,7 +22,9 @@ use crate::optim::StepHyper;
 pub enum DataPlan {
     InMemory,
     /// Chunks of `chunk_rows` rows (a multiple of the batch size).
-    Stream { chunk_rows: usize },
+    Stream {
+        chunk_rows: usize,
+    },
 }
 
 /// The steps of one epoch: batches of `batch` rows, the last one partial.
@@ -176,7 +178,8 @@ impl Trainer {
         };
         check_targets(source.targets(), rows, &spec, chunk_rows)?;
         self.train_rows = rows;
-        self.classification = matches!(source.targets(), Targets::Classes { .. }) || spec.is_classifier();
+        self.classification =
+            matches!(source.targets(), Targets::Classes { .. }) || spec.is_classifier();
         self.stream = Some((source, chunk_rows));
         Ok(plan)
     }
@@ -226,7 +229,9 @@ impl Trainer {
             let fit = limit / row_bytes.saturating_mul(4).max(1);
             if fit < batch as u64 {
                 return Err(Error::TooLarge {
-                    what: format!("streaming {rows} rows in chunks of at least one batch ({batch} rows)"),
+                    what: format!(
+                        "streaming {rows} rows in chunks of at least one batch ({batch} rows)"
+                    ),
                     needed: bytes_of(&[batch, 4], row_bytes),
                     limit,
                     limit_source: source,
