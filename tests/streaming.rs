@@ -314,3 +314,80 @@ fn a_mapped_source_streams_like_the_loaded_dataset() {
         )
     );
 }
+
+/// `gpumlp train --max-device-memory` small enough for chunks of 40 of the 162 training rows
+/// writes the checkpoint an unlimited run writes (the CPU backend on one thread: bit-identical).
+#[test]
+fn cli_streaming_run_writes_the_unlimited_runs_checkpoint() {
+    use common::cli::{fails, ok, p};
+    let dir = tempfile::tempdir().unwrap();
+    let d = data();
+    let xb: Vec<u8> = d.features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let gpumlp::Targets::Classes { labels, .. } = &d.targets else {
+        unreachable!()
+    };
+    let yb: Vec<u8> = labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
+    npy_file(dir.path(), "x.npy", "<f4", &format!("({ROWS}, 7)"), &xb);
+    npy_file(dir.path(), "y.npy", "<i8", &format!("({ROWS},)"), &yb);
+    let data = format!("npy:{},{}", p(dir.path(), "x.npy"), p(dir.path(), "y.npy"));
+    let spec = ModelSpec::with_activations(
+        &[7, 16, 3],
+        vec![Activation::Relu, Activation::Softmax],
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let model = CpuBackend::new(&spec, Optimizer::adam(), BATCH, Some(1))
+        .unwrap()
+        .allocated_bytes();
+    let cap = (model + 2 * 40 * 44 + 22).to_string();
+    let (a, b) = (p(dir.path(), "a.safetensors"), p(dir.path(), "b.safetensors"));
+    let args = |out: &str| {
+        let mut v: Vec<String> = [
+            "train",
+            "--data",
+            &data,
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--layers",
+            "7,16,3",
+            "--batch",
+            "10",
+            "--epochs",
+            "3",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(["--max-device-memory".into(), cap.clone()]);
+        v
+    };
+    let unlimited = args(&a);
+    let unlimited: Vec<&str> = unlimited[..unlimited.len() - 2]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let out = ok(&unlimited);
+    assert!(!out.contains("streaming"), "{out}");
+    let limited = args(&b);
+    let limited: Vec<&str> = limited.iter().map(String::as_str).collect();
+    let out = ok(&limited);
+    assert!(
+        out.contains("streaming it in chunks of 40 rows"),
+        "the run must stream:\n{out}"
+    );
+    let load = |f: &str| gpumlp::checkpoint::Checkpoint::load(Path::new(f)).unwrap();
+    let (ca, cb) = (load(&a), load(&b));
+    assert_eq!(ca.normalization, cb.normalization);
+    assert_eq!(ca.params, cb.params, "streamed and in-memory parameters");
+
+    let mut tiny = limited.clone();
+    let n = tiny.len();
+    tiny[n - 1] = "1K";
+    fails(&tiny, &["--max-device-memory", "1024 bytes", &model.to_string()]);
+    tiny[n - 1] = "12Q";
+    fails(&tiny, "64M or 2G");
+}

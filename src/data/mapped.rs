@@ -44,7 +44,7 @@ impl MappedIdx {
         if super::source::is_gzip(&map) {
             return Err(Error::file(
                 images,
-                "is gzip-compressed, and a compressed file cannot be memory-mapped: decompress it (gunzip -k FILE) to stream it, or train without --max-device-memory to load it into memory",
+                "is gzip-compressed, and a compressed file cannot be memory-mapped: decompress it (gunzip -k FILE) to stream it from the file, or load it into memory (load_idx)",
             ));
         }
         let (dims, data) = idx::parse_mapped(&map, images, idx::IDX_IMAGES_MAGIC)?;
@@ -131,7 +131,7 @@ impl MappedNpy {
             return Err(npy::bad(
                 features,
                 format!(
-                    "dtype {}{}{} cannot be memory-mapped: only float32 in C order streams; convert it with np.save(path, np.ascontiguousarray(x, dtype='<f4')), or train without --max-device-memory to load it into memory",
+                    "dtype {}{}{} cannot be memory-mapped, only float32 in C order can: convert it with np.save(path, np.ascontiguousarray(x, dtype='<f4')) to stream it from the file, or load it into memory (load_npy)",
                     h.kind,
                     h.size,
                     if h.fortran { " in Fortran order" } else { "" }
