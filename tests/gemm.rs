@@ -398,6 +398,7 @@ fn trajectory(ctx: &Arc<GpuContext>) {
             seed: 7,
             shuffle: true,
             schedule: gpumlp::Schedule::Exponential { gamma: 0.9 },
+            ..Default::default()
         };
         let mut trainer = gpumlp::Trainer::new(backend, &spec.init_params(3), config).unwrap();
         let reports = trainer.fit(&data, None, |_| {}).unwrap();

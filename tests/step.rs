@@ -258,6 +258,7 @@ fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (V
         seed: 7,
         shuffle: true,
         schedule: Schedule::Exponential { gamma: 0.9 },
+        ..Default::default()
     };
     let mut trainer = Trainer::new(backend, &spec.init_params(3), config).unwrap();
     let reports = trainer.fit(data, None, |_| {}).unwrap();
@@ -420,6 +421,7 @@ fn partial_batch_run(
         seed: 11,
         shuffle,
         schedule: STEP_DECAY,
+        ..Default::default()
     };
     let mut trainer = Trainer::new(backend, &spec.init_params(5), config).unwrap();
     let reports = trainer.fit(data, None, |_| {}).unwrap();

@@ -320,13 +320,17 @@ fn a_mapped_source_streams_like_the_loaded_dataset() {
 #[test]
 fn cli_streaming_run_writes_the_unlimited_runs_checkpoint() {
     use common::cli::{fails, ok, p};
+    // The rows per chunk below: (7 features + 3 targets + 1 index) × 4 bytes = 44 per row.
     let dir = tempfile::tempdir().unwrap();
     let d = data();
     let xb: Vec<u8> = d.features.iter().flat_map(|v| v.to_le_bytes()).collect();
     let gpumlp::Targets::Classes { labels, .. } = &d.targets else {
         unreachable!()
     };
-    let yb: Vec<u8> = labels.iter().flat_map(|&l| (l as i64).to_le_bytes()).collect();
+    let yb: Vec<u8> = labels
+        .iter()
+        .flat_map(|&l| (l as i64).to_le_bytes())
+        .collect();
     npy_file(dir.path(), "x.npy", "<f4", &format!("({ROWS}, 7)"), &xb);
     npy_file(dir.path(), "y.npy", "<i8", &format!("({ROWS},)"), &yb);
     let data = format!("npy:{},{}", p(dir.path(), "x.npy"), p(dir.path(), "y.npy"));
@@ -340,7 +344,10 @@ fn cli_streaming_run_writes_the_unlimited_runs_checkpoint() {
         .unwrap()
         .allocated_bytes();
     let cap = (model + 2 * 40 * 44 + 22).to_string();
-    let (a, b) = (p(dir.path(), "a.safetensors"), p(dir.path(), "b.safetensors"));
+    let (a, b) = (
+        p(dir.path(), "a.safetensors"),
+        p(dir.path(), "b.safetensors"),
+    );
     let args = |out: &str| {
         let mut v: Vec<String> = [
             "train",
@@ -384,10 +391,56 @@ fn cli_streaming_run_writes_the_unlimited_runs_checkpoint() {
     assert_eq!(ca.normalization, cb.normalization);
     assert_eq!(ca.params, cb.params, "streamed and in-memory parameters");
 
+    // Host memory too short for the features twice: the mapped input streams by itself.
+    let c = p(dir.path(), "c.safetensors");
+    let host = args(&c);
+    let host: Vec<&str> = host[..host.len() - 2].iter().map(String::as_str).collect();
+    let out = common::cli::ok_env(&host, &[("GPUMLP_MAX_HOST_BYTES", "11000")]);
+    assert!(
+        out.contains("in host memory: streaming it in chunks of 60 rows"),
+        "{out}"
+    );
+    assert_eq!(load(&c).params, ca.params, "streamed for host memory");
+
     let mut tiny = limited.clone();
     let n = tiny.len();
     tiny[n - 1] = "1K";
-    fails(&tiny, &["--max-device-memory", "1024 bytes", &model.to_string()]);
+    fails(
+        &tiny,
+        &["--max-device-memory", "1024 bytes", &model.to_string()],
+    );
     tiny[n - 1] = "12Q";
     fails(&tiny, "64M or 2G");
+}
+
+/// An epoch interrupted in its third chunk keeps the steps taken, and the rerun epoch trains as
+/// the in-memory path does after the same interruption.
+#[test]
+fn an_interrupted_streamed_epoch_resumes_like_the_in_memory_one() {
+    let spec = spec();
+    let run = |stream: bool| {
+        let backend: Box<dyn Backend> =
+            Box::new(ReferenceBackend::new(&spec, Optimizer::adam()).unwrap());
+        let mut c = config();
+        if stream {
+            c.max_device_memory = Some(cap_for(backend.as_ref(), CHUNK));
+        }
+        let mut t = Trainer::new(backend, &spec.init_params(3), c).unwrap();
+        t.set_train_source(Arc::new(data())).unwrap();
+        let mut asked = 0;
+        let e = t
+            .run_epoch_until(None, || {
+                asked += 1;
+                asked > 9
+            })
+            .unwrap_err();
+        assert!(
+            matches!(e, gpumlp::Error::Interrupted { epoch: 1, step: 9 }),
+            "{e}"
+        );
+        assert_eq!((t.epoch(), t.steps()), (0, 9));
+        t.run_epoch(None).unwrap();
+        t.params().unwrap()
+    };
+    assert_eq!(run(true), run(false));
 }
