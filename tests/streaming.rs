@@ -39,6 +39,8 @@ fn data() -> Dataset {
     Dataset::from_classes(features, 7, labels, 3).unwrap()
 }
 
+// Built by assignment: the config structs become #[non_exhaustive], so no literal outside src/.
+#[allow(clippy::field_reassign_with_default)]
 fn config() -> TrainConfig {
     let mut c = TrainConfig::default();
     c.lr = 0.01;

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 /// Standard deviations below this count as 0: the feature is constant and is only shifted.
 const MIN_STD: f64 = 1e-12;
 
+/// One pass over the training rows: calls its argument on every row's features in order, in
+/// `[n, cols]` chunks.
+type Pass<'a> = dyn FnMut(&mut dyn FnMut(&[f32])) -> Result<()> + 'a;
+
 /// The features one chunk of a streaming fit holds at most.
 const FIT_CHUNK_BYTES: usize = 16 << 20;
 
@@ -161,7 +165,7 @@ impl Normalization {
         method: NormalizeMethod,
         cols: usize,
         known_range: Option<f32>,
-        pass: &mut dyn FnMut(&mut dyn FnMut(&[f32])) -> Result<()>,
+        pass: &mut Pass<'_>,
     ) -> Result<Normalization> {
         let c = cols.max(1);
         let mut norm = Normalization::identity(cols);
