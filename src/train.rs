@@ -202,8 +202,21 @@ impl Trainer {
         Ok(())
     }
 
-    /// Uploads the training set once; later epochs reuse it.
+    /// Uploads the training set once; later epochs reuse it. With
+    /// [`TrainConfig::max_device_memory`] set, a set that does not fit the cap streams from a
+    /// copy (as [`Trainer::set_train_source`] does).
     pub fn set_train_data(&mut self, train: &Dataset) -> Result<()> {
+        if self.config.max_device_memory.is_some() {
+            train.validate()?;
+            if let DataPlan::Stream { .. } = self.plan_data(train.rows, false)? {
+                return self.set_train_source(Arc::new(train.clone())).map(|_| ());
+            }
+        }
+        self.upload_train_data(train)
+    }
+
+    /// [`Trainer::set_train_data`] without a plan: the whole set goes to the backend.
+    fn upload_train_data(&mut self, train: &Dataset) -> Result<()> {
         train.validate()?;
         if u32::try_from(train.rows).is_err() {
             // Epoch orders are u32 row indices (the Backend trait's `begin_epoch`).

@@ -446,3 +446,24 @@ fn an_interrupted_streamed_epoch_resumes_like_the_in_memory_one() {
     };
     assert_eq!(run(true), run(false));
 }
+
+/// `Trainer::fit` on an in-memory dataset honours `max_device_memory` too: it streams, and
+/// trains as without the cap.
+#[test]
+fn fit_streams_under_a_cap() {
+    let spec = spec();
+    let run = |cap: bool| {
+        let backend: Box<dyn Backend> =
+            Box::new(ReferenceBackend::new(&spec, Optimizer::adam()).unwrap());
+        let mut c = config();
+        if cap {
+            c.max_device_memory = Some(cap_for(backend.as_ref(), CHUNK));
+        }
+        let mut t = Trainer::new(backend, &spec.init_params(3), c).unwrap();
+        let reports = t.fit(&data(), None, |_| ()).unwrap();
+        assert_eq!(reports.len(), EPOCHS);
+        assert_eq!(t.chunk_rows(), cap.then_some(CHUNK));
+        t.params().unwrap()
+    };
+    assert_eq!(run(true), run(false));
+}

@@ -173,7 +173,7 @@ impl Trainer {
         }
         let plan = self.plan_data(rows, source.mapped())?;
         let DataPlan::Stream { chunk_rows } = plan else {
-            self.set_train_data(&gather_all(&*source)?)?;
+            self.upload_train_data(&gather_all(&*source)?)?;
             return Ok(plan);
         };
         check_targets(source.targets(), rows, &spec, chunk_rows)?;
