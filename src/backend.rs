@@ -137,6 +137,34 @@ pub trait Backend: Send {
     /// the weights (not the biases) as `step` does, and applies the optimizer update with
     /// `hyper` (whose bias corrections carry the step count, as for `step`).
     fn apply_gradient(&mut self, grad: &[f32], hyper: &StepHyper) -> Result<()>;
+    /// Streaming: makes x: [rows, in], t: [rows, out] (one chunk of an epoch, its rows already
+    /// in the epoch's order) the rows the next steps train on, `step(start, len)` counting
+    /// from the chunk's first row. Steps queued on the previous chunk still train on its rows.
+    /// An epoch is a sequence of `load_chunk` and steps, with [`Backend::finish_chunk`] between
+    /// chunks, ended by `finish_epoch`.
+    ///
+    /// The default replaces the training set with the chunk and starts an epoch over it in
+    /// order; the GPU backend overrides it with two device slots, so that uploading chunk
+    /// c + 1 overlaps the steps of chunk c.
+    fn load_chunk(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<()> {
+        self.set_train_data(x, t, rows)?;
+        let order = u32::try_from(rows)
+            .map(|n| (0..n).collect::<Vec<u32>>())
+            .map_err(|_| {
+                crate::error::Error::InvalidConfig(format!(
+                    "a chunk of {rows} rows is more than {} rows",
+                    u32::MAX
+                ))
+            })?;
+        self.begin_epoch(&order)
+    }
+    /// Streaming: called before the next `load_chunk`; returns the stats of the steps since
+    /// the last chunk was loaded that `finish_epoch` will not return (the default:
+    /// `finish_epoch`, one readback per chunk; a backend that keeps an epoch's stats across
+    /// chunks returns none here and all of them from `finish_epoch`).
+    fn finish_chunk(&mut self) -> Result<Vec<BatchStats>> {
+        self.finish_epoch()
+    }
 
     /// y: [rows, out] = the network's outputs (after the output activation) for x: [rows, in].
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>>;

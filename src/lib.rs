@@ -62,7 +62,7 @@ pub use model::{Activation, LayerLayout, Loss, ModelSpec};
 pub use optim::{Optimizer, Schedule, StepHyper};
 pub use reference::ReferenceBackend;
 pub use tolerance::{Comparison, Tolerance};
-pub use train::{EpochControl, EpochReport, TrainConfig, Trainer, TrainerBuilder};
+pub use train::{DataPlan, EpochControl, EpochReport, TrainConfig, Trainer, TrainerBuilder};
 
 use std::sync::Arc;
 

@@ -40,6 +40,43 @@ pub fn show_bytes(n: u64) -> String {
     }
 }
 
+/// Parses a byte count: plain bytes (`1048576`, `4096B`), or a number (whole or decimal) with
+/// a unit, case-insensitive: `K`, `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` are powers of
+/// 1024 (`64M` = 64 MiB); `KB`, `MB`, `GB`, `TB` are powers of 1000.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] saying which forms are accepted.
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let s = text.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => u64::MAX,
+    };
+    let value = number.parse::<f64>().ok().filter(|v| v.is_finite());
+    match value.map(|v| v * scale as f64) {
+        Some(bytes) if scale != u64::MAX && bytes >= 1.0 && bytes < u64::MAX as f64 => {
+            Ok(bytes as u64)
+        }
+        _ => Err(Error::InvalidConfig(format!(
+            "\"{text}\" is not a size in bytes: write plain bytes (1048576) or a number with \
+             K, M, G, T (or KiB, MiB, GiB, TiB: powers of 1024) or KB, MB, GB, TB (powers of \
+             1000), e.g. 64M or 2G"
+        ))),
+    }
+}
+
 /// `Π factors × elem` in bytes, or `u64::MAX` when it overflows.
 pub fn bytes_of(factors: &[usize], elem: u64) -> u64 {
     factors
@@ -110,6 +147,22 @@ mod tests {
         assert_eq!(bytes_of(&[usize::MAX, 2], 4), u64::MAX);
         assert_eq!(show_bytes(u64::MAX), "more than 2^64 bytes");
         assert_eq!(show_bytes(2048), "2048 bytes (2.0 KiB)");
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("4096B", 4096),
+            ("64M", 64 << 20),
+            ("2G", 2 << 30),
+            ("512KiB", 512 << 10),
+            ("1.5 MiB", 3 << 19),
+            ("3kb", 3000),
+            ("2GB", 2_000_000_000),
+        ] {
+            assert_eq!(parse_bytes(text).unwrap(), bytes, "{text}");
+        }
+        for bad in ["", "M", "-5", "0", "12Q", "1e3", "99999999999T"] {
+            let e = parse_bytes(bad).unwrap_err().to_string();
+            assert!(e.contains("64M or 2G"), "{bad}: {e}");
+        }
         let e = check_bytes("x", u64::MAX, 10, "a test", "do less").unwrap_err();
         let m = e.to_string();
         assert!(

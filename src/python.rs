@@ -150,6 +150,7 @@ impl Model {
             seed,
             shuffle,
             schedule: schedule.parse::<Schedule>().map_err(py_err)?,
+            ..Default::default()
         };
         config.validate().map_err(py_err)?;
         let params = match params {

@@ -2,17 +2,21 @@
 //! last partial batch included), the learning-rate schedule, per-epoch metrics.
 
 use crate::backend::{Backend, BatchStats, OptimizerState};
-use crate::data::Dataset;
+use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, PlateauState, Schedule};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Instant;
 
 mod builder;
 pub use builder::TrainerBuilder;
+mod stream;
+pub use stream::DataPlan;
+use stream::Steps;
 
 /// How to train.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,6 +35,10 @@ pub struct TrainConfig {
     /// A fresh seeded shuffle every epoch (on by default).
     pub shuffle: bool,
     pub schedule: Schedule,
+    /// The most bytes the trainer may hold on the device (model, optimizer state, batch
+    /// buffers and training data, as [`Backend::allocated_bytes`] counts them): a training set
+    /// that does not fit streams in chunks (see [`Trainer::set_train_source`]). `None`: no cap.
+    pub max_device_memory: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -44,6 +52,7 @@ impl Default for TrainConfig {
             seed: 0,
             shuffle: true,
             schedule: Schedule::Constant,
+            max_device_memory: None,
         }
     }
 }
@@ -163,6 +172,8 @@ pub struct Trainer {
     plateau: PlateauState,
     /// Which device [`Trainer::builder`] chose and why.
     placement: Option<String>,
+    /// The training rows when they stream, with the rows per chunk.
+    stream: Option<(Arc<dyn RowSource>, usize)>,
 }
 
 impl Trainer {
@@ -188,6 +199,7 @@ impl Trainer {
             classification: false,
             plateau: PlateauState::default(),
             placement: None,
+            stream: None,
         })
     }
 
@@ -229,8 +241,21 @@ impl Trainer {
         Ok(())
     }
 
-    /// Uploads the training set once; later epochs reuse it.
+    /// Uploads the training set once; later epochs reuse it. With
+    /// [`TrainConfig::max_device_memory`] set, a set that does not fit the cap streams from a
+    /// copy (as [`Trainer::set_train_source`] does).
     pub fn set_train_data(&mut self, train: &Dataset) -> Result<()> {
+        if self.config.max_device_memory.is_some() {
+            train.validate()?;
+            if let DataPlan::Stream { .. } = self.plan_data(train.rows, false)? {
+                return self.set_train_source(Arc::new(train.clone())).map(|_| ());
+            }
+        }
+        self.upload_train_data(train)
+    }
+
+    /// [`Trainer::set_train_data`] without a plan: the whole set goes to the backend.
+    fn upload_train_data(&mut self, train: &Dataset) -> Result<()> {
         train.validate()?;
         if u32::try_from(train.rows).is_err() {
             // Epoch orders are u32 row indices (the Backend trait's `begin_epoch`).
@@ -255,6 +280,7 @@ impl Trainer {
         )?;
         self.backend
             .set_train_data(&train.features, &t, train.rows)?;
+        self.stream = None;
         self.train_rows = train.rows;
         self.classification = train.classes().is_some() || self.backend.spec().is_classifier();
         Ok(())
@@ -324,28 +350,32 @@ impl Trainer {
             )));
         }
         let order = epoch_order(self.train_rows, c.seed, self.epoch, c.shuffle);
-        self.backend.begin_epoch(&order)?;
-        let batch = c.batch_size.min(self.train_rows);
-        let total = self.train_rows.div_ceil(batch.max(1));
-        let mut start = 0;
-        let mut taken = 0;
-        while start < self.train_rows {
-            if stop() {
-                self.backend.finish_epoch()?;
-                return Err(Error::Interrupted {
-                    epoch: self.epoch + 1,
-                    step: taken,
-                });
+        let (optimizer, l2, batch_size) = (c.optimizer, c.l2, c.batch_size);
+        let hyper = move |steps: u64| optimizer.hyper(lr, steps, l2);
+        let per_step = match self.stream.clone() {
+            Some((source, chunk)) => stream::epoch(
+                self,
+                &*source,
+                chunk,
+                &order,
+                hyper,
+                &mut on_step,
+                &mut stop,
+            )?,
+            None => {
+                self.backend.begin_epoch(&order)?;
+                let mut steps = Steps::new(self.train_rows, batch_size, self.epoch);
+                steps.run(
+                    self.backend.as_mut(),
+                    &mut self.steps,
+                    0..self.train_rows,
+                    hyper,
+                    &mut on_step,
+                    &mut stop,
+                )?;
+                self.backend.finish_epoch()?
             }
-            taken += 1;
-            let len = batch.min(self.train_rows - start);
-            self.steps += 1;
-            let hyper = c.optimizer.hyper(lr, self.steps, c.l2);
-            self.backend.step(start, len, &hyper)?;
-            start += len;
-            on_step(taken, total);
-        }
-        let per_step = self.backend.finish_epoch()?;
+        };
         let mut total = BatchStats::default();
         for (i, s) in per_step.iter().enumerate() {
             if !s.loss_sum.is_finite() {

@@ -287,6 +287,30 @@ impl Backend for CpuBackend {
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {
         Ok(std::mem::take(&mut self.epoch_stats))
     }
+    /// The chunk replaces the training rows in place (the buffers of an earlier chunk as
+    /// large are reused) and keeps the epoch's stats; the trainer gathers the next chunk on
+    /// another thread meanwhile.
+    fn load_chunk(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<()> {
+        if rows == 0 {
+            return Err(Error::InvalidData("a training chunk is empty".into()));
+        }
+        self.check_rows("inputs", x, rows, self.spec.inputs())?;
+        self.check_rows("targets", t, rows, self.spec.outputs())?;
+        for (dst, src) in [(&mut self.train_x, x), (&mut self.train_t, t)] {
+            if dst.capacity() < src.len() {
+                *dst = zeros(src.len())?;
+            }
+            dst.clear();
+            dst.extend_from_slice(src);
+        }
+        self.train_rows = rows;
+        self.order.clear();
+        self.order.extend(0..rows as u32);
+        Ok(())
+    }
+    fn finish_chunk(&mut self) -> Result<Vec<BatchStats>> {
+        Ok(Vec::new())
+    }
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let (inp, out) = (self.spec.inputs(), self.spec.outputs());
         self.check_rows("inputs", x, rows, inp)?;

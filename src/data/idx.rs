@@ -22,7 +22,6 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// f32, one row per image; there are 10 classes unless a label is 10 or more (then max + 1).
 pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     let (dims, pixels) = read_idx(images, IDX_IMAGES_MAGIC)?;
-    let (label_dims, label_data) = read_idx(labels, IDX_LABELS_MAGIC)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 {
         return Err(Error::file(
@@ -33,6 +32,24 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     if n == 0 {
         return Err(Error::file(images, "holds 0 images: the dataset is empty"));
     }
+    let (labels, classes) = read_labels(labels, images, n)?;
+    // The features take 4 bytes per pixel: checked before they are made.
+    crate::limits::check_host_bytes(
+        &format!(
+            "the features of {} ({n} images of {rows}×{cols} pixels as 32-bit floats)",
+            images.display()
+        ),
+        crate::limits::bytes_of(&[pixels.len()], 4),
+        "use a smaller dataset",
+    )?;
+    let features = pixels.iter().map(|&p| p as f32).collect();
+    Dataset::from_classes(features, rows * cols, labels, classes)
+}
+
+/// The labels of `n` images (read from `images`): the labels, and the class count (10
+/// unless a label is 10 or more, then max + 1).
+pub(super) fn read_labels(labels: &Path, images: &Path, n: usize) -> Result<(Vec<u32>, usize)> {
+    let (label_dims, label_data) = read_idx(labels, IDX_LABELS_MAGIC)?;
     if label_dims[0] != n {
         return Err(Error::InvalidData(format!(
             "{} holds {n} images but {} holds {} labels: pass the labels that belong to these \
@@ -44,18 +61,23 @@ pub fn load_idx(images: &Path, labels: &Path) -> Result<Dataset> {
     }
     let max = label_data.iter().copied().max().unwrap_or(0) as usize;
     let classes = if max < 10 { 10 } else { max + 1 };
-    // The features take 4 bytes per pixel: checked before they are made.
-    crate::limits::check_host_bytes(
-        &format!(
-            "the features of {} ({n} images of {rows}×{cols} pixels as 32-bit floats)",
-            images.display()
-        ),
-        crate::limits::bytes_of(&[pixels.len()], 4),
-        "use a smaller dataset",
-    )?;
-    let features = pixels.iter().map(|&p| p as f32).collect();
-    let labels = label_data.iter().map(|&l| l as u32).collect();
-    Dataset::from_classes(features, rows * cols, labels, classes)
+    Ok((label_data.iter().map(|&l| l as u32).collect(), classes))
+}
+
+/// Checks a whole (memory-mapped) IDX file: its dimensions and its data.
+pub(super) fn parse_mapped<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    magic: u32,
+) -> Result<(Vec<usize>, &'a [u8])> {
+    match parse_idx(bytes, path, magic, Some(bytes.len().to_string())) {
+        Ok(v) => Ok(v),
+        Err(IdxHeader::Error(e)) => Err(e),
+        Err(IdxHeader::Needs(n)) => Err(Error::file(
+            path,
+            format!("expected {n} bytes: the file is damaged"),
+        )),
+    }
 }
 
 /// Loads the Fashion-MNIST training set (60000 images) or, with `test`, the test set (10000),

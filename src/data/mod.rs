@@ -8,8 +8,10 @@
 pub mod csv;
 pub mod digits;
 pub mod idx;
+pub mod mapped;
 pub mod npy;
 pub mod prep;
+pub mod rows;
 mod source;
 pub mod spec;
 
@@ -19,7 +21,10 @@ pub use csv::{
 };
 pub use digits::{digits, DIGITS_RANGE};
 pub use idx::{fashion_mnist, load_idx};
+pub use mapped::{open_spec, MappedIdx, MappedNpy};
 pub use npy::load_npy;
+pub use prep::split_indices;
+pub use rows::{gather, gather_all, Normalized, RowSource, Subset};
 pub use spec::{known_range, load_spec, load_spec_with, spec_paths};
 
 use crate::error::{Error, Result};

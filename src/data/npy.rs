@@ -10,13 +10,13 @@ use std::path::Path;
 
 /// The header's promise: element type, order and shape.
 #[derive(Clone, Debug, PartialEq)]
-struct Header {
+pub(super) struct Header {
     /// `f` float, `i` signed, `u` unsigned, `b` bool, `U` UTF-32 string, `S` byte string.
-    kind: char,
+    pub(super) kind: char,
     /// Bytes per element (per string for `U`/`S`).
-    size: usize,
-    fortran: bool,
-    shape: Vec<usize>,
+    pub(super) size: usize,
+    pub(super) fortran: bool,
+    pub(super) shape: Vec<usize>,
 }
 
 /// One array: its header and raw little-endian bytes.
@@ -25,7 +25,7 @@ struct Array {
     data: Vec<u8>,
 }
 
-fn bad(path: &Path, why: impl Into<String>) -> Error {
+pub(super) fn bad(path: &Path, why: impl Into<String>) -> Error {
     Error::file(path, format!("not a readable .npy file: {}", why.into()))
 }
 
@@ -33,7 +33,25 @@ fn bad(path: &Path, why: impl Into<String>) -> Error {
 const MAX_HEADER: usize = 1 << 16;
 
 fn read_array(path: &Path) -> Result<Array> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let (header, mut f) = read_header(path)?;
+    let mut data = vec![0u8; header.data_bytes];
+    f.read_exact(&mut data).map_err(|e| Error::io(path, e))?;
+    Ok(Array {
+        header: header.header,
+        data,
+    })
+}
+
+/// A checked header: the file holds exactly `data_bytes` after `offset`.
+pub(super) struct Checked {
+    pub(super) header: Header,
+    pub(super) offset: u64,
+    pub(super) data_bytes: usize,
+}
+
+/// Reads and checks `path`'s header, leaving the file at the data.
+pub(super) fn read_header(path: &Path) -> Result<(Checked, std::fs::File)> {
+    let mut f = std::fs::File::open(path).map_err(|e| super::source::open_error(path, e))?;
     let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut magic = [0u8; 8];
     f.read_exact(&mut magic)
@@ -89,9 +107,14 @@ fn read_array(path: &Path) -> Result<Array> {
             ),
         ));
     }
-    let mut data = vec![0u8; count];
-    f.read_exact(&mut data).map_err(|e| Error::io(path, e))?;
-    Ok(Array { header, data })
+    Ok((
+        Checked {
+            header,
+            offset,
+            data_bytes: count,
+        },
+        f,
+    ))
 }
 
 /// Parses `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
@@ -149,7 +172,7 @@ fn parse_header(text: &str) -> std::result::Result<Header, String> {
 }
 
 impl Array {
-    fn rows_cols(&self, path: &Path) -> Result<(usize, usize)> {
+    pub(super) fn rows_cols(&self, path: &Path) -> Result<(usize, usize)> {
         match self.header.shape[..] {
             [n] => Ok((n, 1)),
             [n, k] => Ok((n, k)),
@@ -267,6 +290,25 @@ pub fn load_npy(features: &Path, labels: &Path) -> Result<Dataset> {
     }
     let (rows, cols) = x.rows_cols(features)?;
     let feats: Vec<f32> = x.numbers(features)?.into_iter().map(|v| v as f32).collect();
+    let (targets, class_names) = read_targets(labels, rows, features)?;
+    let ds = Dataset {
+        features: feats,
+        rows,
+        cols,
+        targets,
+        class_names,
+    };
+    ds.validate()?;
+    Ok(ds)
+}
+
+/// The labels file of `npy:FEATURES,LABELS` for `rows` feature rows (read from `features`):
+/// targets, and the sorted vocabulary of string labels.
+pub(super) fn read_targets(
+    labels: &Path,
+    rows: usize,
+    features: &Path,
+) -> Result<(super::Targets, Option<Vec<String>>)> {
     let y = read_array(labels)?;
     let (label_rows, width) = y.rows_cols(labels)?;
     if label_rows != rows {
@@ -277,10 +319,13 @@ pub fn load_npy(features: &Path, labels: &Path) -> Result<Dataset> {
         ));
     }
     match y.header.kind {
-        'U' | 'S' => Dataset::from_names(feats, cols, &y.strings(labels)?),
+        'U' | 'S' => {
+            let ds = Dataset::from_names(vec![0.0; rows], 1, &y.strings(labels)?)?;
+            Ok((ds.targets, ds.class_names))
+        }
         'f' => {
             let values = y.numbers(labels)?.into_iter().map(|v| v as f32).collect();
-            Dataset::from_values(feats, cols, values, width)
+            Ok((super::Targets::Values { values, width }, None))
         }
         _ if width == 1 => {
             let v = y.numbers(labels)?;
@@ -296,7 +341,7 @@ pub fn load_npy(features: &Path, labels: &Path) -> Result<Dataset> {
             }
             let labels: Vec<u32> = v.into_iter().map(|l| l as u32).collect();
             let classes = labels.iter().max().map_or(1, |&m| m as usize + 1);
-            Dataset::from_classes(feats, cols, labels, classes)
+            Ok((super::Targets::Classes { labels, classes }, None))
         }
         _ => Err(bad(
             labels,

@@ -7,11 +7,19 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::rows::{for_each_chunk, RowSource};
 use super::{check_finite, Dataset, Normalization, NormalizeMethod, Targets};
 use crate::error::{Error, Result};
 
 /// Standard deviations below this count as 0: the feature is constant and is only shifted.
 const MIN_STD: f64 = 1e-12;
+
+/// One pass over the training rows: calls its argument on every row's features in order, in
+/// `[n, cols]` chunks.
+type Pass<'a> = dyn FnMut(&mut dyn FnMut(&[f32])) -> Result<()> + 'a;
+
+/// The features one chunk of a streaming fit holds at most.
+const FIT_CHUNK_BYTES: usize = 16 << 20;
 
 impl Dataset {
     /// Holds `round(rows × val_fraction)` rows out for validation, chosen by a shuffle with
@@ -21,35 +29,51 @@ impl Dataset {
     /// gives `(all rows in order, None)`. The fraction must lie in [0, 1) and leave at least
     /// one training row.
     pub fn split(&self, val_fraction: f32, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
-        if !(0.0..1.0).contains(&val_fraction) {
-            return Err(Error::InvalidConfig(format!(
-                "the validation fraction must lie in [0, 1), got {val_fraction}: use e.g. 0.1 for \
-                 10% validation, or 0 for none"
-            )));
+        match split_indices(self.rows, &self.targets, val_fraction, seed)? {
+            (_, None) => Ok((self.clone(), None)),
+            (train, Some(val)) => Ok((self.select(&train), Some(self.select(&val)))),
         }
-        let n_val = (self.rows as f64 * val_fraction as f64).round() as usize;
-        if n_val == 0 {
-            return Ok((self.clone(), None));
-        }
-        if n_val >= self.rows {
-            return Err(Error::InvalidConfig(format!(
-                "a validation fraction of {val_fraction} of {} rows leaves no training rows: \
-                 use a smaller fraction",
-                self.rows
-            )));
-        }
-        let mut order: Vec<usize> = (0..self.rows).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let held_out = match &self.targets {
-            Targets::Classes { labels, classes } => {
-                stratified(&order, labels, *classes, n_val, val_fraction as f64)
-            }
-            Targets::Values { .. } => order[..n_val].iter().copied().collect(),
-        };
-        let (val, train): (Vec<usize>, Vec<usize>) =
-            order.iter().partition(|i| held_out.contains(*i));
-        Ok((self.select(&train), Some(self.select(&val))))
     }
+}
+
+/// The row indices of [`Dataset::split`]'s training and validation parts (in the order that
+/// split gives them), from the targets alone: the same split for rows held in memory or read
+/// from files.
+///
+/// # Errors
+/// As [`Dataset::split`].
+pub fn split_indices(
+    rows: usize,
+    targets: &Targets,
+    val_fraction: f32,
+    seed: u64,
+) -> Result<(Vec<usize>, Option<Vec<usize>>)> {
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(Error::InvalidConfig(format!(
+            "the validation fraction must lie in [0, 1), got {val_fraction}: use e.g. 0.1 for \
+             10% validation, or 0 for none"
+        )));
+    }
+    let n_val = (rows as f64 * val_fraction as f64).round() as usize;
+    if n_val == 0 {
+        return Ok(((0..rows).collect(), None));
+    }
+    if n_val >= rows {
+        return Err(Error::InvalidConfig(format!(
+            "a validation fraction of {val_fraction} of {rows} rows leaves no training rows: \
+             use a smaller fraction"
+        )));
+    }
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let held_out = match targets {
+        Targets::Classes { labels, classes } => {
+            stratified(&order, labels, *classes, n_val, val_fraction as f64)
+        }
+        Targets::Values { .. } => order[..n_val].iter().copied().collect(),
+    };
+    let (val, train): (Vec<usize>, Vec<usize>) = order.iter().partition(|i| held_out.contains(*i));
+    Ok((train, Some(val)))
 }
 
 /// The `n_val` rows (by index) that a stratified split holds out: class `c` with
@@ -112,8 +136,38 @@ impl Normalization {
     /// subtracts each feature's mean and divides by its population standard deviation (1 where
     /// that is below 1e-12), both computed in f64.
     pub fn fit(method: NormalizeMethod, data: &Dataset, known_range: Option<f32>) -> Normalization {
-        let cols = data.cols;
-        let rows = || data.features.chunks_exact(cols.max(1));
+        let mut pass = |f: &mut dyn FnMut(&[f32])| -> Result<()> {
+            f(&data.features);
+            Ok(())
+        };
+        Self::fit_passes(method, data.cols, known_range, &mut pass)
+            .expect("a pass over memory does not fail")
+    }
+
+    /// [`Normalization::fit`] over a [`RowSource`] read a chunk at a time (one pass for `Unit`,
+    /// two for `Standard`), giving the same numbers as `fit` on the rows in memory.
+    ///
+    /// # Errors
+    /// A source that fails to read.
+    pub fn fit_source(
+        method: NormalizeMethod,
+        source: &dyn RowSource,
+        known_range: Option<f32>,
+    ) -> Result<Normalization> {
+        let chunk = (FIT_CHUNK_BYTES / (source.cols().max(1) * 4)).max(1);
+        let mut pass = |f: &mut dyn FnMut(&[f32])| for_each_chunk(source, chunk, f);
+        Self::fit_passes(method, source.cols(), known_range, &mut pass)
+    }
+
+    /// The fit, given `pass(f)`, which calls `f` on every training row's features in order,
+    /// in `[n, cols]` chunks (it is called once per pass over the data).
+    fn fit_passes(
+        method: NormalizeMethod,
+        cols: usize,
+        known_range: Option<f32>,
+        pass: &mut Pass<'_>,
+    ) -> Result<Normalization> {
+        let c = cols.max(1);
         let mut norm = Normalization::identity(cols);
         norm.method = method;
         match method {
@@ -122,31 +176,39 @@ impl Normalization {
                 Some(r) if r.is_finite() && r > 0.0 => norm.scale.fill(r),
                 _ => {
                     let mut max = vec![0.0f32; cols];
-                    for row in rows() {
-                        for (m, x) in max.iter_mut().zip(row) {
-                            *m = m.max(x.abs());
+                    pass(&mut |x| {
+                        for row in x.chunks_exact(c) {
+                            for (m, x) in max.iter_mut().zip(row) {
+                                *m = m.max(x.abs());
+                            }
                         }
-                    }
+                    })?;
                     for (s, m) in norm.scale.iter_mut().zip(max) {
                         *s = if m > 0.0 && m.is_finite() { m } else { 1.0 };
                     }
                 }
             },
             NormalizeMethod::Standard => {
-                let n = rows().count().max(1) as f64;
+                let mut count = 0usize;
                 let mut mean = vec![0.0f64; cols];
-                for row in rows() {
-                    for (m, &x) in mean.iter_mut().zip(row) {
-                        *m += x as f64;
+                pass(&mut |x| {
+                    for row in x.chunks_exact(c) {
+                        count += 1;
+                        for (m, &x) in mean.iter_mut().zip(row) {
+                            *m += x as f64;
+                        }
                     }
-                }
+                })?;
+                let n = count.max(1) as f64;
                 mean.iter_mut().for_each(|m| *m /= n);
                 let mut var = vec![0.0f64; cols];
-                for row in rows() {
-                    for ((v, &m), &x) in var.iter_mut().zip(&mean).zip(row) {
-                        *v += (x as f64 - m).powi(2);
+                pass(&mut |x| {
+                    for row in x.chunks_exact(c) {
+                        for ((v, &m), &x) in var.iter_mut().zip(&mean).zip(row) {
+                            *v += (x as f64 - m).powi(2);
+                        }
                     }
-                }
+                })?;
                 for c in 0..cols {
                     let std = (var[c] / n).sqrt();
                     norm.shift[c] = mean[c] as f32;
@@ -158,7 +220,7 @@ impl Normalization {
                 }
             }
         }
-        norm
+        Ok(norm)
     }
 
     /// Maps every feature of `data` in place: `x' = (x − shift) / scale`.

@@ -11,6 +11,7 @@ pub mod probe;
 mod profile;
 pub mod profiles;
 mod step;
+mod stream;
 mod training;
 pub mod tune;
 
@@ -154,10 +155,42 @@ struct HostData {
     order: Vec<u32>,
 }
 
+/// Streamed training data: two device slots, chunk c in slot c % 2, each gathered through an
+/// identity order (a chunk's rows arrive in the epoch's order).
+struct StreamData {
+    slots: Vec<DeviceData>,
+    /// The slot the next steps read.
+    current: usize,
+    /// Rows of the chunk in the current slot.
+    rows: usize,
+}
+
 enum TrainData {
     None,
     Device(DeviceData),
     Host(HostData),
+    Stream(StreamData),
+}
+
+impl TrainData {
+    /// The device-resident rows the next steps gather from, if any.
+    fn on_device(&self) -> Option<&DeviceData> {
+        match self {
+            TrainData::Device(d) => Some(d),
+            TrainData::Stream(s) => s.slots.get(s.current),
+            _ => None,
+        }
+    }
+
+    /// Rows the next steps may index.
+    fn rows(&self) -> usize {
+        match self {
+            TrainData::None => 0,
+            TrainData::Device(d) => d.rows,
+            TrainData::Host(h) => h.rows,
+            TrainData::Stream(s) => s.rows,
+        }
+    }
 }
 
 /// A model placed on a wgpu device.
@@ -522,7 +555,7 @@ impl GpuBackend {
     /// `update` asks for it).
     fn step_items(&self, update: bool) -> Vec<Item<'_>> {
         let mut v: Vec<Item> = Vec::new();
-        if let TrainData::Device(data) = &self.data {
+        if let Some(data) = self.data.on_device() {
             v.extend(data.gather.iter().map(Item::Kernel));
         }
         if let Some(f) = &self.fused_mlp {

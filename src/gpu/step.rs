@@ -7,11 +7,7 @@ use super::*;
 impl GpuBackend {
     /// Rows of the training set (0 before `set_train_data`).
     pub(super) fn train_rows(&self) -> usize {
-        match &self.data {
-            TrainData::Device(d) => d.rows,
-            TrainData::Host(h) => h.rows,
-            TrainData::None => 0,
-        }
+        self.data.rows()
     }
 
     /// The buffer holding a step's whole gradient in the split schedule: the micro-batch total,
@@ -77,7 +73,7 @@ impl GpuBackend {
             // slot. Micro-batched schedules (whose steps clear and accumulate the gradient
             // total, even a step that fits one micro-batch) and uploads submit one by one, from
             // slot 0, after whatever is queued: the slot is rewritten below.
-            let queued = self.accumulate.is_none() && matches!(self.data, TrainData::Device(_));
+            let queued = self.accumulate.is_none() && self.data.on_device().is_some();
             let slot = if queued {
                 self.pending.borrow().len()
             } else {

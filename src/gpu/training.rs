@@ -66,10 +66,7 @@ impl Backend for GpuBackend {
             .saturating_add(rows.div_ceil(self.max_batch))
             .min(self.max_stats_slots());
         self.ensure_stats_capacity(expected_slots)?;
-        if let TrainData::Device(old) = std::mem::replace(&mut self.data, TrainData::None) {
-            self.bytes -= old.bytes;
-        }
-        let before = self.bytes;
+        self.release_data();
         let limit = self.ctx.max_binding_bytes();
         let (x_bytes, t_bytes) = (
             crate::limits::bytes_of(&[rows, inp], 4),
@@ -90,64 +87,18 @@ impl Backend for GpuBackend {
             });
             return Ok(());
         }
-        let ctx = self.ctx.clone();
-        let (data_x, data_t, order) = ctx.scoped("uploading the training set", || {
-            (
-                self.storage_buffer("data_x", bytemuck::cast_slice(x)),
-                self.storage_buffer("data_t", bytemuck::cast_slice(t)),
-                self.storage_buffer("order", bytemuck::cast_slice(&vec![0u32; rows])),
-            )
-        })?;
-        let device = &self.ctx.device;
-        let gather = |src: &wgpu::Buffer, dst: &wgpu::Buffer, width: usize| {
-            let dims = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("gather"),
-                contents: bytemuck::bytes_of(&OneU32 {
-                    value: width as u32,
-                    _pad: [0; 3],
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            Dispatch {
-                label: format!("gather rows [B,{width}]"),
-                pipeline: self
-                    .kernels
-                    .pipeline(device, Family::Data, "gather_rows", &[]),
-                bind_group: self.kernels.bind_group(
-                    device,
-                    Family::Data,
-                    &[&dims, &self.step_uniform, &order, src, dst],
-                ),
-                grid: Grid::PerRow {
-                    per_row: width as u32,
-                },
-            }
-        };
-        let gather = [
-            gather(&data_x, &self.x_batch, inp),
-            gather(&data_t, &self.t_batch, out),
-        ];
-        self.data = TrainData::Device(DeviceData {
-            rows,
-            bytes: self.bytes - before,
-            order,
-            gather,
-            _x: data_x,
-            _t: data_t,
-        });
+        let data = self.device_data(x, t, rows, &vec![0u32; rows])?;
+        self.data = TrainData::Device(data);
         Ok(())
     }
 
     fn begin_epoch(&mut self, order: &[u32]) -> Result<()> {
-        let rows = match &self.data {
-            TrainData::None => {
-                return Err(Error::InvalidConfig(
-                    "no training data: call set_train_data first".into(),
-                ))
-            }
-            TrainData::Device(d) => d.rows,
-            TrainData::Host(h) => h.rows,
-        };
+        if matches!(self.data, TrainData::None) {
+            return Err(Error::InvalidConfig(
+                "no training data: call set_train_data first".into(),
+            ));
+        }
+        let rows = self.data.rows();
         if order.len() != rows || order.iter().any(|&i| i as usize >= rows) {
             return Err(Error::InvalidConfig(format!(
                 "epoch order must index the {rows} training rows"
@@ -155,7 +106,8 @@ impl Backend for GpuBackend {
         }
         self.flush();
         match &mut self.data {
-            TrainData::Device(d) => {
+            TrainData::Device(_) | TrainData::Stream(_) => {
+                let d = self.data.on_device().expect("device data");
                 self.ctx
                     .queue
                     .write_buffer(&d.order, 0, bytemuck::cast_slice(order))
@@ -222,6 +174,14 @@ impl Backend for GpuBackend {
         items.extend(self.update.iter().map(Item::Kernel));
         self.submit(1, &items, None);
         Ok(())
+    }
+
+    fn load_chunk(&mut self, x: &[f32], t: &[f32], rows: usize) -> Result<()> {
+        self.load_stream_chunk(x, t, rows)
+    }
+    /// Every chunk's stats stay on the device until `finish_epoch`: nothing is read here.
+    fn finish_chunk(&mut self) -> Result<Vec<BatchStats>> {
+        Ok(Vec::new())
     }
 
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {

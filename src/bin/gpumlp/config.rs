@@ -76,6 +76,10 @@ fn to_json(id: &str, value: toml::Value) -> anyhow::Result<Value> {
         let sizes: LayerSizes = s.parse().map_err(anyhow::Error::msg)?;
         return Ok(serde_json::to_value(sizes)?);
     }
+    if let ("max_device_memory", toml::Value::String(s)) = (id, &value) {
+        // "64M" as on the command line.
+        return Ok(Value::from(gpumlp::limits::parse_bytes(s)?));
+    }
     Ok(match value {
         toml::Value::String(s) => Value::String(s),
         toml::Value::Integer(i) => Value::from(i),

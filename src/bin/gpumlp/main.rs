@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod plan;
 mod resume;
+mod rows;
 mod train;
 
 use clap::parser::ValueSource;

@@ -1,16 +1,17 @@
 //! `gpumlp train`.
 
 use crate::resume::resume_args;
+use crate::rows::TrainRows;
 use crate::{DeviceArgs, LayerSizes};
 use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::{load_weights_file, Checkpoint};
-use gpumlp::data::{known_range, load_spec, spec_paths, Normalization, NormalizeMethod};
+use gpumlp::data::{load_spec, spec_paths, Normalization};
 use gpumlp::files::{check_distinct, check_writable, WriteOptions};
 use gpumlp::report::{plot, plot_format, MetricsRecord};
 use gpumlp::verify::verify;
 use gpumlp::{
-    Activation, Backend, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
+    Activation, Backend, DataPlan, Dataset, Device, EpochReport, Loss, ModelSpec, Optimizer,
     ReferenceBackend, Schedule, TrainConfig, Trainer,
 };
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,12 @@ pub struct TrainArgs {
     pub seed: u64,
     #[arg(long)]
     pub no_shuffle: bool,
+    /// The most bytes training may hold on the device (model, optimizer state, batch buffers,
+    /// training data): a training set that does not fit streams in chunks. Plain bytes, or K, M,
+    /// G, T (also KiB, MiB, GiB, TiB: powers of 1024) or KB, MB, GB, TB (powers of 1000), e.g. 64M.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    #[serde(default)]
+    pub max_device_memory: Option<u64>,
     /// Fraction of the data held out for validation.
     #[arg(long, default_value_t = 0.2)]
     pub val_split: f32,
@@ -224,7 +231,13 @@ pub(crate) fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     c.seed = args.seed;
     c.shuffle = !args.no_shuffle;
     c.schedule = args.schedule.parse::<Schedule>()?;
+    c.max_device_memory = args.max_device_memory;
     Ok(c)
+}
+
+/// `--max-device-memory`'s value.
+fn parse_size(s: &str) -> Result<u64, String> {
+    gpumlp::limits::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 /// Checks on the flags alone, before any file is read: each must make sense by itself.
@@ -346,37 +359,19 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut write = WriteOptions::default();
     write.replace_read_only = args.force;
     let device = args.device.device()?;
-    let mut full = load_spec(&args.data)?;
-    // String class labels: a resumed run keeps the checkpoint's vocabulary (its outputs).
-    if let Some(names) = resumed.as_ref().and_then(|ck| ck.class_names.as_ref()) {
-        full = full
-            .relabel(names)
-            .with_context(|| format!("--data {}", args.data))?;
-    }
-    let class_names = full.class_names.clone();
-    let (mut train, mut val) = full.split(args.val_split, args.seed)?;
-    let norm = match &resumed {
-        Some(ck) => ck
-            .normalization
-            .clone()
-            .unwrap_or_else(|| Normalization::identity(train.cols)),
-        None => Normalization::fit(
-            args.normalize.parse::<NormalizeMethod>()?,
-            &train,
-            known_range(&args.data),
-        ),
-    };
-    norm.apply(&mut train)?;
-    if let Some(v) = &mut val {
-        norm.apply(v)?;
-    }
+    let crate::rows::Prepared {
+        train,
+        val,
+        norm,
+        class_names,
+    } = crate::rows::prepare(&args, resumed.as_ref())?;
     let spec = match &resumed {
         Some(ck) => ck.spec.clone(),
-        None => build_spec(&args, &train)?,
+        None => build_spec(&args, train.probe())?,
     };
     let config = build_config(&args)?;
     config.validate()?;
-    let batch = config.batch_size.clamp(1, train.rows);
+    let batch = config.batch_size.clamp(1, train.rows());
     // The parameters are allocated below (initialized or read): refuse a model that cannot fit.
     spec.check_host_memory(config.optimizer, 0)?;
     // The test set is read and checked against the model now, not after training.
@@ -410,7 +405,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         .config(config.clone())
         .place_options(args.device.place_options())
         .params(params.clone())
-        .train_rows(train.rows);
+        .train_rows(train.rows());
     if let Some(list) = &args.devices {
         builder = builder.devices(gpumlp::parse_devices(list).context("--devices")?);
     }
@@ -435,7 +430,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
                 .join(","),
             spec.loss,
             device_name,
-            train.rows,
+            train.rows(),
             val.as_ref().map_or(0, |v| v.rows)
         );
     }
@@ -443,12 +438,15 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         if device == Device::Reference || device_name == "cpu-reference" {
             bail!("--verify compares this run's device with the CPU reference, but this run is on the reference itself");
         }
+        let TrainRows::Memory(train) = &train else {
+            bail!("--verify compares steps over the training set in memory: run it without --max-device-memory");
+        };
         let mut reference = ReferenceBackend::new(&spec, config.optimizer)?;
         let report = verify(
             trainer.backend(),
             &mut reference,
             &params,
-            &train,
+            train,
             &config,
             k,
         )?;
@@ -499,7 +497,21 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         let done: Vec<_> = history.iter().map(crate::epochs::report_of).collect();
         trainer.replay_schedule(&done);
     }
-    trainer.set_train_data(&train)?;
+    match train {
+        TrainRows::Memory(train) => trainer.set_train_data(&train)?,
+        TrainRows::Source { rows, .. } => {
+            let plan = trainer.set_train_source(rows)?;
+            if let (DataPlan::Stream { chunk_rows }, false) = (plan, args.quiet) {
+                eprintln!(
+                    "gpumlp: the training set does not fit {}: streaming it in chunks of {chunk_rows} rows",
+                    match args.max_device_memory {
+                        Some(cap) => format!("--max-device-memory {}", gpumlp::limits::show_bytes(cap)),
+                        None => "in host memory".into(),
+                    }
+                );
+            }
+        }
+    }
     let run = crate::epochs::Run {
         args: &args,
         spec: &spec,
