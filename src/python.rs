@@ -21,7 +21,7 @@ use std::sync::Mutex;
 fn py_err(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
-        Error::Io { .. } | Error::File { .. } => PyOSError::new_err(msg),
+        Error::Io { .. } | Error::File { .. } | Error::Format { .. } => PyOSError::new_err(msg),
         Error::Diverged { .. } => PyFloatingPointError::new_err(msg),
         Error::NoAdapter { .. } | Error::DeviceLimit(_) | Error::Gpu(_) => {
             PyRuntimeError::new_err(msg)
