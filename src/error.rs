@@ -54,8 +54,27 @@ pub enum Error {
     #[error("training interrupted in epoch {epoch} after step {step}: the parameters keep the steps taken")]
     Interrupted { epoch: usize, step: usize },
 
-    #[error("no GPU adapter found{detail}: install a GPU driver, or a software Vulkan device (on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), or train on the fast CPU backend (--device cpu)")]
-    NoAdapter { detail: String },
+    /// No adapter matches: any at all, or those narrowed to a `backend` and/or a `name`
+    /// substring.
+    #[error("no GPU adapter found{}: install a GPU driver, or a software Vulkan device (on Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1), or train on the fast CPU backend (--device cpu)", adapter_wanted(.backend, .name))]
+    NoAdapter {
+        backend: Option<String>,
+        name: Option<String>,
+    },
+
+    /// No `index`-th adapter (0-based) among the `found` that match `backend` (`vulkan:1` in
+    /// `--devices` on a machine with one Vulkan adapter).
+    #[error("no GPU adapter at index {index}{}: found {found} (indices start at 0)", adapter_wanted(.backend, &None))]
+    AdapterIndex {
+        backend: Option<String>,
+        index: usize,
+        found: usize,
+    },
+
+    /// A GPU backend name that is none of vulkan, metal, dx12 or gl; `from_env` when it came
+    /// from `GPUMLP_BACKEND`.
+    #[error("{}unknown backend '{name}': use vulkan, metal, dx12 or gl{}", if *.from_env { format!("GPUMLP_BACKEND={name}: ") } else { String::new() }, if *.from_env { " (or unset GPUMLP_BACKEND)" } else { "" })]
+    UnknownBackend { name: String, from_env: bool },
 
     #[error("{0}")]
     DeviceLimit(String),
@@ -108,6 +127,18 @@ pub enum Error {
         count: usize,
         total: usize,
     },
+}
+
+/// " for backend 'b' with a name containing 'n'", as far as either is given.
+fn adapter_wanted(backend: &Option<String>, name: &Option<String>) -> String {
+    let mut detail = String::new();
+    if let Some(b) = backend {
+        detail += &format!(" for backend '{b}'");
+    }
+    if let Some(n) = name {
+        detail += &format!(" with a name containing '{n}'");
+    }
+    detail
 }
 
 /// The library's result type.

@@ -280,7 +280,8 @@ pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
                         let found = gpu::context::usable(&selector)?.len();
                         if found == 0 {
                             return Err(Error::NoAdapter {
-                                detail: format!(" for '{item}' in --devices"),
+                                backend: selector.backend.clone(),
+                                name: None,
                             });
                         }
                         devices.extend((0..found).map(|index| Device::Adapter {

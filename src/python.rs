@@ -21,11 +21,12 @@ use std::sync::Mutex;
 fn py_err(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
-        Error::Io { .. } | Error::File { .. } => PyOSError::new_err(msg),
+        Error::Io { .. } | Error::File { .. } | Error::Format { .. } => PyOSError::new_err(msg),
         Error::Diverged { .. } => PyFloatingPointError::new_err(msg),
-        Error::NoAdapter { .. } | Error::DeviceLimit(_) | Error::Gpu(_) => {
-            PyRuntimeError::new_err(msg)
-        }
+        Error::NoAdapter { .. }
+        | Error::AdapterIndex { .. }
+        | Error::DeviceLimit(_)
+        | Error::Gpu(_) => PyRuntimeError::new_err(msg),
         _ => PyValueError::new_err(msg),
     }
 }

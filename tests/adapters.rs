@@ -147,6 +147,14 @@ fn a_selector_that_matches_nothing_says_how_to_get_an_adapter() {
     assert_eq!(best_adapter(&none).unwrap(), None);
     match GpuContext::new(&none) {
         Err(e @ Error::NoAdapter { .. }) => {
+            // Typed: the selector's narrowing, matchable without parsing the message.
+            let Error::NoAdapter { backend, name } = &e else {
+                unreachable!()
+            };
+            assert_eq!(
+                (backend.as_deref(), name.as_deref()),
+                (None, Some("no-such-adapter-3f9c"))
+            );
             let m = e.to_string();
             for part in [
                 "no GPU adapter found",
@@ -159,12 +167,17 @@ fn a_selector_that_matches_nothing_says_how_to_get_an_adapter() {
         Err(e) => panic!("expected Error::NoAdapter, got {e}"),
         Ok(ctx) => panic!("expected Error::NoAdapter, opened {}", ctx.info),
     }
-    // An unknown backend name is a configuration error naming the valid ones.
+    // An unknown backend name is a typed error naming the valid ones.
     match GpuContext::new(&selector(Some("glide"), None)) {
-        Err(Error::InvalidConfig(m)) => {
-            assert!(m.contains("glide") && m.contains("vulkan"), "{m}")
+        Err(e @ Error::UnknownBackend { .. }) => {
+            let m = e.to_string();
+            assert!(m.contains("glide") && m.contains("vulkan"), "{m}");
+            assert!(
+                matches!(&e, Error::UnknownBackend { name, from_env: false } if name == "glide"),
+                "{e:?}"
+            );
         }
-        Err(e) => panic!("expected Error::InvalidConfig, got {e}"),
+        Err(e) => panic!("expected Error::UnknownBackend, got {e}"),
         Ok(ctx) => panic!("backend \"glide\" opened {}", ctx.info),
     }
 }

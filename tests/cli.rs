@@ -1038,9 +1038,14 @@ fn early_stopping_stops_on_a_plateau_and_restores_the_best_epoch() {
     );
     // Refused up front.
     fails(&["train", "--patience", "0"], "patience");
+    // A typo gets clap's suggestion, with the values listed.
     fails(
         &["train", "--monitor", "val_los", "--patience", "2"],
-        "unknown monitor",
+        &[
+            "invalid value 'val_los'",
+            "similar value exists: 'val_loss'",
+            "val_accuracy, train_loss",
+        ],
     );
     fails(
         &["train", "--patience", "2", "--val-split", "0"],

@@ -45,15 +45,10 @@ impl AdapterSelector {
                             // Say where the name came from when it is the environment's.
                             let from_env = std::env::var("GPUMLP_BACKEND")
                                 .is_ok_and(|v| v.trim().eq_ignore_ascii_case(other.trim()));
-                            let origin = if from_env {
-                                format!("GPUMLP_BACKEND={other}: ")
-                            } else {
-                                String::new()
-                            };
-                            return Err(Error::InvalidConfig(format!(
-                            "{origin}unknown backend '{other}': use vulkan, metal, dx12 or gl{}",
-                            if from_env { " (or unset GPUMLP_BACKEND)" } else { "" }
-                        )));
+                            return Err(Error::UnknownBackend {
+                                name: other.to_string(),
+                                from_env,
+                            });
                         }
                     }
                 }
@@ -231,14 +226,10 @@ impl GpuContext {
     pub fn new(sel: &AdapterSelector) -> Result<Self> {
         let mut found = usable_adapters(sel)?;
         if found.is_empty() {
-            let mut detail = String::new();
-            if let Some(b) = &sel.backend {
-                detail += &format!(" for backend '{b}'");
-            }
-            if let Some(n) = &sel.name {
-                detail += &format!(" with a name containing '{n}'");
-            }
-            return Err(Error::NoAdapter { detail });
+            return Err(Error::NoAdapter {
+                backend: sel.backend.clone(),
+                name: sel.name.clone(),
+            });
         }
         let (adapter, info) = found.remove(0);
         Self::from_adapter(adapter, info)
@@ -249,12 +240,10 @@ impl GpuContext {
     pub fn nth(sel: &AdapterSelector, index: usize) -> Result<Self> {
         let mut found = usable_adapters(sel)?;
         if index >= found.len() {
-            let backend = sel.backend.as_deref().unwrap_or("any backend");
-            return Err(Error::NoAdapter {
-                detail: format!(
-                    " at index {index} for {backend} (found {}: indices start at 0)",
-                    found.len()
-                ),
+            return Err(Error::AdapterIndex {
+                backend: sel.backend.clone(),
+                index,
+                found: found.len(),
             });
         }
         let (adapter, info) = found.swap_remove(index);

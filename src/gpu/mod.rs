@@ -7,6 +7,8 @@ pub mod fused;
 pub mod kernels;
 mod placement;
 pub mod plan;
+/// Single-kernel probes for tests (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
 pub mod probe;
 mod profile;
 pub mod profiles;

@@ -2,6 +2,7 @@
 //! [0, 1), random class labels), softmax cross-entropy, plain SGD with lr 0.1; 3 warm-up steps,
 //! then S timed steps, the clock stopped only after the final loss has been read back.
 
+use crate::choices::DeviceChoice;
 use crate::{DeviceArgs, LayerSizes};
 use anyhow::bail;
 use clap::Args;
@@ -32,7 +33,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub unfused: bool,
     /// Force the fully fused narrow-MLP step (every width ≤ 128) even where it is not the default.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "layered")]
     pub fused_mlp: bool,
     /// Force the layered schedule (never the fully fused step).
     #[arg(long)]
@@ -52,13 +53,13 @@ pub struct BenchArgs {
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
-    if args.device.device == "auto" {
-        args.device.device = "gpu".into();
+    if args.device.device == DeviceChoice::Auto {
+        args.device.device = DeviceChoice::Gpu;
     }
     if args.steps == 0 || args.batch == 0 || args.steps_per_submit == 0 {
         bail!("--steps, --batch and --steps-per-submit must be at least 1");
     }
-    if args.device.device == "cpu" {
+    if args.device.device == DeviceChoice::Cpu {
         // These flags choose GPU kernels and schedules: on the CPU reference they would be
         // silently ignored.
         let gpu_only = [
@@ -71,9 +72,6 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         if let Some((_, flag)) = gpu_only.iter().find(|(on, _)| *on) {
             bail!("{flag} applies to GPU kernels, but --device cpu runs the CPU reference: leave {flag} out, or use --device gpu");
         }
-    }
-    if args.fused_mlp && args.layered {
-        bail!("--fused-mlp and --layered ask for opposite schedules: give one of them");
     }
     if args.layers.0.last() == Some(&1) {
         bail!("bench trains a softmax classifier, and a softmax over one output is always 1 (the loss is 0 whatever the weights): give the last layer 2 or more units");

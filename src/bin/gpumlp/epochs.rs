@@ -43,7 +43,7 @@ fn early_stopping(
     if !tracked {
         return Ok(None);
     }
-    let monitor: Monitor = args.monitor.parse()?;
+    let monitor: Monitor = args.monitor.monitor();
     let mut stop =
         EarlyStopping::new(monitor, args.patience.unwrap_or(usize::MAX), args.min_delta)?;
     for r in history {

@@ -1,12 +1,12 @@
 //! `gpumlp eval` and `gpumlp predict`.
 
 use crate::train::place_saved;
-use crate::DeviceArgs;
+use crate::{CsvArgs, DeviceArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::Checkpoint;
 use gpumlp::data::spec_paths;
-use gpumlp::data::{load_csv_features, load_spec};
+use gpumlp::data::{load_csv_features_with, load_spec_with, CsvOptions};
 use gpumlp::files::{atomic_write_with, check_distinct, check_writable, WriteOptions};
 use gpumlp::reference::ops::argmax;
 use gpumlp::{Activation, Dataset, Targets};
@@ -28,6 +28,8 @@ pub struct EvalArgs {
     pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub csv: CsvArgs,
 }
 
 #[derive(Args)]
@@ -46,19 +48,30 @@ pub struct PredictArgs {
     pub batch: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
+    #[command(flatten)]
+    pub csv: CsvArgs,
 }
 
 /// The checkpoint and the data, normalized as the model was trained.
-fn load(model: &std::path::Path, data: &str) -> anyhow::Result<(Checkpoint, Dataset)> {
+fn load(
+    model: &std::path::Path,
+    data: &str,
+    csv: &CsvOptions,
+) -> anyhow::Result<(Checkpoint, Dataset)> {
     let ck = Checkpoint::load(model)?;
-    let ds = load_checked(&ck, data, false)?;
+    let ds = load_checked(&ck, data, csv, false)?;
     Ok((ck, ds))
 }
 
 /// `data` loaded, checked against the model's inputs and normalized as the model was trained.
 /// `predicting`: the data may also be a CSV of just the inputs (said in the error).
-fn load_checked(ck: &Checkpoint, data: &str, predicting: bool) -> anyhow::Result<Dataset> {
-    let mut ds = load_spec(data)?;
+fn load_checked(
+    ck: &Checkpoint,
+    data: &str,
+    csv: &CsvOptions,
+    predicting: bool,
+) -> anyhow::Result<Dataset> {
+    let mut ds = load_spec_with(data, csv)?;
     if ds.cols != ck.spec.inputs() {
         let inputs = ck.spec.inputs();
         let also = if predicting {
@@ -121,7 +134,7 @@ const MAX_CONFUSION_CLASSES: usize = 100;
 
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     args.device.device()?; // contradictory device flags fail before any file is read
-    let (ck, ds) = load(&args.model, &args.data)?;
+    let (ck, ds) = load(&args.model, &args.data, &args.csv.options())?;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
     let stats = gpumlp::train::evaluate(b.as_mut(), &ds)?;
     let out = ck.spec.outputs();
@@ -182,7 +195,11 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
 /// The data to predict on: like [`load`], but a plain `csv:PATH` may also hold just the
 /// model's inputs, with no label column. Returns features `[rows, inputs]` normalized as the
 /// model was trained, and the class count when the data has labels.
-fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize, Option<usize>)> {
+fn predict_data(
+    ck: &Checkpoint,
+    data: &str,
+    csv: &CsvOptions,
+) -> anyhow::Result<(Vec<f32>, usize, Option<usize>)> {
     let inputs = ck.spec.inputs();
     let plain_csv = data
         .strip_prefix("csv:")
@@ -190,7 +207,7 @@ fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize,
     if let Some(path) = plain_csv {
         // Just the inputs, or (a column that is not a number, e.g. string labels, or one
         // column more) a labelled file, read below.
-        if let Ok((mut features, cols)) = load_csv_features(std::path::Path::new(path)) {
+        if let Ok((mut features, cols)) = load_csv_features_with(std::path::Path::new(path), csv) {
             if cols == inputs {
                 if let Some(n) = &ck.normalization {
                     n.apply_features(&mut features, cols)?;
@@ -199,7 +216,7 @@ fn predict_data(ck: &Checkpoint, data: &str) -> anyhow::Result<(Vec<f32>, usize,
             }
         }
     }
-    let ds = load_checked(ck, data, true)?;
+    let ds = load_checked(ck, data, csv, true)?;
     let classes = ds.classes();
     Ok((ds.features, ds.cols, classes))
 }
@@ -218,7 +235,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         check_distinct(&[("--out", &args.out)], &inputs)?;
     }
     let ck = Checkpoint::load(&args.model)?;
-    let (features, cols, classes) = predict_data(&ck, &args.data)?;
+    let (features, cols, classes) = predict_data(&ck, &args.data, &args.csv.options())?;
     let rows = features.len() / cols;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, rows))?;
     let y = gpumlp::train::predict(b.as_mut(), &features, rows)?;

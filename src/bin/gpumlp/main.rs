@@ -2,6 +2,7 @@
 //! library: it does nothing a library user cannot do.
 
 mod bench;
+mod choices;
 mod config;
 mod epochs;
 mod eval;
@@ -11,8 +12,10 @@ mod resume;
 mod rows;
 mod train;
 
+use choices::{BackendChoice, DeviceChoice, HeaderChoice};
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use gpumlp::data::CsvOptions;
 use gpumlp::{AdapterSelector, Backend, Device, ModelSpec, Optimizer, PlaceOptions};
 use serde::{Deserialize, Serialize};
 use std::process::ExitCode;
@@ -73,14 +76,12 @@ impl std::str::FromStr for LayerSizes {
 /// Where to run, shared by every command.
 #[derive(Args, Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceArgs {
-    /// auto (the fastest here: a hardware GPU, else the fast CPU backend), gpu (any wgpu
-    /// adapter, software ones included), cpu (the fast CPU backend) or reference (the naive
-    /// CPU oracle).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Restrict to one backend: vulkan, metal, dx12 or gl.
-    #[arg(long)]
-    pub backend: Option<String>,
+    /// Where to train or run the model.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Restrict to one GPU backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
     /// Restrict to adapters whose name contains NAME (case-insensitive), as GPUMLP_ADAPTER.
     #[arg(long)]
     #[serde(default)]
@@ -117,28 +118,26 @@ impl std::fmt::Display for TuneArg {
 
 impl DeviceArgs {
     pub fn device(&self) -> anyhow::Result<Device> {
-        if let (Some(b), "cpu" | "reference") = (&self.backend, self.device.as_str()) {
+        if let (Some(b), DeviceChoice::Cpu | DeviceChoice::Reference) = (&self.backend, self.device)
+        {
             anyhow::bail!(
                 "--backend {b} picks a GPU backend, but --device {} runs on the CPU: give one or the other",
                 self.device
             );
         }
-        if let (Some(a), "cpu") = (&self.adapter, self.device.as_str()) {
+        if let (Some(a), DeviceChoice::Cpu) = (&self.adapter, self.device) {
             anyhow::bail!(
                 "--adapter {a} picks a GPU adapter, but --device cpu runs on the CPU: give one or the other"
             );
         }
         let mut sel = AdapterSelector::default();
-        sel.backend = self.backend.clone();
+        sel.backend = self.backend.map(|b| b.to_string());
         sel.name = self.adapter.clone();
-        Ok(match self.device.as_str() {
-            "auto" => Device::Auto(sel),
-            "gpu" => Device::Gpu(sel),
-            "cpu" => Device::Cpu,
-            "reference" => Device::Reference,
-            other => {
-                anyhow::bail!("unknown --device '{other}': use auto, gpu, cpu or reference")
-            }
+        Ok(match self.device {
+            DeviceChoice::Auto => Device::Auto(sel),
+            DeviceChoice::Gpu => Device::Gpu(sel),
+            DeviceChoice::Cpu => Device::Cpu,
+            DeviceChoice::Reference => Device::Reference,
         })
     }
 
@@ -170,6 +169,39 @@ impl DeviceArgs {
             eprintln!("gpumlp: device: {}", placed.reason);
         }
         Ok(placed.backend)
+    }
+}
+
+/// How `csv:` data is split into fields, shared by `train`, `eval` and `predict`.
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CsvArgs {
+    /// The character between CSV fields: one ASCII character, or \t / tab (default: a comma).
+    #[arg(long, value_parser = parse_delimiter)]
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// Whether the first CSV row names the columns.
+    #[arg(long, value_enum, default_value = "auto")]
+    #[serde(default)]
+    pub header: HeaderChoice,
+}
+
+fn parse_delimiter(s: &str) -> Result<String, String> {
+    match CsvOptions::parse_delimiter(s) {
+        Ok(_) => Ok(s.to_string()),
+        Err(gpumlp::Error::InvalidConfig(why)) => Err(why),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl CsvArgs {
+    /// The library's options for these flags.
+    pub fn options(&self) -> CsvOptions {
+        let mut o = CsvOptions::default();
+        if let Some(d) = &self.delimiter {
+            o.delimiter = CsvOptions::parse_delimiter(d).unwrap_or(b',');
+        }
+        o.header = self.header.header();
+        o
     }
 }
 

@@ -1,6 +1,7 @@
 //! `gpumlp plan`: how a training step would run on this machine's adapter, or on a named
 //! capability profile of a real device (the plan is a pure function of the capabilities).
 
+use crate::choices::BackendChoice;
 use crate::LayerSizes;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -19,13 +20,12 @@ pub struct PlanArgs {
     /// Hidden activation (the output is softmax with cross-entropy, as in `bench`).
     #[arg(long, default_value = "relu")]
     pub activation: String,
-    /// A capability profile instead of this machine's adapter: nvidia-h100, nvidia-h200,
-    /// nvidia-rtx4090, amd-rdna3, apple-m2, intel-arc, dx12-gpu, lavapipe, llvmpipe.
-    #[arg(long)]
+    /// A capability profile of a real device instead of this machine's adapter.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(PROFILE_NAMES))]
     pub profile: Option<String>,
-    /// Restrict the live adapter to one backend: vulkan, metal, dx12 or gl.
-    #[arg(long, conflicts_with = "profile")]
-    pub backend: Option<String>,
+    /// Restrict the live adapter to one backend.
+    #[arg(long, value_enum, conflicts_with = "profile")]
+    pub backend: Option<BackendChoice>,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
@@ -59,7 +59,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         }
         None => {
             let mut sel = AdapterSelector::default();
-            sel.backend = args.backend.clone();
+            sel.backend = args.backend.map(|b| b.to_string());
             sel.name = None;
             let ctx = std::sync::Arc::new(GpuContext::new(&sel.or_env())?);
             let mut options = GpuOptions::default();

@@ -4,8 +4,7 @@
 use crate::train::{build_config, TrainArgs};
 use anyhow::{bail, Context};
 use gpumlp::checkpoint::Checkpoint;
-use gpumlp::data::NormalizeMethod;
-use gpumlp::{Activation, Loss, Schedule};
+use gpumlp::{Activation, Schedule};
 use std::path::{Path, PathBuf};
 
 /// The arguments of a resumed run: the saved run's, so that it continues as if it had never
@@ -42,6 +41,13 @@ pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs
     }
     if given("devices") {
         args.devices = cli.devices.clone();
+    }
+    // How the data's CSV is split is not part of the model: a given flag wins.
+    if given("delimiter") {
+        args.csv.delimiter = cli.csv.delimiter.clone();
+    }
+    if given("header") {
+        args.csv.header = cli.csv.header;
     }
     args.quiet = cli.quiet;
     args.force = cli.force;
@@ -130,36 +136,39 @@ fn check_resume_conflicts(
         }
     }
     // `auto` agrees with a saved `auto`; a named choice agrees with what the model has.
-    let described = |saved: &str, actual: String| {
+    let described = |saved: String, actual: String| {
         if saved == "auto" {
             format!("auto (= {actual})")
         } else {
-            saved.to_string()
+            saved
         }
     };
     if given("output_activation") && cli.output_activation != saved.output_activation {
-        let same = cli.output_activation != "auto"
-            && cli.output_activation.parse::<Activation>()? == out_act;
+        let same = cli.output_activation.activation() == Some(out_act);
         if !same {
             conflict(
                 "output-activation",
-                described(&saved.output_activation, out_act.name()),
-                cli.output_activation.clone(),
+                described(saved.output_activation.to_string(), out_act.name()),
+                cli.output_activation.to_string(),
             )?;
         }
     }
     if given("loss") && cli.loss != saved.loss {
-        let same = cli.loss != "auto" && cli.loss.parse::<Loss>()? == ck.spec.loss;
+        let same = cli.loss.loss() == Some(ck.spec.loss);
         if !same {
             conflict(
                 "loss",
-                described(&saved.loss, ck.spec.loss.name().into()),
-                cli.loss.clone(),
+                described(saved.loss.to_string(), ck.spec.loss.name().into()),
+                cli.loss.to_string(),
             )?;
         }
     }
     if given("optimizer") && cli.optimizer != saved.optimizer {
-        conflict("optimizer", saved.optimizer.clone(), cli.optimizer.clone())?;
+        conflict(
+            "optimizer",
+            saved.optimizer.to_string(),
+            cli.optimizer.to_string(),
+        )?;
     }
     if let (true, Some(lr)) = (given("lr"), cli.lr) {
         let had = build_config(saved)?.lr;
@@ -191,8 +200,12 @@ fn check_resume_conflicts(
             path.display()
         );
     }
-    if given("normalize") && cli.normalize.parse::<NormalizeMethod>()? != saved.normalize.parse()? {
-        conflict("normalize", saved.normalize.clone(), cli.normalize.clone())?;
+    if given("normalize") && cli.normalize != saved.normalize {
+        conflict(
+            "normalize",
+            saved.normalize.to_string(),
+            cli.normalize.to_string(),
+        )?;
     }
     if given("init") && cli.init != saved.init {
         let show = |p: &Option<PathBuf>| {

@@ -6,8 +6,8 @@ use crate::train::TrainArgs;
 use anyhow::Context;
 use gpumlp::checkpoint::Checkpoint;
 use gpumlp::data::{
-    gather, gather_all, known_range, load_spec, open_spec, split_indices, Normalization,
-    NormalizeMethod, Normalized, RowSource, Subset,
+    gather, gather_all, known_range, load_spec_with, open_spec, split_indices, Normalization,
+    Normalized, RowSource, Subset,
 };
 use gpumlp::Dataset;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ pub fn prepare(args: &TrainArgs, resumed: Option<&Checkpoint>) -> anyhow::Result
             .clone()
             .unwrap_or_else(|| Normalization::identity(train.cols())),
         None => Normalization::fit_source(
-            args.normalize.parse::<NormalizeMethod>()?,
+            args.normalize.method(),
             train.as_ref(),
             known_range(&args.data),
         )?,
@@ -90,7 +90,7 @@ pub fn prepare(args: &TrainArgs, resumed: Option<&Checkpoint>) -> anyhow::Result
 
 /// The whole dataset in memory, relabelled to a resumed run's vocabulary.
 fn load_full(args: &TrainArgs, resumed: Option<&Checkpoint>) -> anyhow::Result<Dataset> {
-    let mut full = load_spec(&args.data)?;
+    let mut full = load_spec_with(&args.data, &args.csv.options())?;
     // String class labels: a resumed run keeps the checkpoint's vocabulary (its outputs).
     if let Some(names) = resumed.and_then(|ck| ck.class_names.as_ref()) {
         full = full
@@ -110,11 +110,7 @@ fn in_memory(args: &TrainArgs, resumed: Option<&Checkpoint>) -> anyhow::Result<P
             .normalization
             .clone()
             .unwrap_or_else(|| Normalization::identity(train.cols)),
-        None => Normalization::fit(
-            args.normalize.parse::<NormalizeMethod>()?,
-            &train,
-            known_range(&args.data),
-        ),
+        None => Normalization::fit(args.normalize.method(), &train, known_range(&args.data)),
     };
     norm.apply(&mut train)?;
     if let Some(v) = &mut val {

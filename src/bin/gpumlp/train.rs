@@ -1,12 +1,15 @@
 //! `gpumlp train`.
 
+use crate::choices::{
+    LossChoice, MonitorChoice, NormalizeChoice, OptimizerChoice, OutputActivation,
+};
 use crate::resume::resume_args;
 use crate::rows::TrainRows;
-use crate::{DeviceArgs, LayerSizes};
+use crate::{CsvArgs, DeviceArgs, LayerSizes};
 use anyhow::{bail, Context};
 use clap::Args;
 use gpumlp::checkpoint::{load_weights_file, Checkpoint};
-use gpumlp::data::{load_spec, spec_paths, Normalization};
+use gpumlp::data::{load_spec_with, spec_paths, CsvOptions, Normalization};
 use gpumlp::files::{check_distinct, check_writable, WriteOptions};
 use gpumlp::report::{plot, plot_format, MetricsRecord};
 use gpumlp::verify::verify;
@@ -37,16 +40,16 @@ pub struct TrainArgs {
     /// Hidden activation: one name, or one per hidden layer (comma-separated).
     #[arg(long, default_value = "relu")]
     pub activation: String,
-    /// auto, identity, sigmoid or softmax.
-    #[arg(long, default_value = "auto")]
-    pub output_activation: String,
-    /// auto, squared-error, cross-entropy or binary-cross-entropy.
-    #[arg(long, default_value = "auto")]
-    pub loss: String,
-    /// sgd, momentum or adam (the default: on the embedded digits it reaches 97.8-98.6% held
+    /// The output layer's activation.
+    #[arg(long, value_enum, default_value = "auto", ignore_case = true)]
+    pub output_activation: OutputActivation,
+    /// The training objective.
+    #[arg(long, value_enum, default_value = "auto", ignore_case = true)]
+    pub loss: LossChoice,
+    /// The update rule (adam, the default: on the embedded digits it reaches 97.8-98.6% held
     /// out over seeds 0-5, plain SGD 96.7-99.2%).
-    #[arg(long, default_value = "adam")]
-    pub optimizer: String,
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: OptimizerChoice,
     /// Learning rate (default 0.1 for sgd, 0.05 for momentum, 0.001 for adam).
     #[arg(long)]
     pub lr: Option<f32>,
@@ -78,9 +81,9 @@ pub struct TrainArgs {
     /// Fraction of the data held out for validation.
     #[arg(long, default_value_t = 0.2)]
     pub val_split: f32,
-    /// none, unit or standard.
-    #[arg(long, default_value = "standard")]
-    pub normalize: String,
+    /// How features are scaled (fitted on the training part, saved with the model).
+    #[arg(long, value_enum, default_value = "standard", ignore_case = true)]
+    pub normalize: NormalizeChoice,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Train one model on several devices as data-parallel replicas: SPEC,SPEC,... with each
@@ -91,6 +94,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SPEC,SPEC,...", conflicts_with_all = ["device", "backend", "adapter"])]
     #[serde(default)]
     pub devices: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub csv: CsvArgs,
     /// Start from saved weights (safetensors, layers.{i}.weight [out, in], layers.{i}.bias).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -110,9 +116,9 @@ pub struct TrainArgs {
     /// Stop when --monitor has not improved by more than --min-delta for N epochs.
     #[arg(long)]
     pub patience: Option<usize>,
-    /// What early stopping and --save-best watch: val_loss, val_accuracy or train_loss.
-    #[arg(long, default_value = "val_loss")]
-    pub monitor: String,
+    /// What early stopping and --save-best watch.
+    #[arg(long, value_enum, default_value = "val_loss")]
+    pub monitor: MonitorChoice,
     /// The smallest change of --monitor that counts as an improvement.
     #[arg(long, default_value_t = 0.0)]
     pub min_delta: f64,
@@ -149,7 +155,7 @@ pub struct TrainArgs {
 fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
     let outputs = match &train.targets {
         gpumlp::Targets::Classes { classes, .. } => {
-            if *classes == 2 && args.output_activation == "sigmoid" {
+            if *classes == 2 && args.output_activation == OutputActivation::Sigmoid {
                 1
             } else {
                 *classes
@@ -190,22 +196,19 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
         n => bail!("--activation gives {n} activations for {hidden_layers} hidden layers: give one, or one per hidden layer"),
     };
     let classes = train.classes().is_some();
-    let out_act = match args.output_activation.as_str() {
-        "auto" if classes && *sizes.last().unwrap_or(&1) == 1 => Activation::Sigmoid,
-        "auto" if classes => Activation::Softmax,
-        "auto" => Activation::Identity,
-        "identity" | "sigmoid" | "softmax" => args.output_activation.parse()?,
-        other => {
-            bail!("unknown --output-activation '{other}': use auto, identity, sigmoid or softmax")
-        }
+    let out_act = match args.output_activation.activation() {
+        Some(a) => a,
+        None if classes && *sizes.last().unwrap_or(&1) == 1 => Activation::Sigmoid,
+        None if classes => Activation::Softmax,
+        None => Activation::Identity,
     };
-    let loss = match args.loss.as_str() {
-        "auto" => match out_act {
+    let loss = match args.loss.loss() {
+        Some(l) => l,
+        None => match out_act {
             Activation::Softmax => Loss::CrossEntropy,
             Activation::Sigmoid if classes => Loss::BinaryCrossEntropy,
             _ => Loss::SquaredError,
         },
-        other => other.parse()?,
     };
     if out_act == Activation::Softmax && sizes.last() == Some(&1) {
         bail!("a softmax over one output is always 1, so nothing can be learned: give the output layer 2 or more units (one per class), or use --output-activation sigmoid for one output");
@@ -216,11 +219,10 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
 }
 
 pub(crate) fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
-    let (optimizer, default_lr) = match args.optimizer.as_str() {
-        "sgd" => (Optimizer::Sgd, 0.1),
-        "momentum" => (Optimizer::Momentum { mu: args.momentum }, 0.05),
-        "adam" => (Optimizer::adam(), 0.001),
-        other => bail!("unknown --optimizer '{other}': use sgd, momentum or adam"),
+    let (optimizer, default_lr) = match args.optimizer {
+        OptimizerChoice::Sgd => (Optimizer::Sgd, 0.1),
+        OptimizerChoice::Momentum => (Optimizer::Momentum { mu: args.momentum }, 0.05),
+        OptimizerChoice::Adam => (Optimizer::adam(), 0.001),
     };
     let mut c = TrainConfig::default();
     c.lr = args.lr.unwrap_or(default_lr);
@@ -269,7 +271,7 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
 /// `--patience`, `--monitor`, `--min-delta`, `--save-best` and `--restore-best`, checked
 /// before any work.
 fn check_early_stopping(args: &TrainArgs) -> anyhow::Result<()> {
-    let monitor: gpumlp::Monitor = args.monitor.parse()?;
+    let monitor = args.monitor.monitor();
     gpumlp::EarlyStopping::new(monitor, args.patience.unwrap_or(1), args.min_delta)
         .context("--patience / --min-delta")?;
     let tracked = args.patience.is_some() || args.save_best.is_some() || args.restore_best;
@@ -382,6 +384,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             &norm,
             &args.data,
             class_names.as_deref(),
+            &args.csv.options(),
         )?),
         None => None,
     };
@@ -411,7 +414,11 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let mut trainer = builder.build()?;
     if let (Some(reason), false) = (trainer.placement(), args.quiet) {
-        let what = if args.devices.is_some() { "devices" } else { "device" };
+        let what = if args.devices.is_some() {
+            "devices"
+        } else {
+            "device"
+        };
         eprintln!("gpumlp: {what}: {reason}");
     }
     let device_name = trainer.backend().name();
@@ -583,8 +590,9 @@ fn load_test(
     norm: &Normalization,
     data: &str,
     class_names: Option<&[String]>,
+    csv: &CsvOptions,
 ) -> anyhow::Result<Dataset> {
-    let mut t = load_spec(test).with_context(|| format!("--test {test}"))?;
+    let mut t = load_spec_with(test, csv).with_context(|| format!("--test {test}"))?;
     if let Some(names) = class_names {
         t = t.relabel(names).with_context(|| format!("--test {test}"))?;
     }
