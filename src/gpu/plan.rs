@@ -14,9 +14,11 @@
 //! - the fused narrow-MLP step or the layered one, and the fused step's tile
 //!   ([`use_fused_mlp`], [`fused_shape`]);
 //! - rows per micro-batch ([`micro_batch_rows`]) and steps per submit;
-//! - how `bench --profile` times dispatches ([`wall_clock_profiling`]).
+//! - how `bench --profile` and the tuner time dispatches ([`wall_clock_profiling`]);
+//! - which adapters `--device auto` picks unasked, and in what order ([`auto_selectable`],
+//!   [`adapter_preference`]).
 
-use super::device::{Capabilities, DeviceClass};
+use super::device::{Api, Capabilities, DeviceClass};
 use super::fused::FusedShape;
 use super::kernels::{
     GemmConfig, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, BLOCK_M, BLOCK_N, BLOCK_WG,
@@ -309,6 +311,33 @@ pub fn micro_batch_rows(
 /// coroutine that wrote them); elsewhere with timestamp queries.
 pub fn wall_clock_profiling(caps: &Capabilities) -> bool {
     software(caps) || !caps.timestamps
+}
+
+/// Whether `--device auto` may pick an adapter of `class` without being asked: discrete and
+/// integrated GPUs. Software adapters (lavapipe, llvmpipe, WARP, SwiftShader), virtual and
+/// unknown ones run only when asked for (the fast CPU backend beats them).
+pub fn auto_selectable(class: DeviceClass) -> bool {
+    matches!(class, DeviceClass::Discrete | DeviceClass::Integrated)
+}
+
+/// Preference order among adapters, lowest first: discrete, integrated, virtual, software,
+/// other; then Vulkan, Metal, DX12, GL, other.
+pub fn adapter_preference(class: DeviceClass, api: Api) -> (u32, u32) {
+    let c = match class {
+        DeviceClass::Discrete => 0,
+        DeviceClass::Integrated => 1,
+        DeviceClass::Virtual => 2,
+        DeviceClass::Software => 3,
+        DeviceClass::Other => 4,
+    };
+    let a = match api {
+        Api::Vulkan => 0,
+        Api::Metal => 1,
+        Api::Dx12 => 2,
+        Api::Gl => 3,
+        Api::Other => 4,
+    };
+    (c, a)
 }
 
 /// Whether the largest bench shapes are worth running here (minutes per step on software).

@@ -67,6 +67,8 @@ impl std::fmt::Display for Tune {
     }
 }
 
+/// Rows, columns and depth of the calibration matmul.
+const CALIBRATION: u32 = 256;
 /// Repetitions of each candidate after its warm-up, where the budget allows.
 const REPS: u32 = 3;
 /// The cache file's format version: entries of another version are ignored.
@@ -189,11 +191,27 @@ pub fn tune(
     let from_cache = todo.is_empty() && (!both_steps || cached_step.is_some());
     if !todo.is_empty() {
         let kernels = Kernels::new(&ctx.device, support, Default::default());
-        // Calibration: the cheapest matmul's static kernel, for the first estimate.
-        let (key, dims, grid, cands) = todo.last().expect("not empty").clone();
+        // Calibration: a 256³ forward matmul on the static kernel for that width, for the
+        // first estimate (a model's own matmuls can take minutes on a software adapter).
+        let cal = MatmulDims {
+            n: CALIBRATION,
+            k: CALIBRATION,
+            ..Default::default()
+        };
+        let cal_grid = (CALIBRATION, CALIBRATION);
+        let cal_kernel = plan::matmul_config(&support, MatmulMode::Forward, &cal).variant;
         let t0 = Instant::now();
-        let t = timer.time(&kernels, &caps, key.mode, &dims, grid, rows, cands[0], 1)?;
-        let mut rate = flops(grid, &dims, key.mode, rows) as f64 / t.max(1e-9);
+        let t = timer.time(
+            &kernels,
+            &caps,
+            MatmulMode::Forward,
+            &cal,
+            cal_grid,
+            CALIBRATION as usize,
+            cal_kernel,
+            1,
+        )?;
+        let mut rate = flops(cal_grid, &cal, MatmulMode::Forward, 0) as f64 / t.max(1e-9);
         // Seconds per candidate beyond its dispatches: compiling the pipeline, buffers.
         let mut overhead = (t0.elapsed().as_secs_f64() - t).max(0.0);
         tuning.timed += 1;
@@ -225,6 +243,8 @@ pub fn tune(
             }
             if !complete {
                 tuning.skipped += 1;
+                file.entries
+                    .insert(format!("{prefix}|{}", key.label()), untimed(budget));
                 continue;
             }
             tuning.matmuls.insert(key, best.1);
@@ -259,8 +279,9 @@ pub fn tune(
 pub fn summary(t: &Tuning) -> String {
     let mut s = if t.from_cache {
         format!(
-            "kernels from the tuning cache ({} matmuls, {:.3} s)",
+            "kernels from the tuning cache ({} matmuls tuned, {} static, {:.3} s)",
             t.matmuls.len(),
+            t.skipped,
             t.seconds
         )
     } else {
@@ -337,10 +358,16 @@ fn time_steps(
     Ok(best[0] <= best[1])
 }
 
+/// A compiled candidate: launch shape, form, split-K.
+type PipelineKey = (super::kernels::MatmulConfig, MatmulMode, bool);
+
 /// Times one matmul launch by timestamp queries or the wall clock.
 struct Timer<'a> {
     ctx: &'a GpuContext,
     timestamps: bool,
+    /// Pipelines compiled so far: the dims are a uniform, so matmuls of one form share them
+    /// (compiling dominates tuning on software adapters, and costs milliseconds on GPUs).
+    pipelines: std::collections::HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>,
 }
 
 impl<'a> Timer<'a> {
@@ -348,6 +375,7 @@ impl<'a> Timer<'a> {
         Timer {
             ctx,
             timestamps: trust_timestamps && ctx.timestamps,
+            pipelines: Default::default(),
         }
     }
 
@@ -421,9 +449,18 @@ impl<'a> Timer<'a> {
             ..Default::default()
         };
         let step_buf = uniform(bytemuck::bytes_of(&step));
-        let pipeline = ctx.scoped("compiling a tuner candidate", || {
-            kernels.matmul(device, cfg, mode, 0, 0, true, slices > 1)
-        })?;
+        let key = (cfg, mode, slices > 1);
+        let pipeline = match self.pipelines.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let p = ctx.scoped("compiling a tuner candidate", || {
+                    kernels.matmul(device, cfg, mode, 0, 0, true, slices > 1)
+                })?;
+                let p = Arc::new(p);
+                self.pipelines.insert(key, p.clone());
+                p
+            }
+        };
         let mut bufs: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
         bufs.extend(storage.iter());
         let bind_group = kernels.bind_group(device, cfg.family(), &bufs);
