@@ -114,8 +114,10 @@ pub fn place_with(
     // checks those; the CPU backend checks its own buffers).
     spec.check_host_memory(optimizer, 0)?;
     let on_gpu = |ctx: GpuContext, reason: String| -> Result<Placement> {
-        let mut gpu_options = GpuOptions::default();
-        gpu_options.tune = options.tune;
+        let gpu_options = GpuOptions {
+            tune: options.tune,
+            ..Default::default()
+        };
         let backend = GpuBackend::new(Arc::new(ctx), spec, optimizer, max_batch, gpu_options)?;
         let reason = match backend.tuning() {
             Some(t) => format!("{reason}; {}", gpu::tune::summary(t)),

@@ -280,8 +280,6 @@ impl GpuContext {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
-        // Subgroup operations, for the CPU-adapter matmul (kernels.rs decides where it runs).
-        features |= adapter.features() & wgpu::Features::SUBGROUP;
         let desc = wgpu::DeviceDescriptor {
             label: Some("gpumlp"),
             required_features: features,

@@ -441,12 +441,12 @@ fn fused_step(
         .flatten()
 }
 
-/// Every matmul of a layered step of `spec`: (layer, form, mode, dims, output rows and
-/// columns) for micro-batches of `micro` rows; the dims name each one's [`MatmulKey`].
-pub fn step_matmuls(
-    spec: &ModelSpec,
-    micro: usize,
-) -> Vec<(usize, &'static str, MatmulMode, MatmulDims, (u32, u32))> {
+/// One matmul of a layered step: layer, form, mode, dims, output rows and columns.
+pub type StepMatmul = (usize, &'static str, MatmulMode, MatmulDims, (u32, u32));
+
+/// Every matmul of a layered step of `spec` for micro-batches of `micro` rows; the dims name
+/// each one's [`MatmulKey`].
+pub fn step_matmuls(spec: &ModelSpec, micro: usize) -> Vec<StepMatmul> {
     let mut v = Vec::new();
     for (l, lay) in spec.layout().iter().enumerate() {
         let mut forms = vec![(

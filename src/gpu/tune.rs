@@ -67,6 +67,9 @@ impl std::fmt::Display for Tune {
     }
 }
 
+/// A matmul still to time: key, dims, output grid, candidates.
+type Todo = (MatmulKey, MatmulDims, (u32, u32), Vec<MatmulVariant>);
+
 /// Rows, columns and depth of the calibration matmul.
 const CALIBRATION: u32 = 256;
 /// Repetitions of each candidate after its warm-up, where the budget allows.
@@ -162,7 +165,7 @@ pub fn tune(
         ..Default::default()
     };
     // Unique matmuls, largest first, each with its candidates.
-    let mut todo: Vec<(MatmulKey, MatmulDims, (u32, u32), Vec<MatmulVariant>)> = Vec::new();
+    let mut todo: Vec<Todo> = Vec::new();
     for (_, _, mode, dims, grid) in plan::step_matmuls(spec, rows) {
         let key = MatmulKey::of(mode, &dims);
         if todo.iter().any(|t| t.0 == key) {

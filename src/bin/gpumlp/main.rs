@@ -151,9 +151,14 @@ impl DeviceArgs {
         max_batch: usize,
         quiet: bool,
     ) -> anyhow::Result<Box<dyn Backend>> {
-        let mut options = PlaceOptions::default();
-        options.threads = self.threads;
-        options.tune = self.tune.0;
+        // Field by field: PlaceOptions is to be #[non_exhaustive] (CONVENTIONS, `api`).
+        #[allow(clippy::field_reassign_with_default)]
+        let options = {
+            let mut o = PlaceOptions::default();
+            o.threads = self.threads;
+            o.tune = self.tune.0;
+            o
+        };
         let placed = gpumlp::place_with(&self.device()?, spec, optimizer, max_batch, &options)?;
         if !quiet {
             eprintln!("gpumlp: device: {}", placed.reason);
