@@ -2,12 +2,14 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::gpus;
 use gpumlp::model::{Activation, Loss, ModelSpec};
 use gpumlp::optim::Optimizer;
 use gpumlp::{
-    Backend, CpuBackend, Dataset, Error, GpuBackend, GpuOptions, ReferenceBackend, TrainConfig,
-    Trainer,
+    Backend, CpuBackend, Dataset, Error, GpuBackend, GpuContext, GpuOptions, ReferenceBackend,
+    TrainConfig, Trainer,
 };
 
 fn spec() -> ModelSpec {
@@ -127,8 +129,7 @@ fn bad_data_is_refused_on_every_backend() {
     }
 }
 
-#[test]
-fn bad_configs_are_refused() {
+fn bad_configs_are_refused(ctx: &Arc<GpuContext>) {
     let spec = spec();
     let cpu =
         || Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap()) as Box<dyn Backend>;
@@ -167,16 +168,15 @@ fn bad_configs_are_refused() {
     }
     assert!("step:0:0.5".parse::<gpumlp::Schedule>().is_err());
     assert!("cosine".parse::<gpumlp::Schedule>().is_err());
-    for ctx in gpus() {
-        let e = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 0, GpuOptions::default())
-            .err()
-            .unwrap();
-        assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
-    }
+    let e = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 0, GpuOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::InvalidConfig(_)), "{e}");
 }
 
-#[test]
-fn a_batch_over_the_binding_limit_runs_as_micro_batches_and_too_many_parameters_are_refused() {
+fn a_batch_over_the_binding_limit_runs_as_micro_batches_and_too_many_parameters_are_refused(
+    ctx: &Arc<GpuContext>,
+) {
     let spec = ModelSpec::new(
         &[3, 1 << 16, 2],
         Activation::Relu,
@@ -184,48 +184,45 @@ fn a_batch_over_the_binding_limit_runs_as_micro_batches_and_too_many_parameters_
         Loss::CrossEntropy,
     )
     .unwrap();
-    for ctx in gpus() {
-        let limit = ctx.limits.max_storage_buffer_binding_size;
-        let fits = (limit / (4 << 16)) as usize;
-        let g = GpuBackend::new(
-            ctx.clone(),
-            &spec,
-            Optimizer::Sgd,
-            fits + 1,
-            GpuOptions::default(),
-        )
+    let limit = ctx.limits.max_storage_buffer_binding_size;
+    let fits = (limit / (4 << 16)) as usize;
+    let g = GpuBackend::new(
+        ctx.clone(),
+        &spec,
+        Optimizer::Sgd,
+        fits + 1,
+        GpuOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        g.micro_batch(),
+        fits,
+        "{}: layer 1 [batch × 65536] fits {fits} rows",
+        ctx.info
+    );
+    let huge = ModelSpec::new(
+        &[1 << 13, 1 << 13, 2],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let e = GpuBackend::new(ctx.clone(), &huge, Optimizer::Sgd, 1, GpuOptions::default())
+        .err()
         .unwrap();
-        assert_eq!(
-            g.micro_batch(),
-            fits,
-            "{}: layer 1 [batch × 65536] fits {fits} rows",
-            ctx.info
-        );
-        let huge = ModelSpec::new(
-            &[1 << 13, 1 << 13, 2],
-            Activation::Relu,
-            Activation::Softmax,
-            Loss::CrossEntropy,
-        )
-        .unwrap();
-        let e = GpuBackend::new(ctx.clone(), &huge, Optimizer::Sgd, 1, GpuOptions::default())
-            .err()
-            .unwrap();
-        let msg = e.to_string();
-        assert!(matches!(e, Error::DeviceLimit(_)), "{msg}");
-        assert!(
-            msg.contains("parameters") && msg.contains("fewer or narrower layers"),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("layer 1 (8192x8192"),
-            "names the largest layer: {msg}"
-        );
-    }
+    let msg = e.to_string();
+    assert!(matches!(e, Error::DeviceLimit(_)), "{msg}");
+    assert!(
+        msg.contains("parameters") && msg.contains("fewer or narrower layers"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("layer 1 (8192x8192"),
+        "names the largest layer: {msg}"
+    );
 }
 
-#[test]
-fn divergence_stops_training_naming_epoch_and_step() {
+fn divergence_stops_training_naming_epoch_and_step(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[1, 1],
         Activation::Identity,
@@ -239,7 +236,7 @@ fn divergence_stops_training_naming_epoch_and_step() {
         Box::new(ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap()),
         Box::new(CpuBackend::new(&spec, Optimizer::Sgd, 8, Some(2)).unwrap()),
     ];
-    for ctx in gpus() {
+    {
         all.push(Box::new(
             GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 4, GpuOptions::default()).unwrap(),
         ));
@@ -260,3 +257,9 @@ fn divergence_stops_training_naming_epoch_and_step() {
         }
     }
 }
+
+common::on_each_adapter!(
+    bad_configs_are_refused,
+    a_batch_over_the_binding_limit_runs_as_micro_batches_and_too_many_parameters_are_refused,
+    divergence_stops_training_naming_epoch_and_step,
+);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{
     gpus, one_hot, report, targets, uniform, GRAD_TOL, HIDDEN, OUTPUT_PAIRS, OUTPUT_TOL, PARAM_TOL,
 };
@@ -88,29 +90,25 @@ fn compare_one_step(
     GRAD_TOL.assert_close(&format!("{what}: optimizer v"), &g_state.v, &c_state.v);
 }
 
-#[test]
-fn fused_step_matches_reference_for_every_activation_and_loss() {
-    for ctx in gpus() {
-        for (out_act, loss) in OUTPUT_PAIRS {
-            for hidden in HIDDEN {
-                let out = if loss == Loss::BinaryCrossEntropy || out_act != Activation::Softmax {
-                    3
-                } else {
-                    4
-                };
-                let spec = ModelSpec::new(&[5, 9, 6, out], hidden, out_act, loss).unwrap();
-                compare_one_step(ctx, &spec, Optimizer::Sgd, 0.0, 37, None);
-            }
+fn fused_step_matches_reference_for_every_activation_and_loss(ctx: &Arc<GpuContext>) {
+    for (out_act, loss) in OUTPUT_PAIRS {
+        for hidden in HIDDEN {
+            let out = if loss == Loss::BinaryCrossEntropy || out_act != Activation::Softmax {
+                3
+            } else {
+                4
+            };
+            let spec = ModelSpec::new(&[5, 9, 6, out], hidden, out_act, loss).unwrap();
+            compare_one_step(ctx, &spec, Optimizer::Sgd, 0.0, 37, None);
         }
-        report(format!(
-            "{}: fused step, 40 activation × loss pairs ok",
-            ctx.info
-        ));
     }
+    report(format!(
+        "{}: fused step, 40 activation × loss pairs ok",
+        ctx.info
+    ));
 }
 
-#[test]
-fn fused_step_matches_reference_on_awkward_widths_and_batches() {
+fn fused_step_matches_reference_on_awkward_widths_and_batches(ctx: &Arc<GpuContext>) {
     let widths: [&[usize]; 6] = [
         &[1, 1],
         &[7, 63, 1],
@@ -119,170 +117,167 @@ fn fused_step_matches_reference_on_awkward_widths_and_batches() {
         &[63, 1, 65],
         &[2, 128, 128, 128, 10],
     ];
-    for ctx in gpus() {
-        for (i, sizes) in widths.iter().enumerate() {
-            let loss = if sizes.last() == Some(&1) {
-                Loss::SquaredError
-            } else {
-                Loss::CrossEntropy
-            };
-            let out_act = if loss == Loss::CrossEntropy {
-                Activation::Softmax
-            } else {
-                Activation::Sigmoid
-            };
-            let hidden = HIDDEN[i % HIDDEN.len()];
-            let spec = ModelSpec::new(sizes, hidden, out_act, loss).unwrap();
-            for rows in [1, 7, 257] {
-                compare_one_step(ctx, &spec, Optimizer::Sgd, 0.0, rows, None);
-            }
+    for (i, sizes) in widths.iter().enumerate() {
+        let loss = if sizes.last() == Some(&1) {
+            Loss::SquaredError
+        } else {
+            Loss::CrossEntropy
+        };
+        let out_act = if loss == Loss::CrossEntropy {
+            Activation::Softmax
+        } else {
+            Activation::Sigmoid
+        };
+        let hidden = HIDDEN[i % HIDDEN.len()];
+        let spec = ModelSpec::new(sizes, hidden, out_act, loss).unwrap();
+        for rows in [1, 7, 257] {
+            compare_one_step(ctx, &spec, Optimizer::Sgd, 0.0, rows, None);
         }
-        report(format!(
-            "{}: fused step, awkward widths and batches ok",
-            ctx.info
-        ));
     }
+    report(format!(
+        "{}: fused step, awkward widths and batches ok",
+        ctx.info
+    ));
 }
 
-#[test]
-fn fused_step_batch_spanning_many_workgroups_and_tiles_matches_reference() {
-    for ctx in gpus() {
-        let spec = ModelSpec::new(
-            &[13, 64, 33, 10],
-            Activation::Tanh,
-            Activation::Softmax,
-            Loss::CrossEntropy,
-        )
-        .unwrap();
-        // Default groups (one tile per workgroup here), then 3 workgroups walking ~10 tiles each.
-        for groups in [None, Some(3), Some(1)] {
-            compare_one_step(ctx, &spec, Optimizer::adam(), 1e-3, 1000, groups);
-        }
-        report(format!(
-            "{}: fused step, 1000 rows over many tiles ok",
-            ctx.info
-        ));
+fn fused_step_batch_spanning_many_workgroups_and_tiles_matches_reference(ctx: &Arc<GpuContext>) {
+    let spec = ModelSpec::new(
+        &[13, 64, 33, 10],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    // Default groups (one tile per workgroup here), then 3 workgroups walking ~10 tiles each.
+    for groups in [None, Some(3), Some(1)] {
+        compare_one_step(ctx, &spec, Optimizer::adam(), 1e-3, 1000, groups);
     }
+    report(format!(
+        "{}: fused step, 1000 rows over many tiles ok",
+        ctx.info
+    ));
 }
 
-#[test]
-fn fused_step_matches_reference_for_every_optimizer_with_l2() {
-    for ctx in gpus() {
-        for opt in [
-            Optimizer::Sgd,
-            Optimizer::Momentum { mu: 0.9 },
-            Optimizer::adam(),
-        ] {
-            for l2 in [0.0, 1e-2] {
-                let spec = ModelSpec::new(
-                    &[6, 20, 11, 3],
-                    Activation::LeakyRelu(0.1),
-                    Activation::Softmax,
-                    Loss::CrossEntropy,
-                )
-                .unwrap();
-                compare_one_step(ctx, &spec, opt, l2, 100, None);
-            }
+fn fused_step_matches_reference_for_every_optimizer_with_l2(ctx: &Arc<GpuContext>) {
+    for opt in [
+        Optimizer::Sgd,
+        Optimizer::Momentum { mu: 0.9 },
+        Optimizer::adam(),
+    ] {
+        for l2 in [0.0, 1e-2] {
+            let spec = ModelSpec::new(
+                &[6, 20, 11, 3],
+                Activation::LeakyRelu(0.1),
+                Activation::Softmax,
+                Loss::CrossEntropy,
+            )
+            .unwrap();
+            compare_one_step(ctx, &spec, opt, l2, 100, None);
         }
-        report(format!(
-            "{}: fused step, SGD/momentum/Adam × L2 ok",
-            ctx.info
-        ));
     }
+    report(format!(
+        "{}: fused step, SGD/momentum/Adam × L2 ok",
+        ctx.info
+    ));
 }
 
 /// relu'(0) = 1: a zero input row and zero weights make every hidden pre-activation exactly 0.
-#[test]
-fn fused_step_uses_relu_derivative_one_at_zero() {
-    for ctx in gpus() {
-        let spec = ModelSpec::new(
-            &[3, 4, 2],
-            Activation::Relu,
-            Activation::Identity,
-            Loss::SquaredError,
-        )
-        .unwrap();
-        let mut params = spec.init_params(5);
-        let first = spec.layout()[0];
-        params[first.weight..first.end()].fill(0.0);
-        let x = vec![0.0; 2 * 3];
-        let t = vec![1.0, -1.0, 0.5, 0.25];
-        let hyper = Optimizer::Sgd.hyper(0.1, 1, 0.0);
-        let state = OptimizerState::default();
-        let (_, grads, _, _) = fused::run_step(
+fn fused_step_uses_relu_derivative_one_at_zero(ctx: &Arc<GpuContext>) {
+    let spec = ModelSpec::new(
+        &[3, 4, 2],
+        Activation::Relu,
+        Activation::Identity,
+        Loss::SquaredError,
+    )
+    .unwrap();
+    let mut params = spec.init_params(5);
+    let first = spec.layout()[0];
+    params[first.weight..first.end()].fill(0.0);
+    let x = vec![0.0; 2 * 3];
+    let t = vec![1.0, -1.0, 0.5, 0.25];
+    let hyper = Optimizer::Sgd.hyper(0.1, 1, 0.0);
+    let state = OptimizerState::default();
+    let (_, grads, _, _) = fused::run_step(
+        ctx,
+        &spec,
+        Optimizer::Sgd,
+        &params,
+        &state,
+        &x,
+        &t,
+        2,
+        &hyper,
+    )
+    .unwrap();
+    let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
+    cpu.set_params(&params).unwrap();
+    cpu.train_batch(&x, &t, 2, &hyper);
+    let want = cpu.last_gradients().unwrap();
+    assert!(
+        want[first.bias..first.end()].iter().any(|&g| g != 0.0),
+        "the reference must see relu'(0) = 1"
+    );
+    GRAD_TOL.assert_close(&format!("{}: relu'(0) gradients", ctx.info), &grads, &want);
+}
+
+fn fused_step_reruns_bit_identically(ctx: &Arc<GpuContext>) {
+    let spec = ModelSpec::new(
+        &[17, 96, 96, 5],
+        Activation::Sigmoid,
+        Activation::Softmax,
+        Loss::SquaredError,
+    )
+    .unwrap();
+    let rows = 777;
+    let x = uniform(rows * 17, -1.0, 1.0, 50);
+    let t = one_hot(rows, 5, 51);
+    let params = spec.init_params(52);
+    let opt = Optimizer::adam();
+    let state = start_state(&spec, opt);
+    let hyper = opt.hyper(0.01, 2, 1e-3);
+    let run = || {
+        fused::run_step_with(
             ctx,
             &spec,
-            Optimizer::Sgd,
+            opt,
             &params,
             &state,
             &x,
             &t,
-            2,
+            rows,
             &hyper,
-        )
-        .unwrap();
-        let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
-        cpu.set_params(&params).unwrap();
-        cpu.train_batch(&x, &t, 2, &hyper);
-        let want = cpu.last_gradients().unwrap();
-        assert!(
-            want[first.bias..first.end()].iter().any(|&g| g != 0.0),
-            "the reference must see relu'(0) = 1"
-        );
-        GRAD_TOL.assert_close(&format!("{}: relu'(0) gradients", ctx.info), &grads, &want);
-    }
-}
-
-#[test]
-fn fused_step_reruns_bit_identically() {
-    for ctx in gpus() {
-        let spec = ModelSpec::new(
-            &[17, 96, 96, 5],
-            Activation::Sigmoid,
-            Activation::Softmax,
-            Loss::SquaredError,
-        )
-        .unwrap();
-        let rows = 777;
-        let x = uniform(rows * 17, -1.0, 1.0, 50);
-        let t = one_hot(rows, 5, 51);
-        let params = spec.init_params(52);
-        let opt = Optimizer::adam();
-        let state = start_state(&spec, opt);
-        let hyper = opt.hyper(0.01, 2, 1e-3);
-        let run = || {
-            fused::run_step_with(ctx, &spec, opt, &params, &state, &x, &t, rows, &hyper, {
+            {
                 let mut c = FusedOptions::default();
                 c.capture_gradients = true;
                 c.max_groups = Some(5);
                 c
-            })
-            .unwrap()
-        };
-        let (p1, g1, s1, st1) = run();
-        let (p2, g2, s2, st2) = run();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&p1), bits(&p2), "{}: params differ on rerun", ctx.info);
-        assert_eq!(
-            bits(&g1),
-            bits(&g2),
-            "{}: gradients differ on rerun",
-            ctx.info
-        );
-        assert_eq!(bits(&s1), bits(&s2), "{}: stats differ on rerun", ctx.info);
-        assert_eq!(
-            bits(&st1.m),
-            bits(&st2.m),
-            "{}: m differs on rerun",
-            ctx.info
-        );
-        assert_eq!(
-            bits(&st1.v),
-            bits(&st2.v),
-            "{}: v differs on rerun",
-            ctx.info
-        );
-    }
+            },
+        )
+        .unwrap()
+    };
+    let (p1, g1, s1, st1) = run();
+    let (p2, g2, s2, st2) = run();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&p1), bits(&p2), "{}: params differ on rerun", ctx.info);
+    assert_eq!(
+        bits(&g1),
+        bits(&g2),
+        "{}: gradients differ on rerun",
+        ctx.info
+    );
+    assert_eq!(bits(&s1), bits(&s2), "{}: stats differ on rerun", ctx.info);
+    assert_eq!(
+        bits(&st1.m),
+        bits(&st2.m),
+        "{}: m differs on rerun",
+        ctx.info
+    );
+    assert_eq!(
+        bits(&st1.v),
+        bits(&st2.v),
+        "{}: v differs on rerun",
+        ctx.info
+    );
 }
 
 /// Dummy-bound buffers for `FusedMlp::new` when only eligibility matters.
@@ -327,46 +322,43 @@ fn refuses(ctx: &GpuContext, spec: &ModelSpec) -> bool {
     .is_none()
 }
 
-#[test]
-fn fused_step_refuses_wide_layers_and_step_activations() {
-    for ctx in gpus() {
-        let wide = ModelSpec::new(
-            &[4, 129, 3],
-            Activation::Relu,
-            Activation::Softmax,
-            Loss::CrossEntropy,
-        )
-        .unwrap();
-        assert!(refuses(ctx, &wide), "{}: a 129-wide layer", ctx.info);
-        let wide_in = ModelSpec::new(
-            &[129, 8, 3],
-            Activation::Relu,
-            Activation::Softmax,
-            Loss::CrossEntropy,
-        )
-        .unwrap();
-        assert!(refuses(ctx, &wide_in), "{}: a 129-wide input", ctx.info);
-        let step = ModelSpec::new(
-            &[4, 8, 1],
-            Activation::Step,
-            Activation::Sigmoid,
-            Loss::SquaredError,
-        )
-        .unwrap();
-        assert!(refuses(ctx, &step), "{}: a step activation", ctx.info);
-        let ok = ModelSpec::new(
-            &[128, 128, 128],
-            Activation::Relu,
-            Activation::Softmax,
-            Loss::CrossEntropy,
-        )
-        .unwrap();
-        assert!(
-            !refuses(ctx, &ok),
-            "{}: a 128-wide model must be taken",
-            ctx.info
-        );
-    }
+fn fused_step_refuses_wide_layers_and_step_activations(ctx: &Arc<GpuContext>) {
+    let wide = ModelSpec::new(
+        &[4, 129, 3],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    assert!(refuses(ctx, &wide), "{}: a 129-wide layer", ctx.info);
+    let wide_in = ModelSpec::new(
+        &[129, 8, 3],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    assert!(refuses(ctx, &wide_in), "{}: a 129-wide input", ctx.info);
+    let step = ModelSpec::new(
+        &[4, 8, 1],
+        Activation::Step,
+        Activation::Sigmoid,
+        Loss::SquaredError,
+    )
+    .unwrap();
+    assert!(refuses(ctx, &step), "{}: a step activation", ctx.info);
+    let ok = ModelSpec::new(
+        &[128, 128, 128],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    assert!(
+        !refuses(ctx, &ok),
+        "{}: a 128-wide model must be taken",
+        ctx.info
+    );
 }
 
 #[test]
@@ -536,3 +528,13 @@ fn fused_step_throughput() {
         time_fused(ctx, &deep, 65536, steps.div_ceil(4));
     }
 }
+
+common::on_each_adapter!(
+    fused_step_matches_reference_for_every_activation_and_loss,
+    fused_step_matches_reference_on_awkward_widths_and_batches,
+    fused_step_batch_spanning_many_workgroups_and_tiles_matches_reference,
+    fused_step_matches_reference_for_every_optimizer_with_l2,
+    fused_step_uses_relu_derivative_one_at_zero,
+    fused_step_reruns_bit_identically,
+    fused_step_refuses_wide_layers_and_step_activations,
+);

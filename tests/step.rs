@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    gpus, one_hot, report, targets, uniform, GRAD_TOL, HIDDEN, OUTPUT_PAIRS, OUTPUT_TOL, PARAM_TOL,
+    one_hot, report, targets, uniform, GRAD_TOL, HIDDEN, OUTPUT_PAIRS, OUTPUT_TOL, PARAM_TOL,
 };
 use gpumlp::backend::Backend;
 use gpumlp::model::{Activation, Loss, ModelSpec};
@@ -90,37 +90,33 @@ fn schedules() -> [(&'static str, GpuOptions); 2] {
     ]
 }
 
-#[test]
-fn one_step_matches_reference_for_every_activation_and_loss() {
-    for ctx in gpus() {
-        for (name, options) in schedules() {
-            let mut worst = [0.0f32; 4];
-            for (i, (out_act, loss)) in OUTPUT_PAIRS.into_iter().enumerate() {
-                for j in 0..2 {
-                    let hidden = HIDDEN[(i + j * 3) % HIDDEN.len()];
-                    let outputs = if loss == Loss::CrossEntropy || out_act == Activation::Softmax {
-                        10
-                    } else if i % 2 == 0 {
-                        1
-                    } else {
-                        3
-                    };
-                    let spec = ModelSpec::with_activations(
-                        &[7, 65, 63, outputs],
-                        vec![hidden, HIDDEN[(i + j) % 5], out_act],
-                        loss,
-                    )
-                    .unwrap();
-                    compare_one_step(ctx, &spec, Optimizer::Sgd, 0.01, 33, options, &mut worst);
-                }
+fn one_step_matches_reference_for_every_activation_and_loss(ctx: &Arc<GpuContext>) {
+    for (name, options) in schedules() {
+        let mut worst = [0.0f32; 4];
+        for (i, (out_act, loss)) in OUTPUT_PAIRS.into_iter().enumerate() {
+            for j in 0..2 {
+                let hidden = HIDDEN[(i + j * 3) % HIDDEN.len()];
+                let outputs = if loss == Loss::CrossEntropy || out_act == Activation::Softmax {
+                    10
+                } else if i % 2 == 0 {
+                    1
+                } else {
+                    3
+                };
+                let spec = ModelSpec::with_activations(
+                    &[7, 65, 63, outputs],
+                    vec![hidden, HIDDEN[(i + j) % 5], out_act],
+                    loss,
+                )
+                .unwrap();
+                compare_one_step(ctx, &spec, Optimizer::Sgd, 0.01, 33, options, &mut worst);
             }
-            report(format!("{} ({name}): largest |GPU − CPU| after one step: outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}", ctx.info, worst[0], worst[1], worst[2], worst[3]));
         }
+        report(format!("{} ({name}): largest |GPU − CPU| after one step: outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}", ctx.info, worst[0], worst[1], worst[2], worst[3]));
     }
 }
 
-#[test]
-fn one_step_matches_reference_for_every_optimizer_fused_and_unfused() {
+fn one_step_matches_reference_for_every_optimizer_fused_and_unfused(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[65, 63, 7],
         Activation::Tanh,
@@ -128,25 +124,22 @@ fn one_step_matches_reference_for_every_optimizer_fused_and_unfused() {
         Loss::CrossEntropy,
     )
     .unwrap();
-    for ctx in gpus() {
-        let mut worst = [0.0f32; 4];
-        for opt in [
-            Optimizer::Sgd,
-            Optimizer::Momentum { mu: 0.9 },
-            Optimizer::adam(),
-        ] {
-            for fused in [true, false] {
-                let mut options = GpuOptions::default();
-                options.fused = fused;
-                compare_one_step(ctx, &spec, opt, 0.001, 1, options, &mut worst);
-                compare_one_step(ctx, &spec, opt, 0.001, 257, options, &mut worst);
-            }
+    let mut worst = [0.0f32; 4];
+    for opt in [
+        Optimizer::Sgd,
+        Optimizer::Momentum { mu: 0.9 },
+        Optimizer::adam(),
+    ] {
+        for fused in [true, false] {
+            let mut options = GpuOptions::default();
+            options.fused = fused;
+            compare_one_step(ctx, &spec, opt, 0.001, 1, options, &mut worst);
+            compare_one_step(ctx, &spec, opt, 0.001, 257, options, &mut worst);
         }
     }
 }
 
-#[test]
-fn batch_spanning_many_workgroups_matches_reference() {
+fn batch_spanning_many_workgroups_matches_reference(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[63, 257, 65, 10],
         Activation::Relu,
@@ -154,7 +147,7 @@ fn batch_spanning_many_workgroups_matches_reference() {
         Loss::CrossEntropy,
     )
     .unwrap();
-    for ctx in gpus() {
+    {
         let mut worst = [0.0f32; 4];
         for (_, options) in schedules() {
             let momentum = Optimizer::Momentum { mu: 0.9 };
@@ -170,7 +163,7 @@ fn batch_spanning_many_workgroups_matches_reference() {
         Loss::BinaryCrossEntropy,
     )
     .unwrap();
-    for ctx in gpus() {
+    {
         let mut worst = [0.0f32; 4];
         compare_one_step(
             ctx,
@@ -196,8 +189,7 @@ fn batch_spanning_many_workgroups_matches_reference() {
 
 /// Widths that are multiples of 4 take `matmul_gemm`'s vec4 fast paths in their interior:
 /// every form, the fused optimizer, split-K over a large batch, batch 1.
-#[test]
-fn aligned_widths_on_the_vec4_paths_match_reference() {
+fn aligned_widths_on_the_vec4_paths_match_reference(ctx: &Arc<GpuContext>) {
     let mut layered = GpuOptions::default();
     layered.fused_mlp = Some(false);
     let cases = [
@@ -223,22 +215,20 @@ fn aligned_widths_on_the_vec4_paths_match_reference() {
             4099,
         ),
     ];
-    for ctx in gpus() {
-        let mut worst = [0.0f32; 4];
-        for (sizes, hidden, out, loss, rows) in cases {
-            let spec = ModelSpec::new(sizes, hidden, out, loss).unwrap();
-            // (Adam's first step, p − lr·g/(|g| + ε), turns rounding-level differences in
-            // near-zero gradients into visible parameter differences; its epilogue is shared
-            // with the kernels the other tests cover.)
-            for opt in [Optimizer::Sgd, Optimizer::Momentum { mu: 0.9 }] {
-                compare_one_step(ctx, &spec, opt, 0.01, rows, layered, &mut worst);
-            }
+    let mut worst = [0.0f32; 4];
+    for (sizes, hidden, out, loss, rows) in cases {
+        let spec = ModelSpec::new(sizes, hidden, out, loss).unwrap();
+        // (Adam's first step, p − lr·g/(|g| + ε), turns rounding-level differences in
+        // near-zero gradients into visible parameter differences; its epilogue is shared
+        // with the kernels the other tests cover.)
+        for opt in [Optimizer::Sgd, Optimizer::Momentum { mu: 0.9 }] {
+            compare_one_step(ctx, &spec, opt, 0.01, rows, layered, &mut worst);
         }
-        report(format!(
-            "{}: aligned widths (vec4 loads): largest |GPU − CPU| outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}",
-            ctx.info, worst[0], worst[1], worst[2], worst[3]
-        ));
     }
+    report(format!(
+        "{}: aligned widths (vec4 loads): largest |GPU − CPU| outputs {:.2e}, loss {:.2e}, gradients {:.2e}, parameters {:.2e}",
+        ctx.info, worst[0], worst[1], worst[2], worst[3]
+    ));
 }
 
 fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (Vec<f64>, Vec<f32>) {
@@ -264,8 +254,7 @@ fn trajectory(backend: Box<dyn Backend>, spec: &ModelSpec, data: &Dataset) -> (V
     )
 }
 
-#[test]
-fn fifty_step_trajectory_matches_reference_and_reruns_bit_identically() {
+fn fifty_step_trajectory_matches_reference_and_reruns_bit_identically(ctx: &Arc<GpuContext>) {
     // Awkward widths (matmul_gemm's scalar edge loads), then widths that are multiples of 4
     // (its vec4 loads).
     for sizes in [[7, 65, 63, 3], [8, 64, 36, 4]] {
@@ -276,11 +265,11 @@ fn fifty_step_trajectory_matches_reference_and_reruns_bit_identically() {
             Loss::CrossEntropy,
         )
         .unwrap();
-        fifty_step_case(&spec);
+        fifty_step_case(ctx, &spec);
     }
 }
 
-fn fifty_step_case(spec: &ModelSpec) {
+fn fifty_step_case(ctx: &Arc<GpuContext>, spec: &ModelSpec) {
     let (inp, classes) = (spec.inputs(), spec.outputs());
     let rows = 80;
     let x = uniform(rows * inp, -1.0, 1.0, 40);
@@ -306,7 +295,7 @@ fn fifty_step_case(spec: &ModelSpec) {
         cpu_loss.last().unwrap() < &(cpu_loss[0] * 0.8),
         "the reference should learn: {cpu_loss:?}"
     );
-    for ctx in gpus() {
+    {
         let place_with = |steps_per_submit: usize| {
             let mut options = GpuOptions::default();
             options.steps_per_submit = steps_per_submit;
@@ -432,8 +421,7 @@ fn bit_identical(a: &[f32], b: &[f32]) -> bool {
 
 /// The Trainer's shuffle, its last partial batch (mean over 3 rows, not 16) and the step-decay
 /// schedule, on both backends: per-epoch losses, accuracies and final parameters agree.
-#[test]
-fn trainer_with_partial_batches_shuffle_and_step_decay_matches_reference() {
+fn trainer_with_partial_batches_shuffle_and_step_decay_matches_reference(ctx: &Arc<GpuContext>) {
     let (spec, data) = partial_batch_data();
     let cpu = || Box::new(ReferenceBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap());
     for shuffle in [true, false] {
@@ -442,7 +430,7 @@ fn trainer_with_partial_batches_shuffle_and_step_decay_matches_reference() {
             cpu_reports.last().unwrap().train_loss < cpu_reports[0].train_loss,
             "the reference should learn: {cpu_reports:?}"
         );
-        for ctx in gpus() {
+        {
             let gpu = GpuBackend::new(
                 ctx.clone(),
                 &spec,
@@ -484,8 +472,7 @@ type Place<'a> = Box<dyn Fn() -> Box<dyn Backend> + 'a>;
 
 /// Shuffling changes the trajectory (the batches hold other rows), and each setting is
 /// deterministic: a rerun on the same backend is bit-identical.
-#[test]
-fn shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically() {
+fn shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically(ctx: &Arc<GpuContext>) {
     let (spec, data) = partial_batch_data();
     let mut backends: Vec<(String, Place)> = vec![(
         "cpu".into(),
@@ -493,7 +480,7 @@ fn shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically() {
             Box::new(ReferenceBackend::new(&spec, Optimizer::Momentum { mu: 0.9 }).unwrap())
         }),
     )];
-    for ctx in gpus() {
+    {
         let spec = spec.clone();
         backends.push((
             ctx.info.to_string(),
@@ -550,8 +537,7 @@ fn shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically() {
     }
 }
 
-#[test]
-fn evaluate_and_predict_match_reference_in_chunks() {
+fn evaluate_and_predict_match_reference_in_chunks(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[7, 63, 10],
         Activation::Sigmoid,
@@ -567,31 +553,28 @@ fn evaluate_and_predict_match_reference_in_chunks() {
     cpu.set_params(&params).unwrap();
     let want_y = cpu.predict(&x, rows).unwrap();
     let want_e = cpu.evaluate(&x, &t, rows).unwrap();
-    for ctx in gpus() {
-        // max batch 64: five chunks, the last partial
-        let mut gpu = GpuBackend::new(
-            ctx.clone(),
-            &spec,
-            Optimizer::Sgd,
-            64,
-            GpuOptions::default(),
-        )
-        .unwrap();
-        gpu.set_params(&params).unwrap();
-        let y = gpu.predict(&x, rows).unwrap();
-        OUTPUT_TOL.assert_close(&format!("{}: predict", ctx.info), &y, &want_y);
-        let e = gpu.evaluate(&x, &t, rows).unwrap();
-        assert_eq!(e.samples, 300);
-        assert_eq!(e.correct, want_e.correct);
-        assert!(
-            (e.loss_sum - want_e.loss_sum).abs() < 1e-3 * want_e.loss_sum.abs(),
-            "{e:?} vs {want_e:?}"
-        );
-    }
+    // max batch 64: five chunks, the last partial
+    let mut gpu = GpuBackend::new(
+        ctx.clone(),
+        &spec,
+        Optimizer::Sgd,
+        64,
+        GpuOptions::default(),
+    )
+    .unwrap();
+    gpu.set_params(&params).unwrap();
+    let y = gpu.predict(&x, rows).unwrap();
+    OUTPUT_TOL.assert_close(&format!("{}: predict", ctx.info), &y, &want_y);
+    let e = gpu.evaluate(&x, &t, rows).unwrap();
+    assert_eq!(e.samples, 300);
+    assert_eq!(e.correct, want_e.correct);
+    assert!(
+        (e.loss_sum - want_e.loss_sum).abs() < 1e-3 * want_e.loss_sum.abs(),
+        "{e:?} vs {want_e:?}"
+    );
 }
 
-#[test]
-fn device_memory_does_not_grow_across_epochs_or_new_data() {
+fn device_memory_does_not_grow_across_epochs_or_new_data(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[7, 65, 3],
         Activation::Relu,
@@ -602,54 +585,55 @@ fn device_memory_does_not_grow_across_epochs_or_new_data() {
     let x = uniform(300 * 7, -1.0, 1.0, 70);
     let labels: Vec<u32> = (0..300).map(|i| i % 3).collect();
     let data = Dataset::from_classes(x, 7, labels, 3).unwrap();
-    for ctx in gpus() {
-        let gpu = GpuBackend::new(
-            ctx.clone(),
-            &spec,
-            Optimizer::adam(),
-            32,
-            GpuOptions::default(),
-        )
-        .unwrap();
-        let placed = gpu.allocated_bytes();
-        // parameters, Adam's two slots, and per layer a, z, δ for 32 rows, at least
-        let p = spec.param_count() as u64 * 4;
-        assert!(placed >= 3 * p + 3 * 32 * (65 + 3) * 4, "{placed} bytes");
-        let mut trainer = Trainer::new(Box::new(gpu), &spec.init_params(0), {
+    let gpu = GpuBackend::new(
+        ctx.clone(),
+        &spec,
+        Optimizer::adam(),
+        32,
+        GpuOptions::default(),
+    )
+    .unwrap();
+    let placed = gpu.allocated_bytes();
+    // parameters, Adam's two slots, and per layer a, z, δ for 32 rows, at least
+    let p = spec.param_count() as u64 * 4;
+    assert!(placed >= 3 * p + 3 * 32 * (65 + 3) * 4, "{placed} bytes");
+    let mut trainer = Trainer::new(
+        Box::new(gpu),
+        &spec.init_params(0),
+        {
             let mut c = TrainConfig::default();
             c.epochs = 1;
             c.optimizer = Optimizer::adam();
             c
-        })
-        .unwrap();
-        trainer.set_train_data(&data).unwrap();
-        trainer.run_epoch(None).unwrap();
-        let after_first = trainer.backend().allocated_bytes();
-        for _ in 0..4 {
-            trainer.run_epoch(Some(&data)).unwrap();
-        }
-        assert_eq!(
-            trainer.backend().allocated_bytes(),
-            after_first,
-            "{}: memory grew across epochs",
-            ctx.info
-        );
-        trainer.set_train_data(&data).unwrap();
-        assert_eq!(
-            trainer.backend().allocated_bytes(),
-            after_first,
-            "{}: replacing the data leaked its buffers",
-            ctx.info
-        );
-        report(format!(
-            "{}: 7-65-3 with Adam, batch 32, 300 rows: {after_first} bytes allocated",
-            ctx.info
-        ));
+        },
+    )
+    .unwrap();
+    trainer.set_train_data(&data).unwrap();
+    trainer.run_epoch(None).unwrap();
+    let after_first = trainer.backend().allocated_bytes();
+    for _ in 0..4 {
+        trainer.run_epoch(Some(&data)).unwrap();
     }
+    assert_eq!(
+        trainer.backend().allocated_bytes(),
+        after_first,
+        "{}: memory grew across epochs",
+        ctx.info
+    );
+    trainer.set_train_data(&data).unwrap();
+    assert_eq!(
+        trainer.backend().allocated_bytes(),
+        after_first,
+        "{}: replacing the data leaked its buffers",
+        ctx.info
+    );
+    report(format!(
+        "{}: 7-65-3 with Adam, batch 32, 300 rows: {after_first} bytes allocated",
+        ctx.info
+    ));
 }
 
-#[test]
-fn micro_batches_with_gradient_accumulation_match_one_big_batch() {
+fn micro_batches_with_gradient_accumulation_match_one_big_batch(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[7, 65, 63, 10],
         Activation::Tanh,
@@ -657,28 +641,27 @@ fn micro_batches_with_gradient_accumulation_match_one_big_batch() {
         Loss::CrossEntropy,
     )
     .unwrap();
-    for ctx in gpus() {
-        let mut worst = [0.0f32; 4];
-        for (opt, micro, rows) in [
-            (Optimizer::adam(), 7, 33),
-            (Optimizer::Sgd, 64, 257),
-            (Optimizer::Momentum { mu: 0.9 }, 1, 5),
-        ] {
-            let mut options = GpuOptions::default();
-            options.micro_batch = Some(micro);
-            compare_one_step(ctx, &spec, opt, 0.01, rows, options, &mut worst);
-        }
-        report(format!(
-            "{}: micro-batched steps: largest |GPU − CPU| gradients {:.2e}, parameters {:.2e}",
-            ctx.info, worst[2], worst[3]
-        ));
+    let mut worst = [0.0f32; 4];
+    for (opt, micro, rows) in [
+        (Optimizer::adam(), 7, 33),
+        (Optimizer::Sgd, 64, 257),
+        (Optimizer::Momentum { mu: 0.9 }, 1, 5),
+    ] {
+        let mut options = GpuOptions::default();
+        options.micro_batch = Some(micro);
+        compare_one_step(ctx, &spec, opt, 0.01, rows, options, &mut worst);
     }
+    report(format!(
+        "{}: micro-batched steps: largest |GPU − CPU| gradients {:.2e}, parameters {:.2e}",
+        ctx.info, worst[2], worst[3]
+    ));
 }
 
 /// A micro-batched step followed by one that fits a single micro-batch (an epoch's short last
 /// batch): the second must not add the first step's accumulated gradient again.
-#[test]
-fn a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference() {
+fn a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference(
+    ctx: &Arc<GpuContext>,
+) {
     let spec = ModelSpec::new(
         &[7, 65, 10],
         Activation::Tanh,
@@ -703,21 +686,18 @@ fn a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference() 
         b.params().unwrap()
     };
     let want = run(&mut ReferenceBackend::new(&spec, opt).unwrap());
-    for ctx in gpus() {
-        let mut options = GpuOptions::default();
-        options.micro_batch = Some(8);
-        let mut gpu = GpuBackend::new(ctx.clone(), &spec, opt, 16, options).unwrap();
-        let got = run(&mut gpu);
-        PARAM_TOL.assert_close(
-            &format!("{}: micro-batched, then single-micro-batch steps", ctx.info),
-            &got,
-            &want,
-        );
-    }
+    let mut options = GpuOptions::default();
+    options.micro_batch = Some(8);
+    let mut gpu = GpuBackend::new(ctx.clone(), &spec, opt, 16, options).unwrap();
+    let got = run(&mut gpu);
+    PARAM_TOL.assert_close(
+        &format!("{}: micro-batched, then single-micro-batch steps", ctx.info),
+        &got,
+        &want,
+    );
 }
 
-#[test]
-fn fully_fused_narrow_step_matches_reference_when_scheduled() {
+fn fully_fused_narrow_step_matches_reference_when_scheduled(ctx: &Arc<GpuContext>) {
     let spec = ModelSpec::new(
         &[64, 128, 128, 10],
         Activation::Relu,
@@ -725,34 +705,47 @@ fn fully_fused_narrow_step_matches_reference_when_scheduled() {
         Loss::CrossEntropy,
     )
     .unwrap();
-    for ctx in gpus() {
-        let mut options = GpuOptions::default();
-        options.fused_mlp = Some(true);
-        let g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 300, options).unwrap();
-        assert!(
-            g.uses_fused_mlp(),
-            "{}: 64-128-128-10 is eligible for the fused step",
-            ctx.info
-        );
-        assert_eq!(g.dispatches_per_step(), 2);
-        let mut worst = [0.0f32; 4];
-        compare_one_step(
-            ctx,
-            &spec,
-            Optimizer::Momentum { mu: 0.9 },
-            0.01,
-            300,
-            options,
-            &mut worst,
-        );
-        let wide = ModelSpec::new(
-            &[64, 129, 10],
-            Activation::Relu,
-            Activation::Softmax,
-            Loss::CrossEntropy,
-        )
-        .unwrap();
-        let g = GpuBackend::new(ctx.clone(), &wide, Optimizer::Sgd, 300, options).unwrap();
-        assert!(!g.uses_fused_mlp(), "a 129-wide layer is not eligible");
-    }
+    let mut options = GpuOptions::default();
+    options.fused_mlp = Some(true);
+    let g = GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 300, options).unwrap();
+    assert!(
+        g.uses_fused_mlp(),
+        "{}: 64-128-128-10 is eligible for the fused step",
+        ctx.info
+    );
+    assert_eq!(g.dispatches_per_step(), 2);
+    let mut worst = [0.0f32; 4];
+    compare_one_step(
+        ctx,
+        &spec,
+        Optimizer::Momentum { mu: 0.9 },
+        0.01,
+        300,
+        options,
+        &mut worst,
+    );
+    let wide = ModelSpec::new(
+        &[64, 129, 10],
+        Activation::Relu,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let g = GpuBackend::new(ctx.clone(), &wide, Optimizer::Sgd, 300, options).unwrap();
+    assert!(!g.uses_fused_mlp(), "a 129-wide layer is not eligible");
 }
+
+common::on_each_adapter!(
+    one_step_matches_reference_for_every_activation_and_loss,
+    one_step_matches_reference_for_every_optimizer_fused_and_unfused,
+    aligned_widths_on_the_vec4_paths_match_reference,
+    evaluate_and_predict_match_reference_in_chunks,
+    device_memory_does_not_grow_across_epochs_or_new_data,
+    micro_batches_with_gradient_accumulation_match_one_big_batch,
+    a_step_within_one_micro_batch_after_a_micro_batched_step_matches_reference,
+    fully_fused_narrow_step_matches_reference_when_scheduled,
+    batch_spanning_many_workgroups_matches_reference,
+    fifty_step_trajectory_matches_reference_and_reruns_bit_identically,
+    trainer_with_partial_batches_shuffle_and_step_decay_matches_reference,
+    shuffle_changes_the_trajectory_and_each_setting_reruns_bit_identically,
+);

@@ -100,7 +100,7 @@ impl AdapterInfo {
     /// adapters (lavapipe, llvmpipe, WARP, SwiftShader report `cpu`), virtual and unknown ones
     /// run only when asked for: `--device gpu`, `--backend`, `GPUMLP_BACKEND`/`GPUMLP_ADAPTER`.
     pub fn is_hardware_gpu(&self) -> bool {
-        matches!(self.device_type.as_str(), "discrete" | "integrated")
+        super::plan::auto_selectable(self.class())
     }
 }
 
@@ -149,23 +149,9 @@ fn describe(adapter: &wgpu::Adapter) -> AdapterInfo {
     }
 }
 
-/// Preference order: discrete, integrated, virtual, CPU; then Vulkan, Metal, DX12, GL.
+/// Preference order ([`super::plan::adapter_preference`]).
 fn rank(info: &AdapterInfo) -> (u32, u32) {
-    let t = match info.device_type.as_str() {
-        "discrete" => 0,
-        "integrated" => 1,
-        "virtual" => 2,
-        "cpu" => 3,
-        _ => 4,
-    };
-    let b = match info.backend.as_str() {
-        "vulkan" => 0,
-        "metal" => 1,
-        "dx12" => 2,
-        "gl" => 3,
-        _ => 4,
-    };
-    (t, b)
+    super::plan::adapter_preference(info.class(), info.api())
 }
 
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -301,8 +287,6 @@ impl GpuContext {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
-        // Subgroup operations, for the CPU-adapter matmul (kernels.rs decides where it runs).
-        features |= adapter.features() & wgpu::Features::SUBGROUP;
         let desc = wgpu::DeviceDescriptor {
             label: Some("gpumlp"),
             required_features: features,

@@ -3,7 +3,7 @@
 //! profiles of real devices (`profiles.rs`) are the same struct written by hand, so tests feed
 //! the plan devices we do not have.
 
-use super::GpuContext;
+use super::{AdapterInfo, GpuContext};
 use serde::Serialize;
 
 /// What kind of device an adapter is.
@@ -101,5 +101,29 @@ impl GpuContext {
             &self.limits,
             self.device.features(),
         )
+    }
+}
+
+impl AdapterInfo {
+    /// The class of the adapter `list_adapters` described (its `device_type` name).
+    pub fn class(&self) -> DeviceClass {
+        match self.device_type.as_str() {
+            "discrete" => DeviceClass::Discrete,
+            "integrated" => DeviceClass::Integrated,
+            "virtual" => DeviceClass::Virtual,
+            "cpu" => DeviceClass::Software,
+            _ => DeviceClass::Other,
+        }
+    }
+
+    /// The API of the adapter `list_adapters` described (its `backend` name).
+    pub fn api(&self) -> Api {
+        match self.backend.as_str() {
+            "vulkan" => Api::Vulkan,
+            "metal" => Api::Metal,
+            "dx12" => Api::Dx12,
+            "gl" => Api::Gl,
+            _ => Api::Other,
+        }
     }
 }

@@ -14,9 +14,11 @@
 //! - the fused narrow-MLP step or the layered one, and the fused step's tile
 //!   ([`use_fused_mlp`], [`fused_shape`]);
 //! - rows per micro-batch ([`micro_batch_rows`]) and steps per submit;
-//! - how `bench --profile` times dispatches ([`wall_clock_profiling`]).
+//! - how `bench --profile` and the tuner time dispatches ([`wall_clock_profiling`]);
+//! - which adapters `--device auto` picks unasked, and in what order ([`auto_selectable`],
+//!   [`adapter_preference`]).
 
-use super::device::{Capabilities, DeviceClass};
+use super::device::{Api, Capabilities, DeviceClass};
 use super::fused::FusedShape;
 use super::kernels::{
     GemmConfig, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, BLOCK_M, BLOCK_N, BLOCK_WG,
@@ -319,6 +321,33 @@ pub fn wall_clock_profiling(caps: &Capabilities) -> bool {
     software(caps) || !caps.timestamps
 }
 
+/// Whether `--device auto` may pick an adapter of `class` without being asked: discrete and
+/// integrated GPUs. Software adapters (lavapipe, llvmpipe, WARP, SwiftShader), virtual and
+/// unknown ones run only when asked for (the fast CPU backend beats them).
+pub fn auto_selectable(class: DeviceClass) -> bool {
+    matches!(class, DeviceClass::Discrete | DeviceClass::Integrated)
+}
+
+/// Preference order among adapters, lowest first: discrete, integrated, virtual, software,
+/// other; then Vulkan, Metal, DX12, GL, other.
+pub fn adapter_preference(class: DeviceClass, api: Api) -> (u32, u32) {
+    let c = match class {
+        DeviceClass::Discrete => 0,
+        DeviceClass::Integrated => 1,
+        DeviceClass::Virtual => 2,
+        DeviceClass::Software => 3,
+        DeviceClass::Other => 4,
+    };
+    let a = match api {
+        Api::Vulkan => 0,
+        Api::Metal => 1,
+        Api::Dx12 => 2,
+        Api::Gl => 3,
+        Api::Other => 4,
+    };
+    (c, a)
+}
+
 /// Whether the largest bench shapes are worth running here (minutes per step on software).
 pub fn large_benchmarks_practical(caps: &Capabilities) -> bool {
     !software(caps)
@@ -420,12 +449,12 @@ fn fused_step(
         .flatten()
 }
 
-/// Every matmul of a layered step of `spec`: (layer, form, mode, dims, output rows and
-/// columns) for micro-batches of `micro` rows; the dims name each one's [`MatmulKey`].
-pub fn step_matmuls(
-    spec: &ModelSpec,
-    micro: usize,
-) -> Vec<(usize, &'static str, MatmulMode, MatmulDims, (u32, u32))> {
+/// One matmul of a layered step: layer, form, mode, dims, output rows and columns.
+pub type StepMatmul = (usize, &'static str, MatmulMode, MatmulDims, (u32, u32));
+
+/// Every matmul of a layered step of `spec` for micro-batches of `micro` rows; the dims name
+/// each one's [`MatmulKey`].
+pub fn step_matmuls(spec: &ModelSpec, micro: usize) -> Vec<StepMatmul> {
     let mut v = Vec::new();
     for (l, lay) in spec.layout().iter().enumerate() {
         let mut forms = vec![(

@@ -21,7 +21,7 @@
 //! ignored with a warning ([`Tuning::warnings`]), never an error; so is a cache that cannot be
 //! written.
 
-use super::kernels::{Kernels, MatmulDims, MatmulMode, MatmulVariant, StepUniform};
+use super::kernels::{Kernels, MatmulDims, MatmulMode, MatmulVariant};
 use super::plan::{self, MatmulKey, Tuning};
 use super::{GpuBackend, GpuContext, GpuOptions};
 use crate::backend::Backend;
@@ -33,6 +33,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use timer::Timer;
+
+mod timer;
 
 /// Whether placement runs the tuner (`--tune`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -67,6 +70,11 @@ impl std::fmt::Display for Tune {
     }
 }
 
+/// A matmul still to time: key, dims, output grid, candidates.
+type Todo = (MatmulKey, MatmulDims, (u32, u32), Vec<MatmulVariant>);
+
+/// Rows, columns and depth of the calibration matmul.
+const CALIBRATION: u32 = 256;
 /// Repetitions of each candidate after its warm-up, where the budget allows.
 const REPS: u32 = 3;
 /// The cache file's format version: entries of another version are ignored.
@@ -160,7 +168,7 @@ pub fn tune(
         ..Default::default()
     };
     // Unique matmuls, largest first, each with its candidates.
-    let mut todo: Vec<(MatmulKey, MatmulDims, (u32, u32), Vec<MatmulVariant>)> = Vec::new();
+    let mut todo: Vec<Todo> = Vec::new();
     for (_, _, mode, dims, grid) in plan::step_matmuls(spec, rows) {
         let key = MatmulKey::of(mode, &dims);
         if todo.iter().any(|t| t.0 == key) {
@@ -189,11 +197,27 @@ pub fn tune(
     let from_cache = todo.is_empty() && (!both_steps || cached_step.is_some());
     if !todo.is_empty() {
         let kernels = Kernels::new(&ctx.device, support, Default::default());
-        // Calibration: the cheapest matmul's static kernel, for the first estimate.
-        let (key, dims, grid, cands) = todo.last().expect("not empty").clone();
+        // Calibration: a 256³ forward matmul on the static kernel for that width, for the
+        // first estimate (a model's own matmuls can take minutes on a software adapter).
+        let cal = MatmulDims {
+            n: CALIBRATION,
+            k: CALIBRATION,
+            ..Default::default()
+        };
+        let cal_grid = (CALIBRATION, CALIBRATION);
+        let cal_kernel = plan::matmul_config(&support, MatmulMode::Forward, &cal).variant;
         let t0 = Instant::now();
-        let t = timer.time(&kernels, &caps, key.mode, &dims, grid, rows, cands[0], 1)?;
-        let mut rate = flops(grid, &dims, key.mode, rows) as f64 / t.max(1e-9);
+        let t = timer.time(
+            &kernels,
+            &caps,
+            MatmulMode::Forward,
+            &cal,
+            cal_grid,
+            CALIBRATION as usize,
+            cal_kernel,
+            1,
+        )?;
+        let mut rate = flops(cal_grid, &cal, MatmulMode::Forward, 0) as f64 / t.max(1e-9);
         // Seconds per candidate beyond its dispatches: compiling the pipeline, buffers.
         let mut overhead = (t0.elapsed().as_secs_f64() - t).max(0.0);
         tuning.timed += 1;
@@ -225,6 +249,8 @@ pub fn tune(
             }
             if !complete {
                 tuning.skipped += 1;
+                file.entries
+                    .insert(format!("{prefix}|{}", key.label()), untimed(budget));
                 continue;
             }
             tuning.matmuls.insert(key, best.1);
@@ -259,8 +285,9 @@ pub fn tune(
 pub fn summary(t: &Tuning) -> String {
     let mut s = if t.from_cache {
         format!(
-            "kernels from the tuning cache ({} matmuls, {:.3} s)",
+            "kernels from the tuning cache ({} matmuls tuned, {} static, {:.3} s)",
             t.matmuls.len(),
+            t.skipped,
             t.seconds
         )
     } else {
@@ -335,179 +362,4 @@ fn time_steps(
         }
     }
     Ok(best[0] <= best[1])
-}
-
-/// Times one matmul launch by timestamp queries or the wall clock.
-struct Timer<'a> {
-    ctx: &'a GpuContext,
-    timestamps: bool,
-}
-
-impl<'a> Timer<'a> {
-    fn new(ctx: &'a GpuContext, trust_timestamps: bool) -> Self {
-        Timer {
-            ctx,
-            timestamps: trust_timestamps && ctx.timestamps,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        if self.timestamps {
-            "timestamps"
-        } else {
-            "wall-clock"
-        }
-    }
-
-    /// Seconds of the best of `reps` runs (after one warm-up) of `variant` for the matmul of
-    /// `mode` with `dims`, over an output of `grid` (rows, columns) at batch `rows`, on zeroed
-    /// buffers of the step's sizes; gradients split K as the plan would for this tile.
-    #[allow(clippy::too_many_arguments)] // the matmul's full description
-    fn time(
-        &mut self,
-        kernels: &Kernels,
-        caps: &super::device::Capabilities,
-        mode: MatmulMode,
-        dims: &MatmulDims,
-        grid: (u32, u32),
-        rows: usize,
-        variant: MatmulVariant,
-        reps: u32,
-    ) -> Result<f64> {
-        let ctx = self.ctx;
-        let device = &ctx.device;
-        let cfg = plan::launch_shape(variant, dims);
-        let (gx, gy) = cfg.groups(grid.0, grid.1);
-        let slices = match mode {
-            MatmulMode::Grad => plan::split_k_slices(caps, gx * gy, rows),
-            _ => 1,
-        };
-        let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
-        let b_end = dims.b_off as u64;
-        // lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7), in floats.
-        let sizes: [u64; 6] = match mode {
-            MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
-            MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
-            MatmulMode::Grad => {
-                let p = (m + 1) * n;
-                [r * m, r * n, slices as u64 * p, p, p, p]
-            }
-        };
-        let storage: Vec<wgpu::Buffer> = sizes
-            .iter()
-            .map(|&len| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("tune operand"),
-                    size: len.max(4) * 4,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            })
-            .collect();
-        let uniform = |bytes: &[u8]| {
-            wgpu::util::DeviceExt::create_buffer_init(
-                device,
-                &wgpu::util::BufferInitDescriptor {
-                    label: Some("tune uniform"),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                },
-            )
-        };
-        let dims_buf = uniform(bytemuck::bytes_of(dims));
-        let step = StepUniform {
-            batch: rows as u32,
-            inv_batch: 1.0 / rows.max(1) as f32,
-            ..Default::default()
-        };
-        let step_buf = uniform(bytemuck::bytes_of(&step));
-        let pipeline = ctx.scoped("compiling a tuner candidate", || {
-            kernels.matmul(device, cfg, mode, 0, 0, true, slices > 1)
-        })?;
-        let mut bufs: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
-        bufs.extend(storage.iter());
-        let bind_group = kernels.bind_group(device, cfg.family(), &bufs);
-        let dispatch = |pass: &mut wgpu::ComputePass<'_>| {
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[0]);
-            pass.dispatch_workgroups(gx, gy, slices);
-        };
-        let mut best = self.wall(&dispatch)?;
-        if reps > 1 {
-            for _ in 0..reps {
-                let t = if self.timestamps {
-                    self.stamped(&dispatch)?
-                } else {
-                    self.wall(&dispatch)?
-                };
-                best = best.min(t);
-            }
-        }
-        Ok(best)
-    }
-
-    /// One dispatch submitted alone, timed from submit to `device.poll` returning.
-    fn wall(&self, dispatch: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("tune"),
-            });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("tune"),
-                timestamp_writes: None,
-            });
-            dispatch(&mut pass);
-        }
-        let t = Instant::now();
-        self.ctx.queue.submit([enc.finish()]);
-        self.ctx.wait()?;
-        Ok(t.elapsed().as_secs_f64())
-    }
-
-    /// One dispatch between two timestamps.
-    fn stamped(&self, dispatch: &dyn Fn(&mut wgpu::ComputePass<'_>)) -> Result<f64> {
-        let device = &self.ctx.device;
-        let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("tune"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tune resolve"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tune readback"),
-            size: 16,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("tune"),
-        });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("tune"),
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                }),
-            });
-            dispatch(&mut pass);
-        }
-        enc.resolve_query_set(&queries, 0..2, &resolve, 0);
-        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
-        self.ctx.queue.submit([enc.finish()]);
-        let raw = super::read_staging(self.ctx, &staging)?;
-        let bytes: &[u8] = bytemuck::cast_slice(&raw);
-        let tick = |i: usize| bytemuck::pod_read_unaligned::<u64>(&bytes[8 * i..8 * i + 8]);
-        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        Ok(tick(1).saturating_sub(tick(0)) as f64 * period)
-    }
 }

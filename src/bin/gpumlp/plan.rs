@@ -62,8 +62,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
             sel.backend = args.backend.map(|b| b.to_string());
             sel.name = None;
             let ctx = std::sync::Arc::new(GpuContext::new(&sel.or_env())?);
-            let mut options = GpuOptions::default();
-            options.tune = args.tune.0;
+            // Field by field: GpuOptions is to be #[non_exhaustive] (CONVENTIONS, `api`).
+            #[allow(clippy::field_reassign_with_default)]
+            let options = {
+                let mut o = GpuOptions::default();
+                o.tune = args.tune.0;
+                o
+            };
             let caps = ctx.capabilities();
             if gpumlp::gpu::plan::tune_by_default(&caps, options.tune) {
                 let micro = micro_batch_rows(&spec, args.batch, &caps, &options)?;
