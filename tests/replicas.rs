@@ -331,6 +331,28 @@ fn replicas_match_one_device(name: &str, place: impl Fn(Optimizer) -> DataParall
                 PARAM_TOL.assert_close(&format!("{what}: replica {i} vs 0"), &other, &got.params);
             worst_replica = worst_replica.max(c.max_abs_diff);
         }
+        // predict and evaluate shard their rows across the replicas: as replica 0 alone.
+        let x = uniform(ROWS * spec().inputs(), -1.0, 1.0, 74);
+        let t = targets(&spec(), ROWS, 75);
+        let y = dp.predict(&x, ROWS).unwrap();
+        let e = dp.evaluate(&x, &t, ROWS).unwrap();
+        let r0 = dp.replica(0).unwrap();
+        OUTPUT_TOL.assert_close(
+            &format!("{what}: predict"),
+            &y,
+            &r0.predict(&x, ROWS).unwrap(),
+        );
+        let e0 = r0.evaluate(&x, &t, ROWS).unwrap();
+        assert_eq!(
+            (e.samples, e.correct),
+            (e0.samples, e0.correct),
+            "{what}: evaluate"
+        );
+        OUTPUT_TOL.assert_close(
+            &format!("{what}: evaluate"),
+            &[e.loss_sum as f32],
+            &[e0.loss_sum as f32],
+        );
         report(format!(
             "{what}: {} replicas vs one device, batch {BATCH}, {EPOCHS} epochs: largest |Δ| loss {:.2e}, params {:.2e}; between replicas {worst_replica:.2e}",
             dp.replicas(),
@@ -597,4 +619,39 @@ fn cli_devices_refuses_bad_lists_before_training() {
         return;
     }
     fails(&["train", "--devices", "cpu,vulkan:99"], "index 99");
+}
+
+#[test]
+fn device_lists_parse_to_replicas() {
+    use gpumlp::{parse_devices, AdapterSelector, Device};
+    let backend = |b: &str| AdapterSelector {
+        backend: Some(b.into()),
+        name: None,
+    };
+    assert_eq!(
+        parse_devices("cpu, reference,CPU,gpu,vulkan,gl:1,gpu:0").unwrap(),
+        vec![
+            Device::Cpu,
+            Device::Reference,
+            Device::Cpu,
+            Device::Gpu(AdapterSelector::default()),
+            Device::Gpu(backend("vulkan")),
+            Device::Adapter {
+                selector: backend("gl"),
+                index: 1
+            },
+            Device::Adapter {
+                selector: AdapterSelector::default(),
+                index: 0
+            },
+        ]
+    );
+    for bad in ["", "cpu:0", "gpu:-1", "cuda", "cpu;gl"] {
+        assert!(parse_devices(bad).is_err(), "'{bad}' should be refused");
+    }
+    let found = gpus().len();
+    if found > 0 && AdapterSelector::from_env() == AdapterSelector::default() {
+        let all = parse_devices("gpu:all").unwrap();
+        assert_eq!(all.len(), found, "gpu:all: every usable adapter");
+    }
 }
