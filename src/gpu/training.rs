@@ -123,12 +123,6 @@ impl Backend for GpuBackend {
 
     fn step(&mut self, start: usize, len: usize, hyper: &StepHyper) -> Result<()> {
         self.spec.check_trainable()?;
-        if len == 0 {
-            return Err(Error::InvalidConfig(format!(
-                "step rows {start}..{start} must be 1..={} rows",
-                self.max_batch
-            )));
-        }
         self.run_step(start, len, len, hyper, true)
     }
     fn backward_shard(
