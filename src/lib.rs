@@ -27,6 +27,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod dist;
 pub mod early_stopping;
 pub mod error;
 pub mod files;
