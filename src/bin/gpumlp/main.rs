@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod distributed;
 mod epochs;
 mod eval;
 mod export;

@@ -1,5 +1,6 @@
 //! `gpumlp train`.
 
+use crate::distributed::Job;
 use crate::resume::resume_args;
 use crate::{DeviceArgs, LayerSizes};
 use anyhow::{bail, Context};
@@ -123,6 +124,12 @@ pub struct TrainArgs {
     pub verify: Option<usize>,
     #[arg(long)]
     pub quiet: bool,
+    /// Run as one rank of an MPI job: `mpirun -np N gpumlp train --distributed ...` (needs a
+    /// build with `--features mpi`). Each rank takes a GPU adapter by its rank on the machine
+    /// (or the CPU backend) and a shard of every batch; rank 0 alone writes and prints.
+    #[arg(long)]
+    #[serde(skip)]
+    pub distributed: bool,
     /// The flags typed on the command line (by clap id), filled in by `main` from clap's value
     /// sources: `--resume` keeps the saved run's value of every flag not given. Not saved.
     #[arg(skip)]
@@ -223,6 +230,9 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     if args.epochs == 0 {
         bail!("--epochs must be at least 1 (it is the total number of epochs to train)");
     }
+    if args.distributed && args.verify.is_some() {
+        bail!("--verify compares one process's device with the CPU reference: run it without --distributed (and without mpirun)");
+    }
     if args.verify == Some(0) {
         bail!("--verify K compares the first K steps: K must be at least 1");
     }
@@ -312,6 +322,26 @@ pub(crate) fn epoch_line(r: &EpochReport, epochs: usize) -> String {
 }
 
 pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
+    match cli.distributed {
+        true => crate::distributed::run(cli),
+        false => run_as(cli, None),
+    }
+}
+
+/// Keeps only what rank 0 does of a distributed run's outputs: the other ranks write no file
+/// and print nothing.
+fn quiet_unless_root(args: &mut TrainArgs, job: Option<&Job>) {
+    if job.is_some_and(|j| !j.is_root()) {
+        args.quiet = true;
+        args.out = None;
+        args.metrics = None;
+        args.plot = None;
+        args.save_best = None;
+    }
+}
+
+/// `gpumlp train`, alone or as one rank of a distributed `job`.
+pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
     let cli = match cli.config.clone() {
         Some(path) => crate::config::apply(cli, &path)?,
         None => cli,
@@ -329,6 +359,9 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         None => cli,
     };
+    let mut args = args;
+    quiet_unless_root(&mut args, job);
+    let root = job.is_none_or(|j| j.is_root());
     // Check that outputs can be written, and destroy no input or other output, before reading
     // data or spending time on training.
     check_outputs(&args)?;
@@ -394,9 +427,15 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.as_ref().expect("resume sets --out").display()
         );
     }
-    let backend = args
-        .device
-        .place(&spec, config.optimizer, batch, args.quiet)?;
+    if let Some(job) = job {
+        job.check_same_start(&args.data, &train, val.as_ref(), &params)?;
+    }
+    let backend = match job {
+        Some(job) => job.place(&args.device, &spec, config.optimizer, batch, args.quiet)?,
+        None => args
+            .device
+            .place(&spec, config.optimizer, batch, args.quiet)?,
+    };
     let device_name = backend.name();
     if !args.quiet {
         eprintln!(
@@ -507,7 +546,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         (Some(best), true) => history.iter().find(|r| r.epoch == best),
         _ => history.last(),
     };
-    if let (Some(last), true) = (kept, trainer.epoch() > already) {
+    if let (Some(last), true, true) = (kept, trainer.epoch() > already, root) {
         match (last.val_loss, last.val_accuracy) {
             (Some(_), Some(acc)) => println!(
                 "held-out accuracy: {:.2}% ({} samples) on {device_name}",
@@ -527,7 +566,11 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(t) = &test {
+        // Every rank evaluates (a distributed evaluation is collective); rank 0 prints.
         let s = trainer.evaluate(t)?;
+        if !root {
+            return Ok(ExitCode::SUCCESS);
+        }
         if t.classes().is_some() {
             println!(
                 "test accuracy: {:.2}% ({} samples), test loss {:.4}",
