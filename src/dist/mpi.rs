@@ -21,6 +21,9 @@ use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use mpi::Threading;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The MPI environment of this process: initialized once by [`Mpi::init`], finalized when
 /// dropped. Everything that uses MPI (a [`MpiCollective`]) must be dropped first.
@@ -81,6 +84,7 @@ impl Mpi {
         MpiCollective {
             world: SimpleCommunicator::world(),
             buckets: layer_buckets(spec),
+            stats: Arc::default(),
             send: Vec::new(),
             send64: Vec::new(),
         }
@@ -117,11 +121,25 @@ pub fn layer_buckets(spec: &ModelSpec) -> Vec<usize> {
     spec.layout().iter().map(|l| l.end() - l.weight).collect()
 }
 
+/// What a [`MpiCollective`]'s gradient all-reduces have done so far.
+#[derive(Debug, Default)]
+pub struct ReduceStats {
+    /// Calls of `all_reduce_sum` (one per step).
+    pub calls: AtomicU64,
+    /// Bytes each rank contributed (`4·P` per step).
+    pub bytes: AtomicU64,
+    /// Non-blocking reductions started (buckets).
+    pub buckets: AtomicU64,
+    /// Wall time inside `all_reduce_sum`, waiting for the slowest rank included.
+    pub nanos: AtomicU64,
+}
+
 /// [`Collective`] over `MPI_COMM_WORLD`.
 pub struct MpiCollective {
     world: SimpleCommunicator,
     /// Bucket lengths in layout order; they tile the model's flat gradient.
     buckets: Vec<usize>,
+    stats: Arc<ReduceStats>,
     /// A copy of the buffer being reduced: rsmpi has no `MPI_IN_PLACE` (and mpi-sys cannot
     /// export it: it is a cast macro whose value differs between Open MPI and MPICH), so each
     /// bucket is sent from here and its sum lands in place in the caller's buffer. One memcpy
@@ -134,6 +152,13 @@ pub struct MpiCollective {
 // MPI runs with `Threading::Serialized` or more (checked in `Mpi::init`); every call goes
 // through `&mut self`, so no two calls on one collective overlap.
 unsafe impl Send for MpiCollective {}
+
+impl MpiCollective {
+    /// Counters of the gradient all-reduces, updated as they happen.
+    pub fn stats(&self) -> Arc<ReduceStats> {
+        self.stats.clone()
+    }
+}
 
 impl Collective for MpiCollective {
     fn rank(&self) -> usize {
@@ -150,6 +175,7 @@ impl Collective for MpiCollective {
         if self.size() == 1 || buf.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         // A buffer the layer buckets do not tile (not this model's gradient) goes whole.
         let whole = [buf.len()];
         let lens = match self.buckets.iter().sum::<usize>() == buf.len() {
@@ -158,6 +184,7 @@ impl Collective for MpiCollective {
         };
         self.send.clear();
         self.send.extend_from_slice(buf);
+        let buf_len = buf.len();
         // One (send, receive) pair per bucket, in layout order.
         let mut pairs = Vec::with_capacity(lens.len());
         let (mut send, mut recv) = (&self.send[..], buf);
@@ -176,6 +203,12 @@ impl Collective for MpiCollective {
             let mut done = Vec::new();
             requests.wait_all(&mut done);
         });
+        let st = &self.stats;
+        st.calls.fetch_add(1, Ordering::Relaxed);
+        st.bytes.fetch_add(4 * buf_len as u64, Ordering::Relaxed);
+        st.buckets.fetch_add(lens.len() as u64, Ordering::Relaxed);
+        st.nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 

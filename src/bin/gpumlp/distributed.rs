@@ -13,6 +13,9 @@ pub enum Job {}
 
 #[cfg(not(feature = "mpi"))]
 impl Job {
+    pub fn report(&self, _: bool) {
+        match *self {}
+    }
     pub fn is_root(&self) -> bool {
         match *self {}
     }
@@ -52,24 +55,30 @@ mod with_mpi {
     use super::*;
     use crate::DeviceArgs;
     use anyhow::bail;
-    use gpumlp::dist::mpi::Mpi;
+    use gpumlp::dist::mpi::{Mpi, ReduceStats};
     use gpumlp::dist::DataParallel;
     use gpumlp::{
         AdapterSelector, Backend, CpuBackend, Dataset, GpuBackend, GpuContext, ModelSpec,
         Optimizer, ReferenceBackend,
     };
     use std::hash::{Hash, Hasher};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     /// This process's place in the job.
     pub struct Job {
         mpi: Mpi,
+        /// The gradient all-reduce's counters, once the replica is placed.
+        reduced: std::sync::OnceLock<Arc<ReduceStats>>,
     }
 
     /// Runs `gpumlp train` as one rank. An error on any rank is printed as `rank R: ...` and
     /// ends every rank (`MPI_Abort`), so none waits forever for a rank that is gone.
     pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-        let job = Job { mpi: Mpi::init()? };
+        let job = Job {
+            mpi: Mpi::init()?,
+            reduced: Default::default(),
+        };
         match crate::train::run_as(args, Some(&job)) {
             Ok(code) => Ok(code),
             Err(e) => {
@@ -112,6 +121,7 @@ mod with_mpi {
                 );
             }
             let collective = self.mpi.collective(spec);
+            let _ = self.reduced.set(collective.stats());
             Ok(Box::new(DataParallel::new(
                 vec![replica],
                 Some(Box::new(collective)),
@@ -194,6 +204,21 @@ mod with_mpi {
             }
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             Some((cores / self.mpi.local_size()).max(1))
+        }
+
+        /// On rank 0 (unless `quiet`): what the gradient all-reduce cost, per step.
+        pub fn report(&self, quiet: bool) {
+            let Some(st) = self.reduced.get().filter(|_| !quiet && self.is_root()) else {
+                return;
+            };
+            let calls = st.calls.load(Ordering::Relaxed).max(1);
+            eprintln!(
+                "gpumlp: all-reduce: {} bytes per step from each rank in {} buckets, {:.3} ms per step (the wait for the slowest rank included), {} steps",
+                st.bytes.load(Ordering::Relaxed) / calls,
+                st.buckets.load(Ordering::Relaxed) / calls,
+                st.nanos.load(Ordering::Relaxed) as f64 / calls as f64 / 1e6,
+                st.calls.load(Ordering::Relaxed)
+            );
         }
 
         /// Refuses to train unless every rank read the same training and validation data and

@@ -528,6 +528,9 @@ pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
     };
     let already = trainer.epoch();
     let finished = run.train(&mut trainer, history)?;
+    if let Some(job) = job {
+        job.report(args.quiet);
+    }
     let history = finished.history;
     if let Some(p) = &args.plot {
         plot(p, &history, write)?;
