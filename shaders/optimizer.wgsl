@@ -3,8 +3,10 @@
 
 override OPT: u32 = 1u;
 
+// `offset`: where `weight_decay` starts (0 for the other kernels, whose uniform is `OneU32`).
 struct Count {
     n: u32,
+    offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> count: Count;
@@ -40,4 +42,17 @@ fn accumulate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         return;
     }
     params[i] += grads[i];
+}
+
+// L2 for the split schedule of a data-parallel replica, one launch per layer's weights (not its
+// biases): params[offset + i] += l2 · grads[offset + i], where the buffer bound as `params` is
+// the step's all-reduced gradient and the one bound as `grads` the parameters.
+@compute @workgroup_size(256)
+fn weight_decay(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.y * nwg.x * 256u + gid.x;
+    if (i >= count.n + nwg.z - 1u) { // opaque 0: no per-dispatch recompile on lavapipe
+        return;
+    }
+    let j = count.offset + i;
+    params[j] += step.l2 * grads[j];
 }

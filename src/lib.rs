@@ -47,6 +47,7 @@ pub mod verify;
 pub use backend::{Backend, BatchStats, OptimizerState};
 pub use cpu::CpuBackend;
 pub use data::{Dataset, Targets};
+pub use dist::{Collective, DataParallel};
 pub use early_stopping::{EarlyStopping, Monitor, Verdict};
 pub use error::{Error, Result};
 pub use gpu::{AdapterInfo, AdapterSelector, GpuBackend, GpuContext, GpuOptions};
@@ -68,6 +69,12 @@ pub enum Device {
     /// Any wgpu adapter matching the selector, software ones included, or an error that says
     /// how to get one.
     Gpu(AdapterSelector),
+    /// The `index`-th (0-based, best first) usable adapter matching the selector: `vulkan:0`,
+    /// `gl:0`, `gpu:1` in `--devices`.
+    Adapter {
+        selector: AdapterSelector,
+        index: usize,
+    },
     /// The fast CPU backend ([`CpuBackend`]).
     Cpu,
     /// The naive CPU reference, the oracle ([`ReferenceBackend`]).
@@ -107,19 +114,32 @@ pub fn place_with(
     max_batch: usize,
     options: &PlaceOptions,
 ) -> Result<Placement> {
+    place_on(
+        device,
+        spec,
+        optimizer,
+        max_batch,
+        options,
+        GpuOptions::default(),
+    )
+}
+
+/// [`place_with`], placing a GPU model with `gpu` options.
+fn place_on(
+    device: &Device,
+    spec: &ModelSpec,
+    optimizer: Optimizer,
+    max_batch: usize,
+    options: &PlaceOptions,
+    gpu: GpuOptions,
+) -> Result<Placement> {
     spec.validate()?;
     // Host copies of the model come first: refuse a model that cannot fit before any of it
     // is allocated (on a GPU the batch's activations live on the device: `GpuBackend::new`
     // checks those; the CPU backend checks its own buffers).
     spec.check_host_memory(optimizer, 0)?;
     let on_gpu = |ctx: GpuContext, reason: String| -> Result<Placement> {
-        let backend = GpuBackend::new(
-            Arc::new(ctx),
-            spec,
-            optimizer,
-            max_batch,
-            GpuOptions::default(),
-        )?;
+        let backend = GpuBackend::new(Arc::new(ctx), spec, optimizer, max_batch, gpu)?;
         Ok(Placement {
             backend: Box::new(backend),
             reason,
@@ -134,6 +154,14 @@ pub fn place_with(
         })
     };
     match device {
+        Device::Adapter { selector, index } => {
+            let ctx = GpuContext::nth(&selector.clone().or_env(), *index)?;
+            let reason = match &selector.backend {
+                Some(b) => format!("{} ({b}:{index})", ctx.info),
+                None => format!("{} (gpu:{index})", ctx.info),
+            };
+            on_gpu(ctx, reason)
+        }
         Device::Reference => Ok(Placement {
             backend: {
                 spec.check_host_memory(optimizer, max_batch)?;
@@ -184,5 +212,108 @@ fn auto_cpu_reason(sel: &AdapterSelector) -> Result<String> {
             "(auto: no discrete or integrated GPU; software adapters run only with --device gpu: {})",
             software.join(", ")
         )
+    })
+}
+
+/// Parses a `--devices` list, `SPEC,SPEC,...`, each one of: `cpu`, `reference`, `gpu` (the best
+/// adapter), `BACKEND` (its best adapter: `vulkan`, `metal`, `dx12`, `gl`), `gpu:N` or
+/// `BACKEND:N` (the N-th adapter, 0-based, best first), `gpu:all` or `BACKEND:all` (every
+/// usable adapter, software ones included). A device may appear more than once.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for an empty list or an unknown spec; `:all` that finds no adapter
+/// gives [`Error::NoAdapter`].
+pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
+    const BACKENDS: [&str; 4] = ["vulkan", "metal", "dx12", "gl"];
+    let unknown = |item: &str| {
+        Error::InvalidConfig(format!(
+            "unknown device '{item}' in --devices '{list}': use cpu, reference, gpu, gpu:N, gpu:all, or a backend (vulkan, metal, dx12, gl) alone, with :N or with :all"
+        ))
+    };
+    let mut devices = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        let lower = item.to_ascii_lowercase();
+        let (kind, index) = match lower.split_once(':') {
+            Some((k, i)) => (k, Some(i)),
+            None => (lower.as_str(), None),
+        };
+        match (kind, index) {
+            ("cpu", None) => devices.push(Device::Cpu),
+            ("reference", None) => devices.push(Device::Reference),
+            _ if kind != "gpu" && !BACKENDS.contains(&kind) => return Err(unknown(item)),
+            _ => {
+                let selector = AdapterSelector {
+                    backend: (kind != "gpu").then(|| kind.to_string()),
+                    name: None,
+                };
+                match index {
+                    None => devices.push(Device::Gpu(selector)),
+                    Some("all") => {
+                        let found = gpu::context::usable(&selector)?.len();
+                        if found == 0 {
+                            return Err(Error::NoAdapter {
+                                detail: format!(" for '{item}' in --devices"),
+                            });
+                        }
+                        devices.extend((0..found).map(|index| Device::Adapter {
+                            selector: selector.clone(),
+                            index,
+                        }));
+                    }
+                    Some(i) => {
+                        let index = i.parse::<usize>().map_err(|_| unknown(item))?;
+                        devices.push(Device::Adapter { selector, index });
+                    }
+                }
+            }
+        }
+    }
+    Ok(devices)
+}
+
+/// Places `spec` on every device in `devices` as the replicas of one data-parallel model
+/// ([`DataParallel`], in this process), for global batches of up to `max_batch` rows (each
+/// replica holds room for its shard). GPU replicas run the split schedule
+/// ([`GpuOptions::data_parallel`]); CPU replicas share the machine's threads unless
+/// `options.threads` says how many each takes. The reason names every replica.
+///
+/// # Errors
+/// An empty list, or any replica's placement error.
+pub fn place_replicas(
+    devices: &[Device],
+    spec: &ModelSpec,
+    optimizer: Optimizer,
+    max_batch: usize,
+    options: &PlaceOptions,
+) -> Result<Placement> {
+    if devices.is_empty() {
+        return Err(Error::InvalidConfig(
+            "data parallelism needs at least one device".into(),
+        ));
+    }
+    let shard_rows = max_batch.max(1).div_ceil(devices.len());
+    let cpus = devices.iter().filter(|d| **d == Device::Cpu).count();
+    let mut options = options.clone();
+    if options.threads.is_none() && cpus > 1 {
+        options.threads = Some((cpu::resolve_threads(None)? / cpus).max(1));
+    }
+    let gpu = GpuOptions {
+        data_parallel: true,
+        ..Default::default()
+    };
+    let mut replicas = Vec::with_capacity(devices.len());
+    let mut reasons = Vec::with_capacity(devices.len());
+    for d in devices {
+        let p = place_on(d, spec, optimizer, shard_rows, &options, gpu)?;
+        replicas.push(p.backend);
+        reasons.push(p.reason);
+    }
+    Ok(Placement {
+        backend: Box::new(DataParallel::new(replicas, None)?),
+        reason: format!(
+            "{} data-parallel replicas (--devices), each with up to {shard_rows} rows of every batch of {max_batch}: {}",
+            devices.len(),
+            reasons.join("; ")
+        ),
     })
 }

@@ -123,8 +123,9 @@ fn optimizer_state(path: &str) -> gpumlp::OptimizerState {
         .optimizer
 }
 
-/// 2 ranks against 1 process with `extra` flags: same parameters and optimizer state.
-fn two_ranks_match_one_process(what: &str, data_rows: usize, extra: &[&str]) {
+/// 2 ranks against 1 process with `extra` flags: same parameters and optimizer state. The
+/// process runs on the CPU backend; the ranks on `devices` (e.g. `--device cpu --threads 1`).
+fn two_ranks_match_one_process(what: &str, data_rows: usize, extra: &[&str], devices: &[&str]) {
     if !have_mpirun() {
         return;
     }
@@ -145,15 +146,12 @@ fn two_ranks_match_one_process(what: &str, data_rows: usize, extra: &[&str]) {
         "3",
         "--seed",
         "5",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
     ];
     let single: Vec<&str> = ["train", "--out", &one]
         .iter()
         .chain(&common)
         .chain(extra)
+        .chain(&CPU)
         .copied()
         .collect();
     ok(&single);
@@ -161,9 +159,11 @@ fn two_ranks_match_one_process(what: &str, data_rows: usize, extra: &[&str]) {
         .iter()
         .chain(&common)
         .chain(extra)
+        .chain(devices)
         .copied()
         .collect();
-    distributed(2, &ranks);
+    let said = distributed(2, &ranks);
+    assert!(said.contains("distributed over 2 MPI ranks"), "{said}");
     PARAM_TOL.assert_close(
         &format!("{what}: parameters, 2 ranks vs 1 process"),
         &params(&two),
@@ -173,6 +173,9 @@ fn two_ranks_match_one_process(what: &str, data_rows: usize, extra: &[&str]) {
     PARAM_TOL.assert_close(&format!("{what}: optimizer m"), &s2.m, &s1.m);
     PARAM_TOL.assert_close(&format!("{what}: optimizer v"), &s2.v, &s1.v);
 }
+
+/// The fast CPU backend on one thread (ranks share this machine's two cores).
+const CPU: [&str; 4] = ["--device", "cpu", "--threads", "1"];
 
 #[test]
 fn momentum_l2_odd_batch_with_a_last_batch_smaller_than_the_ranks() {
@@ -191,6 +194,7 @@ fn momentum_l2_odd_batch_with_a_last_batch_smaller_than_the_ranks() {
             "--batch",
             "7",
         ],
+        &CPU,
     );
 }
 
@@ -210,6 +214,40 @@ fn adam_l2_uneven_shards_with_shuffling() {
             "--batch",
             "9",
         ],
+        &CPU,
+    );
+}
+
+#[test]
+fn two_ranks_on_gpu_adapters_train_like_one_cpu_process() {
+    // Rank 0 takes the first adapter, rank 1 the second (here lavapipe and llvmpipe: two
+    // backends, two compilers of the same WGSL), against the CPU backend in one process.
+    if !have_mpirun() {
+        return;
+    }
+    let adapters = common::gpus();
+    common::report(format!(
+        "MPI ranks on GPU adapters: {:?}",
+        adapters
+            .iter()
+            .take(2)
+            .map(|c| c.info.to_string())
+            .collect::<Vec<_>>()
+    ));
+    two_ranks_match_one_process(
+        "momentum, L2, batch 7, on GPU adapters",
+        162,
+        &[
+            "--optimizer",
+            "momentum",
+            "--lr",
+            "0.05",
+            "--l2",
+            "0.001",
+            "--batch",
+            "7",
+        ],
+        &["--device", "gpu"],
     );
 }
 

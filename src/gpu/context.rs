@@ -243,6 +243,23 @@ impl GpuContext {
         Self::from_adapter(adapter, info)
     }
 
+    /// The `index`-th (0-based, best first) usable adapter that matches `sel`: `vulkan:1` in
+    /// `--devices`.
+    pub fn nth(sel: &AdapterSelector, index: usize) -> Result<Self> {
+        let mut found = usable_adapters(sel)?;
+        if index >= found.len() {
+            let backend = sel.backend.as_deref().unwrap_or("any backend");
+            return Err(Error::NoAdapter {
+                detail: format!(
+                    " at index {index} for {backend} (found {}: indices start at 0)",
+                    found.len()
+                ),
+            });
+        }
+        let (adapter, info) = found.swap_remove(index);
+        Self::from_adapter(adapter, info)
+    }
+
     /// The best discrete or integrated GPU that matches `sel`, or None (see
     /// [`AdapterInfo::is_hardware_gpu`]).
     pub fn best_hardware(sel: &AdapterSelector) -> Result<Option<Self>> {

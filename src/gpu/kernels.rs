@@ -140,6 +140,15 @@ pub struct OneU32 {
     pub _pad: [u32; 3],
 }
 
+/// Mirrors `struct Count` (optimizer.wgsl) where a kernel covers `count` elements from `offset`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Range {
+    pub count: u32,
+    pub offset: u32,
+    pub _pad: [u32; 2],
+}
+
 /// The matmul's three forms (the `MODE` override).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum MatmulMode {

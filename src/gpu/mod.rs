@@ -11,6 +11,7 @@ pub mod plan;
 pub mod probe;
 mod profile;
 pub mod profiles;
+mod step;
 mod training;
 
 pub use context::{list_adapters, AdapterInfo, AdapterSelector, GpuContext};
@@ -59,6 +60,11 @@ pub struct GpuOptions {
     /// Applies when the training set lives on the device and a step is one micro-batch;
     /// anything that reads or writes device memory from the host submits what is queued first.
     pub steps_per_submit: usize,
+    /// A replica of a data-parallel run ([`crate::dist::DataParallel`]): steps run as
+    /// `backward_shard` / `apply_gradient`, so the plan picks the split schedule (the gradient
+    /// is complete, and all-reduced, before a separate update pass) and places the pass that
+    /// adds `λW` before it.
+    pub data_parallel: bool,
 }
 
 impl Default for GpuOptions {
@@ -73,6 +79,7 @@ impl Default for GpuOptions {
             force_tiled_matmul: false,
             force_gemm: None,
             steps_per_submit: 8,
+            data_parallel: false,
         }
     }
 }
@@ -196,11 +203,15 @@ pub struct GpuBackend {
     softmax: Option<Dispatch>,
     backward: Vec<Dispatch>,
     update: Option<Dispatch>,
+    /// `g += λW` on each layer's weights, before `update` (data-parallel replicas only).
+    weight_decay: Vec<Dispatch>,
     data: TrainData,
     /// Rows of each stats slot written since `begin_epoch` (a micro-batched step uses several).
     epoch_lens: Vec<usize>,
     /// The step each stats slot belongs to.
     slot_steps: Vec<usize>,
+    /// Steps since `begin_epoch` (an empty data-parallel shard is a step with no stats slot).
+    epoch_steps: usize,
     bytes: u64,
 }
 
@@ -442,8 +453,9 @@ impl GpuBackend {
     }
 
     /// What one (micro-)batch records, in order: gathers, then the fused step or the layered
-    /// forward, loss, backward (with gradient accumulation or the update where separate).
-    fn step_items(&self) -> Vec<Item<'_>> {
+    /// forward, loss, backward (with gradient accumulation, or the update where separate and
+    /// `update` asks for it).
+    fn step_items(&self, update: bool) -> Vec<Item<'_>> {
         let mut v: Vec<Item> = Vec::new();
         if let TrainData::Device(data) = &self.data {
             v.extend(data.gather.iter().map(Item::Kernel));
@@ -460,7 +472,7 @@ impl GpuBackend {
         v.extend(self.loss.iter().map(Item::Kernel));
         v.extend(self.backward.iter().map(Item::Kernel));
         v.extend(self.accumulate.iter().map(Item::Kernel));
-        if self.accumulate.is_none() {
+        if self.accumulate.is_none() && update {
             v.extend(self.update.iter().map(Item::Kernel));
         }
         v
@@ -468,7 +480,7 @@ impl GpuBackend {
 
     /// Dispatches per training step (gathers included when the data lives on the device).
     pub fn dispatches_per_step(&self) -> usize {
-        self.step_items()
+        self.step_items(true)
             .iter()
             .map(|i| match i {
                 Item::Kernel(_) => 1,

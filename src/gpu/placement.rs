@@ -15,8 +15,9 @@ impl GpuBackend {
         mut options: GpuOptions,
     ) -> Self {
         let micro_batching = micro < max_batch;
-        // Micro-batches write partial gradients and update once, in a separate pass.
-        options.fused &= !micro_batching;
+        // Micro-batches and data-parallel replicas write the gradient, then update in a
+        // separate pass.
+        options.fused = plan::fused_update(micro, max_batch, &options);
         let rows = micro;
         let device = &ctx.device;
         let caps = ctx.capabilities();
@@ -459,6 +460,34 @@ impl GpuBackend {
                 grid: Grid::Fixed(gx, gy),
             }
         });
+        let weight_decay = if options.data_parallel {
+            let target = grad_total.as_ref().unwrap_or(&grads);
+            layout
+                .iter()
+                .map(|l| {
+                    let n = l.weight_len();
+                    let range = uniform(bytemuck::bytes_of(&kernels::Range {
+                        count: n as u32,
+                        offset: l.weight as u32,
+                        _pad: [0; 2],
+                    }));
+                    let (gx, gy) =
+                        groups_1d(n as u64, ctx.limits.max_compute_workgroups_per_dimension);
+                    Dispatch {
+                        label: format!("weight decay [{n}]"),
+                        pipeline: kernels.pipeline(device, Family::Optimizer, "weight_decay", &[]),
+                        bind_group: kernels.bind_group(
+                            device,
+                            Family::Optimizer,
+                            &[&range, &step_uniform, &params, target, &opt_m, &opt_v],
+                        ),
+                        grid: Grid::Fixed(gx, gy),
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let last = layers.last().expect("at least one layer");
         let out_act = spec.output_activation();
         let loss_dims = uniform(bytemuck::bytes_of(&LossDims {
@@ -580,9 +609,11 @@ impl GpuBackend {
             softmax,
             backward,
             update,
+            weight_decay,
             data: TrainData::None,
             epoch_lens: Vec::new(),
             slot_steps: Vec::new(),
+            epoch_steps: 0,
             bytes,
         }
     }

@@ -191,6 +191,14 @@ pub fn fused_shape(
     Some(choose(limit).unwrap_or(shape))
 }
 
+/// Whether the optimizer update runs in the gradient matmul's epilogue (`true`) or as a separate
+/// pass after the whole gradient is known (`false`, the split schedule): split when a step is
+/// micro-batched (`micro < batch`) or the model is a data-parallel replica, whose gradient is
+/// all-reduced before the update.
+pub fn fused_update(micro: usize, batch: usize, options: &GpuOptions) -> bool {
+    options.fused && micro >= batch.max(1) && !options.data_parallel
+}
+
 /// Rows per micro-batch for batches of `batch` rows: the batch, unless one layer's rows would
 /// not fit one storage binding (or buffer), or `options.micro_batch` asks for fewer.
 ///
@@ -304,7 +312,7 @@ pub fn plan(
     spec.validate()?;
     let micro = micro_batch_rows(spec, batch, caps, options)?;
     let mut options = *options;
-    options.fused &= micro >= batch.max(1);
+    options.fused = fused_update(micro, batch, &options);
     let support = kernel_support(caps, &options);
     let fused = use_fused_mlp(spec, micro, caps, &options)
         .then(|| fused_shape(spec, micro, caps, None))

@@ -36,7 +36,7 @@ impl GpuBackend {
             hyper,
             1.0 / len as f32,
         );
-        let d = self.step_items();
+        let d = self.step_items(true);
         if super::plan::wall_clock_profiling(&self.ctx.capabilities()) {
             let mut times = Vec::with_capacity(d.len());
             for x in &d {

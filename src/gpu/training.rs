@@ -174,117 +174,71 @@ impl Backend for GpuBackend {
         }
         self.epoch_lens.clear();
         self.slot_steps.clear();
+        self.epoch_steps = 0;
         Ok(())
     }
 
     fn step(&mut self, start: usize, len: usize, hyper: &StepHyper) -> Result<()> {
         self.spec.check_trainable()?;
-        let rows = match &self.data {
-            TrainData::Device(d) => d.rows,
-            TrainData::Host(h) => h.rows,
-            TrainData::None => 0,
-        };
-        if len == 0 || len > self.max_batch || start.checked_add(len).is_none_or(|end| end > rows) {
+        if len == 0 {
             return Err(Error::InvalidConfig(format!(
-                "step rows {start}..{} must be 1..={} rows inside the epoch's {rows}",
-                start + len,
+                "step rows {start}..{start} must be 1..={} rows",
                 self.max_batch
             )));
         }
-        let step_no = self.slot_steps.last().map_or(0, |s| s + 1);
-        // One submit per step; a step larger than the batch buffers runs as micro-batches that
-        // accumulate the gradient (λW added once), then one update.
-        let chunks = len.div_ceil(self.micro);
-        for c in 0..chunks {
-            let offset = c * self.micro;
-            let rows_here = self.micro.min(len - offset);
-            self.ensure_stats_capacity(self.epoch_lens.len() + 1)?;
-            if let TrainData::Host(h) = &self.data {
-                let (inp, out) = (self.spec.inputs(), self.spec.outputs());
-                let mut x = Vec::with_capacity(rows_here * inp);
-                let mut t = Vec::with_capacity(rows_here * out);
-                for &r in &h.order[start + offset..start + offset + rows_here] {
-                    let r = r as usize;
-                    x.extend_from_slice(&h.x[r * inp..(r + 1) * inp]);
-                    t.extend_from_slice(&h.t[r * out..(r + 1) * out]);
-                }
-                self.upload(&self.x_batch, &x);
-                self.upload(&self.t_batch, &t);
-            }
-            let mut h = *hyper;
-            if c > 0 {
-                h.l2 = 0.0;
-            }
-            // Steps over a device-resident training set queue up, each with its own uniform
-            // slot. Micro-batched schedules (whose steps clear and accumulate the gradient
-            // total, even a step that fits one micro-batch) and uploads submit one by one, from
-            // slot 0, after whatever is queued: the slot is rewritten below.
-            let queued = self.accumulate.is_none() && matches!(self.data, TrainData::Device(_));
-            let slot = if queued {
-                self.pending.borrow().len()
-            } else {
-                self.flush();
-                0
-            };
-            self.write_step(
-                slot,
-                rows_here,
-                self.epoch_lens.len(),
-                start + offset,
-                &h,
-                1.0 / len as f32,
-            );
-            let mut items = self.step_items();
-            if c + 1 == chunks && self.accumulate.is_some() {
-                items.extend(self.update.iter().map(Item::Kernel));
-            }
-            if queued {
-                self.queue_step(rows_here, &items, slot);
-            } else {
-                let clear = if c == 0 {
-                    self.grad_total.as_ref()
-                } else {
-                    None
-                };
-                self.submit(rows_here, &items, clear);
-            }
-            self.epoch_lens.push(rows_here);
-            self.slot_steps.push(step_no);
-        }
-        Ok(())
+        self.run_step(start, len, len, hyper, true)
     }
-
     fn backward_shard(
         &mut self,
-        _start: usize,
-        _len: usize,
-        _global_batch: usize,
-        _hyper: &StepHyper,
+        start: usize,
+        len: usize,
+        global_batch: usize,
+        hyper: &StepHyper,
     ) -> Result<()> {
-        Err(Error::InvalidConfig(
-            "the split (data-parallel) step is not implemented on the GPU backend yet".into(),
-        ))
+        self.spec.check_trainable()?;
+        self.check_split()?;
+        crate::backend::check_shard(start, len, global_batch, self.train_rows())?;
+        let h = StepHyper { l2: 0.0, ..*hyper };
+        if len > 0 {
+            return self.run_step(start, len, global_batch, &h, false);
+        }
+        // An empty shard: a zero gradient, and a step without stats.
+        self.flush();
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("empty shard"),
+            });
+        enc.clear_buffer(self.gradient_buffer(), 0, None);
+        self.ctx.queue.submit([enc.finish()]);
+        self.epoch_steps += 1;
+        Ok(())
     }
-    fn shard_gradient(&mut self, _out: &mut [f32]) -> Result<()> {
-        Err(Error::InvalidConfig(
-            "the split (data-parallel) step is not implemented on the GPU backend yet".into(),
-        ))
+    fn shard_gradient(&mut self, out: &mut [f32]) -> Result<()> {
+        self.check_split()?;
+        crate::backend::check_gradient_len(out, self.spec.param_count())?;
+        let grad = self.read(self.gradient_buffer(), out.len())?;
+        out.copy_from_slice(&grad);
+        Ok(())
     }
-    fn apply_gradient(&mut self, _grad: &[f32], _hyper: &StepHyper) -> Result<()> {
-        Err(Error::InvalidConfig(
-            "the split (data-parallel) step is not implemented on the GPU backend yet".into(),
-        ))
+    fn apply_gradient(&mut self, grad: &[f32], hyper: &StepHyper) -> Result<()> {
+        self.check_split()?;
+        crate::backend::check_gradient_len(grad, self.spec.param_count())?;
+        self.upload(self.gradient_buffer(), grad);
+        self.write_step(0, 1, 0, 0, hyper, 1.0);
+        let mut items: Vec<Item> = self.weight_decay.iter().map(Item::Kernel).collect();
+        items.extend(self.update.iter().map(Item::Kernel));
+        self.submit(1, &items, None);
+        Ok(())
     }
 
     fn finish_epoch(&mut self) -> Result<Vec<BatchStats>> {
         let lens = std::mem::take(&mut self.epoch_lens);
         let steps = std::mem::take(&mut self.slot_steps);
         let raw = self.read(&self.stats, lens.len() * 2)?;
-        let mut out: Vec<BatchStats> = Vec::new();
+        let mut out = vec![BatchStats::default(); std::mem::take(&mut self.epoch_steps)];
         for ((c, len), step) in raw.chunks(2).zip(lens).zip(steps) {
-            if out.len() <= step {
-                out.push(BatchStats::default());
-            }
             let s = &mut out[step];
             s.loss_sum += c[0] as f64;
             s.correct += c[1] as u64;

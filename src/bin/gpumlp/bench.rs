@@ -125,8 +125,18 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             adapter = (cpu.name(), "cpu".to_string());
             Box::new(cpu)
         }
-        gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
-            let ctx = std::sync::Arc::new(gpumlp::GpuContext::new(&sel.or_env())?);
+        device @ (gpumlp::Device::Gpu(_)
+        | gpumlp::Device::Auto(_)
+        | gpumlp::Device::Adapter { .. }) => {
+            let ctx = std::sync::Arc::new(match device {
+                gpumlp::Device::Adapter { selector, index } => {
+                    gpumlp::GpuContext::nth(&selector.or_env(), index)?
+                }
+                gpumlp::Device::Gpu(sel) | gpumlp::Device::Auto(sel) => {
+                    gpumlp::GpuContext::new(&sel.or_env())?
+                }
+                _ => unreachable!("matched above"),
+            });
             adapter = (ctx.info.name.clone(), ctx.info.backend.clone());
             let options = gpumlp::GpuOptions {
                 fused: !args.unfused,

@@ -186,13 +186,7 @@ mod with_mpi {
                 ctx.info,
                 self.mpi.local_rank()
             );
-            let b = GpuBackend::new(
-                Arc::new(ctx),
-                spec,
-                optimizer,
-                shard,
-                gpumlp::GpuOptions::default(),
-            )?;
+            let b = GpuBackend::new(Arc::new(ctx), spec, optimizer, shard, gpu_options())?;
             Ok((Box::new(b), reason))
         }
 
@@ -253,6 +247,13 @@ mod with_mpi {
             }
             Ok(())
         }
+    }
+
+    /// A GPU replica runs the split step (shard gradient, then the summed update).
+    fn gpu_options() -> gpumlp::GpuOptions {
+        let mut o = gpumlp::GpuOptions::default();
+        o.data_parallel = true;
+        o
     }
 
     /// Hashes every feature, target and the shape of `d`.

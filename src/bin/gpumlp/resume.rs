@@ -9,8 +9,8 @@ use gpumlp::{Activation, Loss, Schedule};
 use std::path::{Path, PathBuf};
 
 /// The arguments of a resumed run: the saved run's, so that it continues as if it had never
-/// stopped. Where this command gives `--epochs`, `--test`, `--device` or `--backend`, its value
-/// wins; `--out`, `--metrics`, `--plot`, `--force`, `--quiet` and `--verify` are only ever this
+/// stopped. Where this command gives `--epochs`, `--test`, `--device`, `--backend`, `--adapter`
+/// or `--devices`, its value wins; `--out`, `--metrics`, `--plot`, `--force`, `--quiet` and `--verify` are only ever this
 /// command's (`--out` defaults to the resumed file itself). A
 /// model or training flag that is given must agree with the checkpoint.
 pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs> {
@@ -36,8 +36,12 @@ pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs
     if given("test") {
         args.test = cli.test.clone();
     }
-    if given("device") || given("backend") {
+    if given("device") || given("backend") || given("adapter") {
         args.device = cli.device.clone();
+        args.devices = None;
+    }
+    if given("devices") {
+        args.devices = cli.devices.clone();
     }
     args.quiet = cli.quiet;
     args.force = cli.force;

@@ -77,6 +77,14 @@ pub struct TrainArgs {
     pub normalize: String,
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// Train one model on several devices as data-parallel replicas: SPEC,SPEC,... with each
+    /// SPEC cpu, reference, gpu, gpu:N, gpu:all, or a backend (vulkan, metal, dx12, gl) alone,
+    /// with :N (its N-th adapter, from 0) or :all. Each replica takes a shard of every batch;
+    /// the gradients are summed before one identical update, so the result is that of one
+    /// device with the same --batch. --threads is per CPU replica.
+    #[arg(long, value_name = "SPEC,SPEC,...", conflicts_with_all = ["device", "backend", "adapter"])]
+    #[serde(default)]
+    pub devices: Option<String>,
     /// Start from saved weights (safetensors, layers.{i}.weight [out, in], layers.{i}.bias).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -230,6 +238,9 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     if args.epochs == 0 {
         bail!("--epochs must be at least 1 (it is the total number of epochs to train)");
     }
+    if let (true, Some(list)) = (args.distributed, &args.devices) {
+        bail!("--devices {list} places replicas in one process, --distributed one replica per MPI rank: give one or the other (under mpirun, each rank takes a device by its rank on the machine; --device, --backend and --adapter filter them)");
+    }
     if args.distributed && args.verify.is_some() {
         bail!("--verify compares one process's device with the CPU reference: run it without --distributed (and without mpirun)");
     }
@@ -248,6 +259,9 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
         plot_format(p)?;
     }
     args.device.device()?;
+    if let Some(list) = &args.devices {
+        gpumlp::parse_devices(list).context("--devices")?;
+    }
     check_early_stopping(args)
 }
 
@@ -430,9 +444,20 @@ pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
     if let Some(job) = job {
         job.check_same_start(&args.data, &train, val.as_ref(), &params)?;
     }
-    let backend = match job {
-        Some(job) => job.place(&args.device, &spec, config.optimizer, batch, args.quiet)?,
-        None => args
+    let backend = match (&args.devices, job) {
+        (_, Some(job)) => job.place(&args.device, &spec, config.optimizer, batch, args.quiet)?,
+        (Some(list), None) => {
+            let mut options = gpumlp::PlaceOptions::default();
+            options.threads = args.device.threads;
+            let devices = gpumlp::parse_devices(list).context("--devices")?;
+            let placed =
+                gpumlp::place_replicas(&devices, &spec, config.optimizer, batch, &options)?;
+            if !args.quiet {
+                eprintln!("gpumlp: devices: {}", placed.reason);
+            }
+            placed.backend
+        }
+        (None, None) => args
             .device
             .place(&spec, config.optimizer, batch, args.quiet)?,
     };

@@ -172,3 +172,26 @@ fn a_binding_limit_splits_the_batch_into_micro_batches() {
 fn unknown_profiles_are_none() {
     assert!(profile("nvidia-h9000").is_none());
 }
+
+#[test]
+fn a_data_parallel_replica_updates_after_the_whole_gradient() {
+    let h100 = caps("nvidia-h100");
+    let one = plan(
+        &spec(&[64, 128, 128, 10]),
+        4096,
+        &h100,
+        &GpuOptions::default(),
+    )
+    .unwrap();
+    assert_eq!((one.update, one.step), ("fused", "fused-mlp"));
+    let options = GpuOptions {
+        data_parallel: true,
+        ..Default::default()
+    };
+    let replica = plan(&spec(&[64, 128, 128, 10]), 4096, &h100, &options).unwrap();
+    assert_eq!(
+        (replica.update, replica.step),
+        ("split", "layered"),
+        "the gradient is all-reduced before the update: no update in any epilogue"
+    );
+}
