@@ -205,7 +205,11 @@ mod with_mpi {
             let Some(st) = self.reduced.get().filter(|_| !quiet && self.is_root()) else {
                 return;
             };
-            let calls = st.calls.load(Ordering::Relaxed).max(1);
+            // A job of one reduces nothing.
+            let calls = st.calls.load(Ordering::Relaxed);
+            if calls == 0 {
+                return;
+            }
             eprintln!(
                 "gpumlp: all-reduce: {} bytes per step from each rank in {} buckets, {:.3} ms per step (the wait for the slowest rank included), {} steps",
                 st.bytes.load(Ordering::Relaxed) / calls,
