@@ -451,3 +451,35 @@ fn without_mpirun_distributed_is_a_job_of_one() {
     ok(&b);
     PARAM_TOL.assert_close("a job of one vs a plain run", &params(&two), &params(&one));
 }
+
+#[test]
+fn ranks_on_different_devices_stop_early_together() {
+    // Rank 0 on the fast CPU backend, rank 1 on the CPU reference: their validation losses
+    // could differ in the last bits, so the validation set is sharded and all-reduced and every
+    // rank sees the same numbers; otherwise one rank could stop while the other waits for it in
+    // the next step's all-reduce.
+    if !have_mpirun() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = digits_csv(dir.path(), "d.csv", 150);
+    let (out, best) = (
+        p(dir.path(), "out.safetensors"),
+        p(dir.path(), "best.safetensors"),
+    );
+    let script = format!(
+        r#"if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then dev=reference; else dev=cpu; fi
+exec "$GPUMLP" train --distributed --device $dev --data '{data}' --layers 64,9,10 --lr 0.05 --batch 16 --epochs 300 --patience 2 --save-best '{best}' --out '{out}'"#
+    );
+    let o = output_within(ranks_run_script(&script), Duration::from_secs(240));
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("stopped early after epoch"), "{t}");
+    let epochs = Checkpoint::load(Path::new(&out))
+        .unwrap()
+        .training
+        .unwrap()
+        .epoch;
+    assert!(epochs < 300, "stopped at {epochs}");
+    assert!(Path::new(&best).exists());
+}
