@@ -100,11 +100,11 @@ fn digits_csv(dir: &Path, name: &str, rows: usize) -> String {
         unreachable!("digits has class labels")
     };
     let mut s = String::new();
-    for r in 0..rows {
-        for c in 0..64 {
-            s += &format!("{},", d.features[r * 64 + c]);
+    for (row, label) in d.features.chunks(64).zip(labels).take(rows) {
+        for v in row {
+            s += &format!("{v},");
         }
-        s += &format!("{}\n", labels[r]);
+        s += &format!("{label}\n");
     }
     let path = dir.join(name);
     std::fs::write(&path, s).unwrap();

@@ -254,6 +254,9 @@ mod with_mpi {
     }
 
     /// A GPU replica runs the split step (shard gradient, then the summed update).
+    // Built from Default and assigned: `GpuOptions` becomes #[non_exhaustive] (no struct literal
+    // outside the library).
+    #[allow(clippy::field_reassign_with_default)]
     fn gpu_options() -> gpumlp::GpuOptions {
         let mut o = gpumlp::GpuOptions::default();
         o.data_parallel = true;

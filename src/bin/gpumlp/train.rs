@@ -447,6 +447,8 @@ pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
     let backend = match (&args.devices, job) {
         (_, Some(job)) => job.place(&args.device, &spec, config.optimizer, batch, args.quiet)?,
         (Some(list), None) => {
+            // From Default: `PlaceOptions` becomes #[non_exhaustive].
+            #[allow(clippy::field_reassign_with_default)]
             let mut options = gpumlp::PlaceOptions::default();
             options.threads = args.device.threads;
             let devices = gpumlp::parse_devices(list).context("--devices")?;
