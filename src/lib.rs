@@ -286,12 +286,30 @@ pub fn place_replicas(
     max_batch: usize,
     options: &PlaceOptions,
 ) -> Result<Placement> {
+    place_replicas_with(devices, spec, optimizer, max_batch, options, None)
+}
+
+/// [`place_replicas`] as this process's part of a run over the processes of `collective`:
+/// every global batch is sharded across the processes first, then across `devices`, so each
+/// replica holds room for `⌈max_batch / (ranks · devices)⌉` rows.
+///
+/// # Errors
+/// As [`place_replicas`].
+pub fn place_replicas_with(
+    devices: &[Device],
+    spec: &ModelSpec,
+    optimizer: Optimizer,
+    max_batch: usize,
+    options: &PlaceOptions,
+    collective: Option<Box<dyn Collective>>,
+) -> Result<Placement> {
     if devices.is_empty() {
         return Err(Error::InvalidConfig(
             "data parallelism needs at least one device".into(),
         ));
     }
-    let shard_rows = max_batch.max(1).div_ceil(devices.len());
+    let ranks = collective.as_ref().map_or(1, |c| c.size().max(1));
+    let shard_rows = max_batch.max(1).div_ceil(ranks * devices.len());
     let cpus = devices.iter().filter(|d| **d == Device::Cpu).count();
     let mut options = options.clone();
     if options.threads.is_none() && cpus > 1 {
@@ -309,10 +327,11 @@ pub fn place_replicas(
         reasons.push(p.reason);
     }
     Ok(Placement {
-        backend: Box::new(DataParallel::new(replicas, None)?),
+        backend: Box::new(DataParallel::new(replicas, collective)?),
         reason: format!(
-            "{} data-parallel replicas (--devices), each with up to {shard_rows} rows of every batch of {max_batch}: {}",
+            "{} data-parallel replicas{} (--devices), each with up to {shard_rows} rows of every batch of {max_batch}: {}",
             devices.len(),
+            if ranks > 1 { format!(" in each of {ranks} processes") } else { String::new() },
             reasons.join("; ")
         ),
     })

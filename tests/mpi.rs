@@ -219,6 +219,27 @@ fn adam_l2_uneven_shards_with_shuffling() {
 }
 
 #[test]
+fn two_ranks_of_two_cpu_replicas_train_like_one_process() {
+    // --devices under mpirun: each rank's shard is split again across its two replicas, so a
+    // batch of 7 is four shards of 1, 2, 2 and 2 rows, and the last batch of 1 leaves three empty.
+    two_ranks_match_one_process(
+        "adam, L2, batch 7, 2 ranks × 2 replicas",
+        162,
+        &[
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--l2",
+            "0.001",
+            "--batch",
+            "7",
+        ],
+        &["--devices", "cpu,cpu", "--threads", "1"],
+    );
+}
+
+#[test]
 fn two_ranks_on_gpu_adapters_train_like_one_cpu_process() {
     // Rank 0 takes the first adapter, rank 1 the second (here lavapipe and llvmpipe: two
     // backends, two compilers of the same WGSL), against the CPU backend in one process.

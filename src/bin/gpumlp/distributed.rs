@@ -31,6 +31,7 @@ impl Job {
     pub fn place(
         &self,
         _: &crate::DeviceArgs,
+        _: Option<&str>,
         _: &gpumlp::ModelSpec,
         _: gpumlp::Optimizer,
         _: usize,
@@ -54,7 +55,7 @@ pub use with_mpi::{run, Job};
 mod with_mpi {
     use super::*;
     use crate::DeviceArgs;
-    use anyhow::bail;
+    use anyhow::{bail, Context};
     use gpumlp::dist::mpi::{Mpi, ReduceStats};
     use gpumlp::dist::DataParallel;
     use gpumlp::{
@@ -83,6 +84,9 @@ mod with_mpi {
             Ok(code) => Ok(code),
             Err(e) => {
                 eprintln!("gpumlp: rank {}: error: {e:#}", job.rank());
+                // mpirun forwards each rank's stderr asynchronously and stops forwarding once
+                // the abort kills the job: give it a moment to carry the message.
+                std::thread::sleep(std::time::Duration::from_millis(300));
                 job.mpi.abort(1)
             }
         }
@@ -100,32 +104,51 @@ mod with_mpi {
             self.rank() == 0
         }
 
-        /// This rank's replica of `spec`, wrapped so that its steps take this rank's shard of
-        /// each global batch of up to `batch` rows and sum gradients over all ranks. Says on
-        /// stderr (rank 0, unless `quiet`) where it runs.
+        /// This rank's replica of `spec` (or, with `--devices`, its replicas on every listed
+        /// device), wrapped so that its steps take this rank's shard of each global batch of up
+        /// to `batch` rows and sum gradients over all ranks. Says on stderr (rank 0, unless
+        /// `quiet`) where it runs.
         pub fn place(
             &self,
             device: &DeviceArgs,
+            devices: Option<&str>,
             spec: &ModelSpec,
             optimizer: Optimizer,
             batch: usize,
             quiet: bool,
         ) -> anyhow::Result<Box<dyn Backend>> {
-            // The most rows one rank's shard of a global batch holds.
-            let shard = batch.div_ceil(self.size()).max(1);
-            let (replica, reason) = self.place_replica(device, spec, optimizer, shard)?;
+            let collective = self.mpi.collective(spec);
+            let _ = self.reduced.set(collective.stats());
+            let collective = Some(Box::new(collective) as Box<dyn gpumlp::dist::Collective>);
+            let (backend, reason) = match devices {
+                Some(list) => {
+                    let list = gpumlp::parse_devices(list).context("--devices")?;
+                    let cpus = list.iter().filter(|d| **d == gpumlp::Device::Cpu).count();
+                    let threads = device
+                        .threads
+                        .or_else(|| self.cpu_threads().map(|t| (t / cpus.max(1)).max(1)));
+                    let options = crate::train::place_options(threads);
+                    let placed = gpumlp::place_replicas_with(
+                        &list, spec, optimizer, batch, &options, collective,
+                    )?;
+                    (placed.backend, placed.reason)
+                }
+                None => {
+                    // The most rows one rank's shard of a global batch holds.
+                    let shard = batch.div_ceil(self.size()).max(1);
+                    let (replica, reason) = self.place_replica(device, spec, optimizer, shard)?;
+                    let dp: Box<dyn Backend> =
+                        Box::new(DataParallel::new(vec![replica], collective)?);
+                    (dp, reason)
+                }
+            };
             if !quiet && self.is_root() {
                 eprintln!(
                     "gpumlp: distributed over {} MPI ranks; rank 0: {reason}",
                     self.size()
                 );
             }
-            let collective = self.mpi.collective(spec);
-            let _ = self.reduced.set(collective.stats());
-            Ok(Box::new(DataParallel::new(
-                vec![replica],
-                Some(Box::new(collective)),
-            )?))
+            Ok(backend)
         }
 
         /// The replica by this rank's place on its machine: the `local_rank`-th GPU adapter

@@ -145,6 +145,15 @@ pub struct TrainArgs {
     pub given: BTreeSet<String>,
 }
 
+/// Placement options with `threads` per CPU backend (built from `Default`: the struct is
+/// `#[non_exhaustive]` for this crate).
+#[allow(clippy::field_reassign_with_default)]
+pub(crate) fn place_options(threads: Option<usize>) -> gpumlp::PlaceOptions {
+    let mut options = gpumlp::PlaceOptions::default();
+    options.threads = threads;
+    options
+}
+
 /// The model for these arguments and data.
 fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
     let outputs = match &train.targets {
@@ -237,9 +246,6 @@ pub(crate) fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     if args.epochs == 0 {
         bail!("--epochs must be at least 1 (it is the total number of epochs to train)");
-    }
-    if let (true, Some(list)) = (args.distributed, &args.devices) {
-        bail!("--devices {list} places replicas in one process, --distributed one replica per MPI rank: give one or the other (under mpirun, each rank takes a device by its rank on the machine; --device, --backend and --adapter filter them)");
     }
     if args.distributed && args.verify.is_some() {
         bail!("--verify compares one process's device with the CPU reference: run it without --distributed (and without mpirun)");
@@ -445,12 +451,16 @@ pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
         job.check_same_start(&args.data, &train, val.as_ref(), &params)?;
     }
     let backend = match (&args.devices, job) {
-        (_, Some(job)) => job.place(&args.device, &spec, config.optimizer, batch, args.quiet)?,
+        (list, Some(job)) => job.place(
+            &args.device,
+            list.as_deref(),
+            &spec,
+            config.optimizer,
+            batch,
+            args.quiet,
+        )?,
         (Some(list), None) => {
-            // From Default: `PlaceOptions` becomes #[non_exhaustive].
-            #[allow(clippy::field_reassign_with_default)]
-            let mut options = gpumlp::PlaceOptions::default();
-            options.threads = args.device.threads;
+            let options = place_options(args.device.threads);
             let devices = gpumlp::parse_devices(list).context("--devices")?;
             let placed =
                 gpumlp::place_replicas(&devices, &spec, config.optimizer, batch, &options)?;
