@@ -104,6 +104,10 @@ pub enum Error {
         cause: std::io::Error,
     },
 
+    /// A distributed run (MPI) that cannot start or whose ranks disagree.
+    #[error("distributed run: {0}")]
+    Distributed(String),
+
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
 

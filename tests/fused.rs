@@ -236,23 +236,12 @@ fn fused_step_reruns_bit_identically(ctx: &Arc<GpuContext>) {
     let state = start_state(&spec, opt);
     let hyper = opt.hyper(0.01, 2, 1e-3);
     let run = || {
-        fused::run_step_with(
-            ctx,
-            &spec,
-            opt,
-            &params,
-            &state,
-            &x,
-            &t,
-            rows,
-            &hyper,
-            {
-                let mut c = FusedOptions::default();
-                c.capture_gradients = true;
-                c.max_groups = Some(5);
-                c
-            },
-        )
+        fused::run_step_with(ctx, &spec, opt, &params, &state, &x, &t, rows, &hyper, {
+            let mut c = FusedOptions::default();
+            c.capture_gradients = true;
+            c.max_groups = Some(5);
+            c
+        })
         .unwrap()
     };
     let (p1, g1, s1, st1) = run();

@@ -12,7 +12,8 @@ use crate::optim::StepHyper;
 /// the replicas run their shards concurrently (one thread each), their gradients are summed in
 /// replica order (deterministic), all-reduced across processes, and every replica applies the
 /// same update. Parameters, optimizer state, predictions and checkpoints come from replica 0;
-/// `evaluate` and `predict` shard their rows across the local replicas.
+/// `evaluate` shards its rows across processes and local replicas (and all-reduces the sums);
+/// `predict` shards across the local replicas.
 pub struct DataParallel {
     spec: ModelSpec,
     replicas: Vec<Box<dyn Backend>>,
@@ -125,6 +126,27 @@ impl DataParallel {
         }
     }
 
+    /// Sums `stats` element-wise across processes (loss, correct and sample counts as f64,
+    /// exact below 2^53), in place.
+    fn all_reduce_stats(&mut self, stats: &mut [BatchStats]) -> Result<()> {
+        let Some(c) = &mut self.collective else {
+            return Ok(());
+        };
+        let mut buf: Vec<f64> = stats
+            .iter()
+            .flat_map(|s| [s.loss_sum, s.correct as f64, s.samples as f64])
+            .collect();
+        c.all_reduce_sum_f64(&mut buf)?;
+        for (t, b) in stats.iter_mut().zip(buf.chunks_exact(3)) {
+            *t = BatchStats {
+                loss_sum: b[0],
+                correct: b[1] as u64,
+                samples: b[2] as u64,
+            };
+        }
+        Ok(())
+    }
+
     /// Rows `rows` of x: [rows, width] for local replica `i` of `n`.
     fn rows_of(x: &[f32], width: usize, rows: usize, i: usize, n: usize) -> &[f32] {
         let r = shard(0, rows, i, n);
@@ -233,20 +255,7 @@ impl Backend for DataParallel {
             }
             total.iter_mut().zip(&stats).for_each(|(t, s)| t.add(s));
         }
-        if let Some(c) = &mut self.collective {
-            let mut buf: Vec<f64> = total
-                .iter()
-                .flat_map(|s| [s.loss_sum, s.correct as f64, s.samples as f64])
-                .collect();
-            c.all_reduce_sum_f64(&mut buf)?;
-            for (t, b) in total.iter_mut().zip(buf.chunks_exact(3)) {
-                *t = BatchStats {
-                    loss_sum: b[0],
-                    correct: b[1] as u64,
-                    samples: b[2] as u64,
-                };
-            }
-        }
+        self.all_reduce_stats(&mut total)?;
         Ok(total)
     }
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
@@ -273,6 +282,15 @@ impl Backend for DataParallel {
                 format!("{} and {}", x.len(), t.len()),
             ));
         }
+        // Across processes: this rank's shard of the rows, and the sums all-reduced below, so
+        // every rank gets the same numbers whatever its device (early stopping and a plateau
+        // schedule then decide alike on every rank).
+        let mine = self.rank_shard(0, rows);
+        let (x, t, rows) = (
+            &x[mine.start * inp..mine.end * inp],
+            &t[mine.start * out..mine.end * out],
+            mine.len(),
+        );
         let mut parts = vec![BatchStats::default(); n];
         on_each(&mut self.replicas, &mut parts, |i, r, s| {
             let (xi, ti) = (
@@ -284,9 +302,10 @@ impl Backend for DataParallel {
             }
             Ok(())
         })?;
-        let mut total = BatchStats::default();
-        parts.iter().for_each(|s| total.add(s));
-        Ok(total)
+        let mut total = [BatchStats::default()];
+        parts.iter().for_each(|s| total[0].add(s));
+        self.all_reduce_stats(&mut total)?;
+        Ok(total[0])
     }
     fn last_gradients(&mut self) -> Result<Vec<f32>> {
         self.replicas[0].last_gradients()

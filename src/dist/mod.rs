@@ -7,6 +7,8 @@
 //! a `Backend` itself, so the trainer, checkpoints and resume work unchanged.
 
 mod data_parallel;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 
 pub use data_parallel::DataParallel;
 

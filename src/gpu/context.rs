@@ -248,6 +248,25 @@ impl GpuContext {
         }
     }
 
+    /// The adapter the `local_rank`-th process on a machine takes: the usable adapters matching
+    /// `sel` (hardware GPUs only when `hardware_only`), best first, taken in turn and shared
+    /// round-robin when there are fewer than processes; None when there is none.
+    pub fn for_local_rank(
+        sel: &AdapterSelector,
+        hardware_only: bool,
+        local_rank: usize,
+    ) -> Result<Option<Self>> {
+        let mut found: Vec<_> = usable_adapters(sel)?
+            .into_iter()
+            .filter(|(_, info)| !hardware_only || info.is_hardware_gpu())
+            .collect();
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let (adapter, info) = found.swap_remove(local_rank % found.len());
+        Self::from_adapter(adapter, info).map(Some)
+    }
+
     /// One context per usable adapter that matches `sel` (for tests that run on all of them).
     pub fn all(sel: &AdapterSelector) -> Result<Vec<GpuContext>> {
         usable_adapters(sel)?

@@ -102,9 +102,10 @@ fn cli_devices_refuses_bad_lists_before_training() {
 #[test]
 fn device_lists_parse_to_replicas() {
     use gpumlp::{parse_devices, AdapterSelector, Device};
-    let backend = |b: &str| AdapterSelector {
-        backend: Some(b.into()),
-        name: None,
+    let backend = |b: &str| {
+        let mut s = AdapterSelector::default();
+        s.backend = Some(b.into());
+        s
     };
     assert_eq!(
         parse_devices("cpu, reference,CPU,gpu,vulkan,gl:1,gpu:0").unwrap(),

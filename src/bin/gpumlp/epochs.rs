@@ -157,7 +157,9 @@ impl Run<'_> {
             if let (Some(out), Some(ck)) = (&args.out, &ck) {
                 ck.save_with(out, self.write)?;
             }
-            if verdict == Some(Verdict::Improved) {
+            // (A distributed run's other ranks keep no best checkpoint: rank 0 writes it.)
+            if verdict == Some(Verdict::Improved) && (args.save_best.is_some() || args.restore_best)
+            {
                 let ck = ck.context("a checkpoint of the best epoch")?;
                 if let Some(path) = &args.save_best {
                     ck.save_with(path, self.write)?;

@@ -4,6 +4,7 @@
 mod bench;
 mod choices;
 mod config;
+mod distributed;
 mod epochs;
 mod eval;
 mod export;

@@ -52,6 +52,7 @@ pub fn resume_args(cli: &TrainArgs, ck: &Checkpoint) -> anyhow::Result<TrainArgs
     args.quiet = cli.quiet;
     args.force = cli.force;
     args.verify = cli.verify;
+    args.distributed = cli.distributed;
     args.resume = cli.resume.clone();
     args.given = cli.given.clone();
     // The optimizer's state must be in the file: a missing tensor would silently restart its

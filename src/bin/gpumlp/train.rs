@@ -3,6 +3,7 @@
 use crate::choices::{
     LossChoice, MonitorChoice, NormalizeChoice, OptimizerChoice, OutputActivation,
 };
+use crate::distributed::Job;
 use crate::resume::resume_args;
 use crate::rows::TrainRows;
 use crate::{CsvArgs, DeviceArgs, LayerSizes};
@@ -144,6 +145,12 @@ pub struct TrainArgs {
     pub verify: Option<usize>,
     #[arg(long)]
     pub quiet: bool,
+    /// Run as one rank of an MPI job: `mpirun -np N gpumlp train --distributed ...` (needs a
+    /// build with `--features mpi`). Each rank takes a GPU adapter by its rank on the machine
+    /// (or the CPU backend) and a shard of every batch; rank 0 alone writes and prints.
+    #[arg(long)]
+    #[serde(skip)]
+    pub distributed: bool,
     /// The flags typed on the command line (by clap id), filled in by `main` from clap's value
     /// sources: `--resume` keeps the saved run's value of every flag not given. Not saved.
     #[arg(skip)]
@@ -247,6 +254,9 @@ fn check_flags(args: &TrainArgs) -> anyhow::Result<()> {
     if args.epochs == 0 {
         bail!("--epochs must be at least 1 (it is the total number of epochs to train)");
     }
+    if args.distributed && args.verify.is_some() {
+        bail!("--verify compares one process's device with the CPU reference: run it without --distributed (and without mpirun)");
+    }
     if args.verify == Some(0) {
         bail!("--verify K compares the first K steps: K must be at least 1");
     }
@@ -338,6 +348,26 @@ pub(crate) fn epoch_line(r: &EpochReport, epochs: usize) -> String {
 }
 
 pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
+    match cli.distributed {
+        true => crate::distributed::run(cli),
+        false => run_as(cli, None),
+    }
+}
+
+/// Keeps only what rank 0 does of a distributed run's outputs: the other ranks write no file
+/// and print nothing.
+fn quiet_unless_root(args: &mut TrainArgs, job: Option<&Job>) {
+    if job.is_some_and(|j| !j.is_root()) {
+        args.quiet = true;
+        args.out = None;
+        args.metrics = None;
+        args.plot = None;
+        args.save_best = None;
+    }
+}
+
+/// `gpumlp train`, alone or as one rank of a distributed `job`.
+pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
     let cli = match cli.config.clone() {
         Some(path) => crate::config::apply(cli, &path)?,
         None => cli,
@@ -355,6 +385,9 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         }
         None => cli,
     };
+    let mut args = args;
+    quiet_unless_root(&mut args, job);
+    let root = job.is_none_or(|j| j.is_root());
     // Check that outputs can be written, and destroy no input or other output, before reading
     // data or spending time on training.
     check_outputs(&args)?;
@@ -402,25 +435,48 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
             args.out.as_ref().expect("resume sets --out").display()
         );
     }
-    // One configuration places the model (optimizer, batch size) and trains it.
-    let mut builder = Trainer::builder(&spec)
-        .device(device.clone())
-        .config(config.clone())
-        .place_options(args.device.place_options())
-        .params(params.clone())
-        .train_rows(train.rows());
-    if let Some(list) = &args.devices {
-        builder = builder.devices(gpumlp::parse_devices(list).context("--devices")?);
-    }
-    let mut trainer = builder.build()?;
-    if let (Some(reason), false) = (trainer.placement(), args.quiet) {
-        let what = if args.devices.is_some() {
-            "devices"
-        } else {
-            "device"
-        };
-        eprintln!("gpumlp: {what}: {reason}");
-    }
+    let mut trainer = match job {
+        // One rank of an MPI job: its replica (by local rank) inside the job's DataParallel.
+        Some(job) => {
+            // Streamed rows are fingerprinted by their first rows (the probe).
+            let fingerprinted = match &train {
+                TrainRows::Memory(d) => d,
+                TrainRows::Source { probe, .. } => probe,
+            };
+            job.check_same_start(&args.data, fingerprinted, val.as_ref(), &params)?;
+            let backend = job.place(
+                &args.device,
+                args.devices.as_deref(),
+                &spec,
+                config.optimizer,
+                batch,
+                args.quiet,
+            )?;
+            Trainer::new(backend, &params, config.clone())?
+        }
+        // One configuration places the model (optimizer, batch size) and trains it.
+        None => {
+            let mut builder = Trainer::builder(&spec)
+                .device(device.clone())
+                .config(config.clone())
+                .place_options(args.device.place_options())
+                .params(params.clone())
+                .train_rows(train.rows());
+            if let Some(list) = &args.devices {
+                builder = builder.devices(gpumlp::parse_devices(list).context("--devices")?);
+            }
+            let trainer = builder.build()?;
+            if let (Some(reason), false) = (trainer.placement(), args.quiet) {
+                let what = if args.devices.is_some() {
+                    "devices"
+                } else {
+                    "device"
+                };
+                eprintln!("gpumlp: {what}: {reason}");
+            }
+            trainer
+        }
+    };
     let device_name = trainer.backend().name();
     if !args.quiet {
         eprintln!(
@@ -529,6 +585,9 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let already = trainer.epoch();
     let finished = run.train(&mut trainer, history)?;
+    if let Some(job) = job {
+        job.report(args.quiet);
+    }
     let history = finished.history;
     if let Some(p) = &args.plot {
         plot(p, &history, write)?;
@@ -547,7 +606,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         (Some(best), true) => history.iter().find(|r| r.epoch == best),
         _ => history.last(),
     };
-    if let (Some(last), true) = (kept, trainer.epoch() > already) {
+    if let (Some(last), true, true) = (kept, trainer.epoch() > already, root) {
         match (last.val_loss, last.val_accuracy) {
             (Some(_), Some(acc)) => println!(
                 "held-out accuracy: {:.2}% ({} samples) on {device_name}",
@@ -567,7 +626,11 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(t) = &test {
+        // Every rank evaluates (a distributed evaluation is collective); rank 0 prints.
         let s = trainer.evaluate(t)?;
+        if !root {
+            return Ok(ExitCode::SUCCESS);
+        }
         if t.classes().is_some() {
             println!(
                 "test accuracy: {:.2}% ({} samples), test loss {:.4}",
