@@ -615,9 +615,11 @@ fn device_memory_does_not_grow_across_epochs_or_new_data() {
         // parameters, Adam's two slots, and per layer a, z, δ for 32 rows, at least
         let p = spec.param_count() as u64 * 4;
         assert!(placed >= 3 * p + 3 * 32 * (65 + 3) * 4, "{placed} bytes");
+        // Trained with the optimizer it was placed with (Trainer::new refuses another).
         let mut trainer = Trainer::new(Box::new(gpu), &spec.init_params(0), {
             let mut c = TrainConfig::default();
             c.epochs = 1;
+            c.optimizer = Optimizer::adam();
             c
         })
         .unwrap();

@@ -337,7 +337,7 @@ pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     let mut write = WriteOptions::default();
     write.replace_read_only = args.force;
     let device = args.device.device()?;
-    let csv = args.csv.options();
+    let csv = args.csv.options()?;
     let mut full = load_spec_with(&args.data, &csv)?;
     // String class labels: a resumed run keeps the checkpoint's vocabulary (its outputs).
     if let Some(names) = resumed.as_ref().and_then(|ck| ck.class_names.as_ref()) {
