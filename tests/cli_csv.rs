@@ -98,6 +98,12 @@ fn the_config_file_takes_the_csv_keys_and_resume_keeps_them() {
         info.contains("delimiter = \";\"") && info.contains("header = \"on\""),
         "{info}"
     );
+    // A file's delimiter is checked as the flag's is.
+    std::fs::write(&config, "delimiter = \"ab\"\nepochs = 1\n").unwrap();
+    fails(
+        &["train", "--config", &config, "--device", "cpu"],
+        &["--delimiter \"ab\"", "one ASCII character"],
+    );
 }
 
 #[test]

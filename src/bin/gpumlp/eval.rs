@@ -134,7 +134,7 @@ const MAX_CONFUSION_CLASSES: usize = 100;
 
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     args.device.device()?; // contradictory device flags fail before any file is read
-    let (ck, ds) = load(&args.model, &args.data, &args.csv.options())?;
+    let (ck, ds) = load(&args.model, &args.data, &args.csv.options()?)?;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, ds.rows))?;
     let stats = gpumlp::train::evaluate(b.as_mut(), &ds)?;
     let out = ck.spec.outputs();
@@ -235,7 +235,7 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         check_distinct(&[("--out", &args.out)], &inputs)?;
     }
     let ck = Checkpoint::load(&args.model)?;
-    let (features, cols, classes) = predict_data(&ck, &args.data, &args.csv.options())?;
+    let (features, cols, classes) = predict_data(&ck, &args.data, &args.csv.options()?)?;
     let rows = features.len() / cols;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, rows))?;
     let y = gpumlp::train::predict(b.as_mut(), &features, rows)?;

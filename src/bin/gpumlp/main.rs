@@ -195,14 +195,16 @@ fn parse_delimiter(s: &str) -> Result<String, String> {
 }
 
 impl CsvArgs {
-    /// The library's options for these flags.
-    pub fn options(&self) -> CsvOptions {
+    /// The library's options for these flags (a delimiter from a run file or a saved run is
+    /// checked here; clap checked the command line's).
+    pub fn options(&self) -> anyhow::Result<CsvOptions> {
         let mut o = CsvOptions::default();
         if let Some(d) = &self.delimiter {
-            o.delimiter = CsvOptions::parse_delimiter(d).unwrap_or(b',');
+            parse_delimiter(d).map_err(|why| anyhow::anyhow!("--delimiter {d:?}: {why}"))?;
+            o.delimiter = CsvOptions::parse_delimiter(d)?;
         }
         o.header = self.header.header();
-        o
+        Ok(o)
     }
 }
 

@@ -90,7 +90,7 @@ pub fn prepare(args: &TrainArgs, resumed: Option<&Checkpoint>) -> anyhow::Result
 
 /// The whole dataset in memory, relabelled to a resumed run's vocabulary.
 fn load_full(args: &TrainArgs, resumed: Option<&Checkpoint>) -> anyhow::Result<Dataset> {
-    let mut full = load_spec_with(&args.data, &args.csv.options())?;
+    let mut full = load_spec_with(&args.data, &args.csv.options()?)?;
     // String class labels: a resumed run keeps the checkpoint's vocabulary (its outputs).
     if let Some(names) = resumed.and_then(|ck| ck.class_names.as_ref()) {
         full = full

@@ -417,7 +417,7 @@ pub fn run_as(cli: TrainArgs, job: Option<&Job>) -> anyhow::Result<ExitCode> {
             &norm,
             &args.data,
             class_names.as_deref(),
-            &args.csv.options(),
+            &args.csv.options()?,
         )?),
         None => None,
     };
