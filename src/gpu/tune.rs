@@ -193,7 +193,14 @@ pub fn tune(
     let both_steps = options.fused_mlp.is_none()
         && plan::fused_shape(spec, rows, &caps, None).is_some()
         && options.fused;
-    let cached_step = file.entries.get(&step_key).map(|s| s == "fused-mlp");
+    // Some(Some(fused)): timed by an earlier run; Some(None): left to the static plan by a run
+    // with at least this budget (not timed again).
+    let cached_step: Option<Option<bool>> = match file.entries.get(&step_key).map(String::as_str) {
+        Some("fused-mlp") => Some(Some(true)),
+        Some("layered") => Some(Some(false)),
+        Some(e) if untimed_budget(e).is_some_and(|b| b >= budget) => Some(None),
+        _ => None,
+    };
     let from_cache = todo.is_empty() && (!both_steps || cached_step.is_some());
     if !todo.is_empty() {
         let kernels = Kernels::new(&ctx.device, support, Default::default());
@@ -259,13 +266,19 @@ pub fn tune(
         }
     }
     tuning.fused_mlp = match cached_step {
-        Some(c) if both_steps => Some(c),
+        Some(c) if both_steps => c,
         _ if both_steps && start.elapsed().as_secs_f64() < budget => {
             let fused = time_steps(ctx, spec, optimizer, rows, options, &tuning)?;
             tuning.timed += 2;
             file.entries
                 .insert(step_key, if fused { "fused-mlp" } else { "layered" }.into());
             Some(fused)
+        }
+        // Out of budget: the static choice, remembered so the next run does not time it.
+        _ if both_steps => {
+            tuning.skipped += 1;
+            file.entries.insert(step_key, untimed(budget));
+            None
         }
         _ => None,
     };
