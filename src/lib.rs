@@ -30,6 +30,8 @@
 //! # Ok::<(), gpumlp::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod checkpoint;
 pub mod cpu;
