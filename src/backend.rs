@@ -9,17 +9,22 @@ use crate::optim::StepHyper;
 pub struct BatchStats {
     /// `Σ_samples J` (not yet divided by `samples`).
     pub loss_sum: f64,
+    /// Samples whose prediction was correct (by the loss's accuracy rule).
     pub correct: u64,
+    /// Samples summed over.
     pub samples: u64,
 }
 
 impl BatchStats {
+    /// `loss_sum / samples` (0 when there are no samples).
     pub fn mean_loss(&self) -> f64 {
         self.loss_sum / self.samples.max(1) as f64
     }
+    /// `correct / samples` in [0, 1] (0 when there are no samples).
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.samples.max(1) as f64
     }
+    /// Adds `other`'s sums and counts to `self`.
     pub fn add(&mut self, other: &BatchStats) {
         self.loss_sum += other.loss_sum;
         self.correct += other.correct;
@@ -31,7 +36,9 @@ impl BatchStats {
 /// (Adam's second moment), each `[P]` or empty when the optimizer has no such slot.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OptimizerState {
+    /// Momentum's velocity or Adam's first moment: `[P]`, or empty for SGD.
     pub m: Vec<f32>,
+    /// Adam's second moment: `[P]`, or empty unless Adam.
     pub v: Vec<f32>,
 }
 
@@ -99,13 +106,19 @@ pub(crate) fn check_shard(
 pub trait Backend: Send {
     /// The device, e.g. `cpu-reference` or `vulkan: llvmpipe (LLVM 15.0.6, 256 bits)`.
     fn name(&self) -> String;
+    /// The model this backend was placed with.
     fn spec(&self) -> &ModelSpec;
 
     /// params: [P]
     fn set_params(&mut self, params: &[f32]) -> Result<()>;
     /// params: [P] (a readback on the GPU).
     fn params(&mut self) -> Result<Vec<f32>>;
+    /// Replaces the optimizer state (`m`, `v`: each `[P]` or empty, per the optimizer's slots).
+    ///
+    /// # Errors
+    /// When the slots or lengths do not match the placed optimizer and model.
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
+    /// The optimizer state (a readback on the GPU).
     fn optimizer_state(&mut self) -> Result<OptimizerState>;
 
     /// Stores the training set on the device once. x: [rows, in]; t: [rows, out] dense targets.

@@ -31,6 +31,7 @@ pub struct TrainingState {
     /// The shuffle seed; epoch `e` shuffles with ChaCha8 stream `e + 1` of it, so this and the
     /// epoch are the whole RNG state.
     pub seed: u64,
+    /// The optimizer's per-parameter state (`m`, `v`) at that point.
     pub optimizer: OptimizerState,
     /// Anything else the caller needs to continue (the command line stores its arguments).
     pub extra: HashMap<String, String>,
@@ -39,10 +40,13 @@ pub struct TrainingState {
 /// A saved model: its description, parameters, normalization and (optionally) training state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
+    /// The network: layer widths, activations and loss.
     pub spec: ModelSpec,
     /// [P] in [`ModelSpec::layout`] order.
     pub params: Vec<f32>,
+    /// The feature normalization fitted on the training data, if any.
     pub normalization: Option<Normalization>,
+    /// Where training stopped, for resuming; `None` for a model saved only to predict.
     pub training: Option<TrainingState>,
     /// The class names, output `k` (or class `k` of a one-output sigmoid) being `class_names[k]`;
     /// `None` when classes are just their indices. Saved as the metadata `class_names` (a JSON list

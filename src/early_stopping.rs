@@ -159,6 +159,7 @@ impl EarlyStopping {
         self.best.map(|(_, v)| v)
     }
 
+    /// The metric being monitored.
     pub fn monitor(&self) -> Monitor {
         self.monitor
     }

@@ -82,7 +82,9 @@ pub enum Device {
     /// The `index`-th (0-based, best first) usable adapter matching the selector: `vulkan:0`,
     /// `gl:0`, `gpu:1` in `--devices`.
     Adapter {
+        /// Which adapters qualify.
         selector: AdapterSelector,
+        /// 0-based position among the matching usable adapters, best first.
         index: usize,
     },
     /// The fast CPU backend ([`CpuBackend`]).
@@ -114,7 +116,9 @@ pub struct PlaceOptions {
 
 /// A placed model, and one line saying which device was chosen and why.
 pub struct Placement {
+    /// The placed model.
     pub backend: Box<dyn Backend>,
+    /// One line saying which device was chosen and why.
     pub reason: String,
 }
 

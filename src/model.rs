@@ -254,6 +254,7 @@ impl Loss {
             Loss::BinaryCrossEntropy => 2,
         }
     }
+    /// The canonical name (`squared-error`, `cross-entropy`, `binary-cross-entropy`), as parsed and displayed.
     pub fn name(self) -> &'static str {
         match self {
             Loss::SquaredError => "squared-error",
@@ -286,7 +287,9 @@ impl FromStr for Loss {
 /// Offsets of one layer's parameters inside the single parameter allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerLayout {
+    /// The layer's input width.
     pub inputs: usize,
+    /// The layer's output width.
     pub outputs: usize,
     /// Start of `W: [inputs, outputs]` row-major.
     pub weight: usize,
@@ -295,6 +298,7 @@ pub struct LayerLayout {
 }
 
 impl LayerLayout {
+    /// Number of weights, `inputs * outputs`.
     pub fn weight_len(&self) -> usize {
         self.inputs * self.outputs
     }
@@ -308,8 +312,11 @@ impl LayerLayout {
 /// the loss it trains with.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
+    /// Layer widths, inputs first and outputs last: `[L + 1]`.
     pub sizes: Vec<usize>,
+    /// One activation per layer: `[L]`.
     pub activations: Vec<Activation>,
+    /// The loss the network trains with.
     pub loss: Loss,
 }
 
@@ -414,15 +421,19 @@ impl ModelSpec {
         Ok(())
     }
 
+    /// Number of layers `L` (weight matrices).
     pub fn layers(&self) -> usize {
         self.sizes.len() - 1
     }
+    /// Input width, `sizes[0]`.
     pub fn inputs(&self) -> usize {
         self.sizes[0]
     }
+    /// Output width, `sizes[L]`.
     pub fn outputs(&self) -> usize {
         *self.sizes.last().expect("validated")
     }
+    /// The last layer's activation (identity when there are no layers).
     pub fn output_activation(&self) -> Activation {
         *self.activations.last().unwrap_or(&Activation::Identity)
     }

@@ -10,10 +10,20 @@ pub enum Optimizer {
     /// `w ← w − η g`
     Sgd,
     /// Classical momentum: `v ← μ v + g; w ← w − η v`.
-    Momentum { mu: f32 },
+    Momentum {
+        /// Momentum coefficient `μ`, in [0, 1).
+        mu: f32,
+    },
     /// Adam (bias-corrected): `m ← β1 m + (1−β1) g; v ← β2 v + (1−β2) g²;
     /// w ← w − η m̂ / (√v̂ + ε)` with `m̂ = m/(1−β1^t)`, `v̂ = v/(1−β2^t)`.
-    Adam { beta1: f32, beta2: f32, eps: f32 },
+    Adam {
+        /// First-moment decay `β1`.
+        beta1: f32,
+        /// Second-moment decay `β2`.
+        beta2: f32,
+        /// `ε` added to `√v̂` in the denominator.
+        eps: f32,
+    },
 }
 
 impl Optimizer {
@@ -25,6 +35,7 @@ impl Optimizer {
             eps: 1e-8,
         }
     }
+    /// The update rule without its hyper-parameters.
     pub fn kind(&self) -> OptimizerKind {
         match self {
             Optimizer::Sgd => OptimizerKind::Sgd,
@@ -62,6 +73,7 @@ impl Optimizer {
             bias_correction2: (1.0 - (beta2 as f64).powf(t)) as f32,
         }
     }
+    /// The lower-case name: `sgd`, `momentum` or `adam`.
     pub fn name(&self) -> &'static str {
         match self {
             Optimizer::Sgd => "sgd",
@@ -75,12 +87,16 @@ impl Optimizer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OptimizerKind {
+    /// Plain SGD.
     Sgd,
+    /// Classical momentum.
     Momentum,
+    /// Adam.
     Adam,
 }
 
 impl OptimizerKind {
+    /// The integer the WGSL `OPT` constant takes: 1 (SGD), 2 (momentum), 3 (Adam).
     pub fn code(self) -> u32 {
         match self {
             OptimizerKind::Sgd => 1,
@@ -93,11 +109,17 @@ impl OptimizerKind {
 /// Everything one update step needs, identical on every backend.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepHyper {
+    /// Learning rate `η` for this step.
     pub lr: f32,
+    /// L2 strength `λ`, applied to weights only.
     pub l2: f32,
+    /// Momentum `μ` (0 unless momentum).
     pub momentum: f32,
+    /// Adam's `β1`.
     pub beta1: f32,
+    /// Adam's `β2`.
     pub beta2: f32,
+    /// Adam's `ε`.
     pub eps: f32,
     /// `1 − β1^t`
     pub bias_correction1: f32,
@@ -112,26 +134,48 @@ pub enum Schedule {
     /// `η_e = η`
     Constant,
     /// `η_e = η · γ^⌊e / every⌋`
-    Step { every: usize, gamma: f32 },
+    Step {
+        /// Epochs between decays.
+        every: usize,
+        /// Factor `γ` applied at each decay.
+        gamma: f32,
+    },
     /// `η_e = η · γ^e`
-    Exponential { gamma: f32 },
+    Exponential {
+        /// Per-epoch factor `γ`.
+        gamma: f32,
+    },
     /// `η_e = η / (e + 1)^power`
-    InverseScaling { power: f32 },
+    InverseScaling {
+        /// Exponent of `(e + 1)`.
+        power: f32,
+    },
     /// Cosine decay over `epochs` epochs after `warmup` epochs of linear warm-up:
     /// `η_e = η·(e + 1)/W` for `e < W`, then `η·½(1 + cos(π·(e − W)/(T − W)))`, held at its
     /// epoch-`T − 1` value after `T` (so the rate never reaches 0).
-    Cosine { epochs: usize, warmup: usize },
+    Cosine {
+        /// `T`: the epoch by which the decay ends (warm-up included).
+        epochs: usize,
+        /// `W`: epochs of linear warm-up.
+        warmup: usize,
+    },
     /// Reduce on plateau: the rate is multiplied by `factor` whenever the monitored loss (the
     /// validation loss where there is a validation set, else the training loss) has not improved
     /// for `patience` epochs. The trainer keeps the state ([`PlateauState`]); `lr` here is the
     /// undecayed rate.
-    Plateau { factor: f32, patience: usize },
+    Plateau {
+        /// Multiplier applied to the rate on each plateau.
+        factor: f32,
+        /// Epochs without improvement before the rate is reduced.
+        patience: usize,
+    },
 }
 
 /// The bookkeeping of [`Schedule::Plateau`]: the current multiplier, the best loss and the
 /// epochs waited since. A resumed run rebuilds it by replaying the losses of its history.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PlateauState {
+    /// The current multiplier of the base learning rate (1 at the start).
     pub scale: f64,
     best: f64,
     waited: usize,

@@ -10,13 +10,21 @@ use std::path::{Path, PathBuf};
 /// One line of a `--metrics` file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRecord {
+    /// 1-based epoch number.
     pub epoch: usize,
+    /// Mean training loss over the epoch.
     pub train_loss: f64,
+    /// Training accuracy in [0, 1]; `None` for regression.
     pub train_accuracy: Option<f64>,
+    /// Mean validation loss; `None` without a validation set.
     pub val_loss: Option<f64>,
+    /// Validation accuracy in [0, 1]; `None` for regression or without a validation set.
     pub val_accuracy: Option<f64>,
+    /// The learning rate used this epoch.
     pub lr: f32,
+    /// Wall-clock seconds the epoch took.
     pub seconds: f64,
+    /// Training throughput, samples per second.
     pub samples_per_second: f64,
     /// With early stopping: the best epoch so far by the monitored metric (so the last line
     /// names the run's best epoch).

@@ -5,7 +5,9 @@ use std::fmt;
 /// An element-wise tolerance.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
+    /// Relative tolerance, times `|want|`.
     pub rel: f32,
+    /// Absolute tolerance.
     pub abs: f32,
 }
 
@@ -13,22 +15,28 @@ pub struct Tolerance {
 /// the tolerance allows (≤ 1 passes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
+    /// What was compared (a label for messages).
     pub what: String,
+    /// Number of elements compared (`got.len()`).
     pub len: usize,
     /// Index of the worst element.
     pub index: usize,
+    /// The worst element's value.
     pub got: f32,
+    /// The reference value at the worst element.
     pub want: f32,
     /// Largest `|got − want|` over all elements.
     pub max_abs_diff: f32,
     /// The worst `|got − want| / (abs + rel·|want|)`.
     pub ratio: f32,
+    /// Whether every element is within tolerance (`ratio ≤ 1`, no NaN).
     pub passed: bool,
     /// A few elements side by side around the worst one.
     pub context: Vec<(usize, f32, f32)>,
 }
 
 impl Tolerance {
+    /// A tolerance of `abs + rel·|want|`.
     pub const fn new(rel: f32, abs: f32) -> Self {
         Tolerance { rel, abs }
     }

@@ -24,16 +24,19 @@ use stream::Steps;
 pub struct TrainConfig {
     /// Base learning rate `η`.
     pub lr: f32,
+    /// The update rule and its hyper-parameters.
     pub optimizer: Optimizer,
     /// L2 strength `λ`: `E += (λ/2) Σ W²` over weights only.
     pub l2: f32,
     /// Mini-batch size; a batch at least as large as the data trains full-batch.
     pub batch_size: usize,
+    /// Epochs to train.
     pub epochs: usize,
     /// Seeds the per-epoch shuffle (initialization has its own seed in [`crate::ModelSpec::init_params`]).
     pub seed: u64,
     /// A fresh seeded shuffle every epoch (on by default).
     pub shuffle: bool,
+    /// Learning rate as a function of the epoch.
     pub schedule: Schedule,
     /// The most bytes the trainer may hold on the device (model, optimizer state, batch
     /// buffers and training data, as [`Backend::allocated_bytes`] counts them): a training set
@@ -58,6 +61,10 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks the configuration before training.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when the batch size is 0, the learning rate is not a positive number, L2 is negative or not finite, the schedule takes the rate to 0 (or non-finite) by the last epoch, or momentum is outside [0, 1).
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::InvalidConfig("batch size must be at least 1".into()));
@@ -130,18 +137,25 @@ pub fn epoch_order(rows: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<u
 pub struct EpochReport {
     /// 1-based.
     pub epoch: usize,
+    /// Mean training loss over the epoch.
     pub train_loss: f64,
     /// `None` for regression.
     pub train_accuracy: Option<f64>,
+    /// Mean validation loss; `None` without a validation set.
     pub val_loss: Option<f64>,
+    /// Validation accuracy in [0, 1]; `None` for regression or without a validation set.
     pub val_accuracy: Option<f64>,
+    /// The learning rate used this epoch.
     pub lr: f32,
+    /// Wall-clock seconds the epoch took.
     pub seconds: f64,
+    /// Training throughput, samples per second.
     pub samples_per_second: f64,
 }
 
 /// What a [`Trainer::fit`] callback returns: `()` to go on, or a [`ControlFlow`] that may stop.
 pub trait EpochControl {
+    /// `Continue` to train on, `Break` to stop after this epoch.
     fn control_flow(self) -> ControlFlow<()>;
 }
 
@@ -209,9 +223,11 @@ impl Trainer {
         self.placement.as_deref()
     }
 
+    /// The backend the model is placed on.
     pub fn backend(&mut self) -> &mut dyn Backend {
         self.backend.as_mut()
     }
+    /// The training configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
@@ -234,6 +250,10 @@ impl Trainer {
         }
     }
 
+    /// Continues a run from a saved point: sets the optimizer state and the epoch and step counters.
+    ///
+    /// # Errors
+    /// When the backend refuses `state` (its slots or lengths do not match the placed optimizer and model).
     pub fn restore(&mut self, epoch: usize, steps: u64, state: &OptimizerState) -> Result<()> {
         self.backend.set_optimizer_state(state)?;
         self.epoch = epoch;

@@ -14,7 +14,9 @@ pub const VERIFY_TOLERANCE: Tolerance = Tolerance::new(1e-3, 1e-4);
 /// What `verify` found.
 #[derive(Clone, Debug)]
 pub struct VerifyReport {
+    /// Training steps compared.
     pub steps: usize,
+    /// The name of the device checked against the reference.
     pub device: String,
     /// Final parameters, device vs reference.
     pub params: Comparison,
@@ -23,6 +25,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Whether both the final parameters and the per-step losses were within tolerance.
     pub fn passed(&self) -> bool {
         self.params.passed && self.losses.passed
     }

@@ -22,9 +22,13 @@ use crate::reference::ops::is_correct;
 /// A strided view of a row-major-ish matrix: element (i, j) at `off + i·rs + j·cs`.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
+    /// The backing storage.
     pub data: &'a [f32],
+    /// Index of element (0, 0) in `data`.
     pub off: usize,
+    /// Row stride, in elements.
     pub rs: usize,
+    /// Column stride, in elements.
     pub cs: usize,
 }
 

@@ -42,9 +42,15 @@ pub const MAX_CLASSES: usize = 1 << 20;
 pub enum CsvTarget {
     /// One integer class-label column: the last column when `None`, else the column with this
     /// header name or, failing that, this 0-based index.
-    Label { column: Option<String> },
+    Label {
+        /// The label column's header name or 0-based index; `None`: the last column.
+        column: Option<String>,
+    },
     /// The last `count` columns are real-valued targets.
-    Values { count: usize },
+    Values {
+        /// How many trailing columns are targets.
+        count: usize,
+    },
     /// No target column: every column is a feature (data to predict on).
     None,
 }

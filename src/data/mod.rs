@@ -35,17 +35,31 @@ use crate::model::{Loss, ModelSpec};
 #[non_exhaustive]
 pub enum Targets {
     /// One class index per row, `0..classes`.
-    Classes { labels: Vec<u32>, classes: usize },
+    Classes {
+        /// `[rows]` class indices.
+        labels: Vec<u32>,
+        /// Number of classes.
+        classes: usize,
+    },
     /// `width` real values per row: values `[n, width]` row-major.
-    Values { values: Vec<f32>, width: usize },
+    Values {
+        /// `[rows, width]` row-major.
+        values: Vec<f32>,
+        /// Target values per row.
+        width: usize,
+    },
 }
 
 /// Features `[rows, cols]` row-major with their targets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    /// `[rows, cols]` row-major.
     pub features: Vec<f32>,
+    /// Number of rows (samples).
     pub rows: usize,
+    /// Features per row.
     pub cols: usize,
+    /// What each row should produce.
     pub targets: Targets,
     /// With string class labels: the label vocabulary, sorted, so class `i` is
     /// `class_names[i]` (built from the training data, saved in the checkpoint).
@@ -373,6 +387,7 @@ pub enum NormalizeMethod {
 /// saved with the model so that `eval` and `predict` apply it again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalization {
+    /// How the map was fitted.
     pub method: NormalizeMethod,
     /// `[cols]`
     pub shift: Vec<f32>,

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 
 /// Training rows that can be gathered by index.
 pub trait RowSource: Send + Sync {
+    /// Number of rows.
     fn rows(&self) -> usize;
     /// Features per row.
     fn cols(&self) -> usize;

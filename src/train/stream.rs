@@ -20,9 +20,11 @@ use crate::optim::StepHyper;
 /// How a training set is held: whole on the backend, or streamed in chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataPlan {
+    /// The whole training set is stored on the backend once.
     InMemory,
     /// Chunks of `chunk_rows` rows (a multiple of the batch size).
     Stream {
+        /// Rows per chunk, a multiple of the batch size.
         chunk_rows: usize,
     },
 }

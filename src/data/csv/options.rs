@@ -49,6 +49,7 @@ impl fmt::Display for CsvHeader {
 pub struct CsvOptions {
     /// The byte between fields (`b','`; `b'\t'` for TSV). Not `"`, a newline or non-ASCII.
     pub delimiter: u8,
+    /// Whether the first line is a header (detected by default).
     pub header: CsvHeader,
 }
 
