@@ -77,21 +77,33 @@ impl fmt::Display for AdapterSelector {
 /// One adapter as `list_adapters` reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdapterInfo {
+    /// The adapter's name as the driver reports it.
     pub name: String,
     /// `vulkan`, `metal`, `dx12`, `gl`.
     pub backend: String,
     /// `discrete`, `integrated`, `virtual`, `cpu`, `other`.
     pub device_type: String,
+    /// The driver's name.
     pub driver: String,
+    /// The driver's version or other details.
     pub driver_info: String,
+    /// Largest storage-buffer binding, in bytes.
     pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, in bytes.
     pub max_buffer_size: u64,
+    /// Workgroup memory per workgroup, in bytes.
     pub max_compute_workgroup_storage_size: u32,
+    /// Invocations per workgroup, at most.
     pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension, at most.
     pub max_compute_workgroups_per_dimension: u32,
+    /// Storage buffers per shader stage, at most.
     pub max_storage_buffers_per_shader_stage: u32,
+    /// Smallest subgroup size.
     pub subgroup_min_size: u32,
+    /// Largest subgroup size.
     pub subgroup_max_size: u32,
+    /// Whether the adapter supports timestamp queries.
     pub timestamps: bool,
 }
 
@@ -199,9 +211,13 @@ pub fn list_adapters() -> Vec<AdapterInfo> {
 
 /// A device and its queue, with the limits it was created with.
 pub struct GpuContext {
+    /// The wgpu device.
     pub device: wgpu::Device,
+    /// The device's queue.
     pub queue: wgpu::Queue,
+    /// The adapter the device was created on.
     pub info: AdapterInfo,
+    /// The limits the device was created with.
     pub limits: wgpu::Limits,
     /// Whether timestamp queries were enabled (for `bench --profile`).
     pub timestamps: bool,

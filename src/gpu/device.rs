@@ -11,11 +11,15 @@ use serde::Serialize;
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum DeviceClass {
+    /// A discrete GPU.
     Discrete,
+    /// A GPU integrated with the CPU.
     Integrated,
+    /// A virtual GPU (e.g. in a VM).
     Virtual,
     /// A rasterizer in software on the CPU (lavapipe, llvmpipe, WARP, SwiftShader).
     Software,
+    /// Any other or unknown kind.
     Other,
 }
 
@@ -24,10 +28,15 @@ pub enum DeviceClass {
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Api {
+    /// Vulkan.
     Vulkan,
+    /// Metal.
     Metal,
+    /// Direct3D 12.
     Dx12,
+    /// OpenGL / GLES.
     Gl,
+    /// Any other API.
     Other,
 }
 
@@ -36,23 +45,34 @@ pub enum Api {
 pub struct Capabilities {
     /// A name for messages (`nvidia-h100`, or the adapter's name).
     pub name: String,
+    /// What kind of device it is.
     pub class: DeviceClass,
+    /// The API wgpu reaches it through.
     pub api: Api,
     /// Streaming multiprocessors / compute units, where known (profiles); 0 when wgpu cannot
     /// tell (a live adapter).
     pub compute_units: u32,
+    /// Workgroup memory per workgroup, in bytes.
     pub max_workgroup_storage: u32,
     /// Invocations per workgroup (the smaller of the total and the x-dimension limit).
     pub max_invocations: u32,
+    /// Workgroups per dispatch dimension, at most.
     pub max_workgroups_per_dimension: u32,
+    /// Largest storage-buffer binding, in bytes.
     pub max_storage_binding: u64,
+    /// Largest buffer, in bytes.
     pub max_buffer: u64,
+    /// Storage buffers per shader stage, at most.
     pub max_storage_buffers_per_stage: u32,
+    /// Largest 2-D texture dimension, in texels.
     pub max_texture_2d: u32,
     /// Whether the device was created with subgroup operations.
     pub subgroups: bool,
+    /// Smallest subgroup size.
     pub subgroup_min: u32,
+    /// Largest subgroup size.
     pub subgroup_max: u32,
+    /// Whether timestamp queries are available.
     pub timestamps: bool,
 }
 

@@ -145,6 +145,7 @@ pub struct FusedBuffers<'a> {
     pub params: &'a wgpu::Buffer,
     /// [P], or a 16-byte dummy when the optimizer has no such slot.
     pub opt_m: &'a wgpu::Buffer,
+    /// [P], the optimizer's second-moment slot, or a 16-byte dummy when it has none.
     pub opt_v: &'a wgpu::Buffer,
     /// [P], the gradient when capturing, else a 16-byte dummy.
     pub grads: &'a wgpu::Buffer,

@@ -6,12 +6,16 @@ use bytemuck::{Pod, Zeroable};
 /// The kernel families, one `shaders/*.wgsl` file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
+    /// The plain matmul kernels of shaders/matmul.wgsl (tiled and blocked).
     Matmul,
     /// The real-GPU matmul in tiles chosen by override constants ([`GemmConfig`]):
     /// matmul.wgsl + matmul_gemm.wgsl, built on every device.
     MatmulGemm,
+    /// The loss and output-delta kernels of shaders/loss.wgsl.
     Loss,
+    /// The optimizer update kernels of shaders/optimizer.wgsl.
     Optimizer,
+    /// The data kernels of shaders/data.wgsl (e.g. gathering rows).
     Data,
 }
 
@@ -19,13 +23,19 @@ pub enum Family {
 pub const ACTIVATION_WGSL: &str = include_str!("../../shaders/activation.wgsl");
 /// Shared WGSL: the per-step uniform and the optimizer update.
 pub const STEP_WGSL: &str = include_str!("../../shaders/step.wgsl");
+/// WGSL: the plain matmul kernels (tiled and blocked).
 pub const MATMUL_WGSL: &str = include_str!("../../shaders/matmul.wgsl");
+/// WGSL: the `matmul_gemm` tile kernel, built on top of [`MATMUL_WGSL`].
 pub const MATMUL_GEMM_WGSL: &str = include_str!("../../shaders/matmul_gemm.wgsl");
+/// WGSL: the loss kernels.
 pub const LOSS_WGSL: &str = include_str!("../../shaders/loss.wgsl");
+/// WGSL: the optimizer kernels.
 pub const OPTIMIZER_WGSL: &str = include_str!("../../shaders/optimizer.wgsl");
+/// WGSL: the data kernels.
 pub const DATA_WGSL: &str = include_str!("../../shaders/data.wgsl");
 
 impl Family {
+    /// Every family, in declaration order.
     pub const ALL: [Family; 5] = [
         Family::Matmul,
         Family::MatmulGemm,
@@ -66,19 +76,33 @@ impl Family {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct StepUniform {
+    /// Rows in this step's batch.
     pub batch: u32,
+    /// Slot of this step's loss in the stats buffer.
     pub step_index: u32,
+    /// First position in the epoch order of this step's rows.
     pub row_start: u32,
+    /// Padding.
     pub _pad1: u32,
+    /// Learning rate.
     pub lr: f32,
+    /// L2 regularization strength.
     pub l2: f32,
+    /// Momentum coefficient.
     pub momentum: f32,
+    /// Adam's first-moment decay rate.
     pub beta1: f32,
+    /// Adam's second-moment decay rate.
     pub beta2: f32,
+    /// Adam's epsilon.
     pub eps: f32,
+    /// `1 - beta1^t`.
     pub bias_correction1: f32,
+    /// `1 - beta2^t`.
     pub bias_correction2: f32,
+    /// `1 / batch`: the mean over the batch is folded into the output delta.
     pub inv_batch: f32,
+    /// Padding.
     pub _pad2: [f32; 3],
 }
 
@@ -86,13 +110,21 @@ pub struct StepUniform {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct MatmulDims {
+    /// Columns of C.
     pub n: u32,
+    /// Forward/delta: the shared dimension (without the ones column).
     pub k: u32,
+    /// Grad: rows of W (without the ones row).
     pub m: u32,
+    /// Leaky ReLU slope for the activation.
     pub alpha: f32,
+    /// Offset of A, in `f32` elements, into the left-hand buffer.
     pub a_off: u32,
+    /// Offset of B, in `f32` elements, into the right-hand buffer.
     pub b_off: u32,
+    /// Offset of C, in `f32` elements, into the output buffer.
     pub c_off: u32,
+    /// Delta: offset of the previous activations in the second output buffer, in `f32` elements.
     pub aux_off: u32,
 }
 
@@ -100,9 +132,13 @@ pub struct MatmulDims {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct LossDims {
+    /// Outputs per row.
     pub out: u32,
+    /// Output activation code.
     pub act: u32,
+    /// Loss code.
     pub loss: u32,
+    /// Leaky ReLU slope.
     pub alpha: f32,
 }
 
@@ -110,7 +146,9 @@ pub struct LossDims {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct OneU32 {
+    /// The value (a count, or a row width).
     pub value: u32,
+    /// Padding.
     pub _pad: [u32; 3],
 }
 
@@ -118,16 +156,22 @@ pub struct OneU32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct Range {
+    /// Elements the kernel covers.
     pub count: u32,
+    /// First element covered.
     pub offset: u32,
+    /// Padding.
     pub _pad: [u32; 2],
 }
 
 /// The matmul's three forms (the `MODE` override).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum MatmulMode {
+    /// Forward pass: `C = φ(A·W)`.
     Forward = 0,
+    /// Backward delta through a layer.
     Delta = 1,
+    /// Weight gradient (and optimizer update).
     Grad = 2,
 }
 
@@ -187,14 +231,20 @@ impl std::str::FromStr for MatmulVariant {
 /// MWG/MDIMC, NWG/NDIMC). Plain data: the plan picks one per matmul, the tuner times them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct GemmConfig {
+    /// Workgroup tile rows (outputs).
     pub bm: u32,
+    /// Workgroup tile columns (outputs).
     pub bn: u32,
+    /// K slab depth staged per stage.
     pub bk: u32,
+    /// Rows of outputs per invocation (4 or 8).
     pub tm: u32,
+    /// Columns of outputs per invocation (4 or 8).
     pub tn: u32,
 }
 
 impl GemmConfig {
+    /// A tile of `bm × bn` outputs, K slabs of `bk`, `tm × tn` outputs per invocation.
     pub const fn new(bm: u32, bn: u32, bk: u32, tm: u32, tn: u32) -> Self {
         GemmConfig { bm, bn, bk, tm, tn }
     }
@@ -218,6 +268,7 @@ impl GemmConfig {
         (self.bm / self.tm) * (self.bn / self.tn)
     }
 
+    /// Outputs each invocation computes: `tm × tn`.
     pub const fn outputs_per_invocation(&self) -> u32 {
         self.tm * self.tn
     }
@@ -314,6 +365,7 @@ impl std::fmt::Display for GemmConfig {
 /// columns. Chosen per adapter and per problem shape by [`Kernels::matmul_config`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MatmulConfig {
+    /// The kernel this launch uses.
     pub variant: MatmulVariant,
     /// Blocked: invocations across columns (the `WG_N` override): 1, 2, 4 or 8.
     pub wg_n: u32,
@@ -374,11 +426,14 @@ pub const WORKGROUP_1D: u32 = 256;
 /// Binding kinds of a bind group layout.
 #[derive(Clone, Copy)]
 pub enum Slot {
+    /// A plain uniform buffer.
     Uniform,
     /// The per-step uniform (`struct Step`, binding 1 of every family): bound with a dynamic
     /// offset, so that several steps, each with its own slot, go into one submit.
     Step,
+    /// A read-only storage buffer.
     Read,
+    /// A read-write storage buffer.
     ReadWrite,
 }
 
@@ -486,6 +541,7 @@ impl Kernels {
         }
     }
 
+    /// The bind group layout of a family's kernels.
     pub fn bind_group_layout(&self, f: Family) -> &wgpu::BindGroupLayout {
         &self
             .layouts

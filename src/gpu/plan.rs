@@ -44,14 +44,18 @@ pub struct KernelSupport {
 /// that fix its kernel (the batch rows are the placement's, the same for every key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct MatmulKey {
+    /// Forward, delta or grad.
     pub mode: MatmulMode,
     /// Output columns, the reduced dimension (forward, delta) and the gradient's rows.
     pub n: u32,
+    /// The reduced (shared) dimension, for forward and delta.
     pub k: u32,
+    /// The gradient's rows, for grad (0 otherwise).
     pub m: u32,
 }
 
 impl MatmulKey {
+    /// The key of a matmul with these dimensions.
     pub fn of(mode: MatmulMode, dims: &MatmulDims) -> Self {
         MatmulKey {
             mode,
@@ -87,10 +91,12 @@ pub struct Tuning {
     pub from_cache: bool,
     /// Candidate launches timed, and the seconds the tuning took (timing, compiling, cache).
     pub timed: usize,
+    /// Seconds the tuning took (timing, compiling, cache).
     pub seconds: f64,
     /// The budget it ran under, in seconds; matmuls it could not time within it keep the
     /// static plan's kernel (`skipped`).
     pub budget_seconds: f64,
+    /// Matmuls not timed within the budget (they keep the static plan's kernel).
     pub skipped: usize,
     /// How candidates were timed: `timestamps` or `wall-clock`.
     pub timer: &'static str,
@@ -366,12 +372,17 @@ pub struct MatmulPlan {
     /// Output rows and columns per workgroup, and the K slab staged per barrier (1: no
     /// staging).
     pub tile_m: u32,
+    /// Output columns per workgroup.
     pub tile_n: u32,
+    /// K slab staged per barrier (1: no staging).
     pub tile_k: u32,
+    /// Outputs each invocation computes.
     pub outputs_per_invocation: u32,
+    /// Invocations per workgroup.
     pub invocations: u32,
     /// Workgroups over columns and rows.
     pub workgroups: (u32, u32),
+    /// Slices K (the batch) is split over (grad; 1: not split).
     pub split_k: u32,
     /// `static` (the plan's own rule) or `tuned` (measured at placement, or read from the
     /// tuner's cache).
@@ -384,18 +395,24 @@ pub struct MatmulPlan {
 /// How the step runs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StepPlan {
+    /// The device planned for.
     pub device: Capabilities,
+    /// Rows per training batch.
     pub batch: usize,
     /// `fused-mlp` (one kernel for the whole step) or `layered`.
     pub step: &'static str,
     /// The fused step's batch rows per tile and workgroups (0 when layered).
     pub fused_tile_rows: usize,
+    /// The fused step's workgroups (0 when layered).
     pub fused_workgroups: usize,
+    /// Rows per micro-batch (the batch, unless a layer's rows would not fit one binding).
     pub micro_batch: usize,
+    /// Steps recorded into one queue submit.
     pub steps_per_submit: usize,
     /// Whether the optimizer update runs in the gradient matmul's epilogue (`fused`) or as a
     /// separate pass after the gradient is complete (`split`: micro-batches, replicas).
     pub update: &'static str,
+    /// Which matmul kernels the device runs.
     pub kernels: KernelSupport,
     /// Every matmul of a layered step (also listed for a fused one: what it would run).
     pub matmuls: Vec<MatmulPlan>,

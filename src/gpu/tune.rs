@@ -43,6 +43,7 @@ pub enum Tune {
     /// On hardware GPUs, off on software adapters ([`plan::tune_by_default`]).
     #[default]
     Auto,
+    /// Always runs the tuner.
     On,
     /// The static plan.
     Off,
