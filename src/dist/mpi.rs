@@ -67,6 +67,7 @@ impl Mpi {
     pub fn rank(&self) -> usize {
         self.world.rank() as usize
     }
+    /// The number of ranks in the job.
     pub fn size(&self) -> usize {
         self.world.size() as usize
     }

@@ -378,9 +378,13 @@ pub fn delta_with(
 /// `[(m+1), n]`.
 #[derive(Clone, Debug)]
 pub struct GradOutputs {
+    /// `∂E/∂W` with the bias gradient as the last row (λW included where the form adds it).
     pub grads: Vec<f32>,
+    /// The parameters after the fused update.
     pub params: Vec<f32>,
+    /// The optimizer's first slot after the update (momentum's velocity, Adam's m).
     pub m: Vec<f32>,
+    /// Adam's second moment after the update.
     pub v: Vec<f32>,
 }
 
