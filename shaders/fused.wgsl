@@ -15,6 +15,9 @@
 override TILE: u32 = 32u;        // batch rows per tile, a multiple of 4
 override STRIDE: u32 = 128u;     // row stride of the workgroup tiles: max width rounded up to 4
 override SM_LEN: u32 = 8192u;    // 2 · TILE · STRIDE: two tiles, ping-pong
+override W_SLAB: u32 = 16u;      // rows (forward) or columns (delta) of W staged at a time
+override W_ROW: u32 = 32u;       // vec4s per staged row: STRIDE / 4 rounded up to a multiple of 8
+override WS_LEN: u32 = 512u;     // W_SLAB · W_ROW
 override WG: u32 = 256u;         // invocations per workgroup of fused_tile
 override GROUPS: u32 = 64u;      // most workgroups of fused_tile (the partial slices)
 override LAYERS: u32 = 1u;
@@ -55,6 +58,10 @@ struct Layer {
 
 // Two [TILE, STRIDE] tiles: the layer input (z, or x) and its output (a/z forward, δ backward).
 var<workgroup> sm: array<f32, SM_LEN>;
+// A slab of W staged for the block loops: [W_SLAB, W_ROW] vec4s, row s of the slab holding
+// W[i0 + s, 4v..4v+4] at vec4 v (forward), or W[4v..4v+4, j0 + s] (delta, transposed), at the
+// swizzled slot `ws_index(s, v)`.
+var<workgroup> ws: array<vec4<f32>, WS_LEN>;
 
 // The workgroups fused_tile runs for this step's batch (the host dispatches the same number).
 fn groups_for_batch() -> u32 {
@@ -154,7 +161,39 @@ fn load_z(lid: u32, sbase: u32, l: u32, dst: u32, row0: u32, rows: u32) {
     }
 }
 
-// Forward of layer l for the whole tile, in 4×4 register blocks (rows × outputs).
+// Staging W (ideas taken from CUTLASS-style GEMMs and tiny-cuda-nn): the block loops below read
+// W only from workgroup memory, as one vec4 per step, and W reaches workgroup memory in slabs
+// that consecutive invocations copy from consecutive addresses (coalesced, whatever the layer's
+// width). The vec4 slot of row s is XOR-swizzled by s mod 8, so the transposed stores of
+// `stage_columns` spread over 8 bank groups (2-way at most) while a row stays conflict-free for
+// the vec4 reads; W_ROW is a multiple of 8, so the swizzle stays inside the row.
+fn ws_index(s: u32, v: u32) -> u32 {
+    return s * W_ROW + (v ^ (s & 7u));
+}
+
+// ws row s ← W[i0 + s, 0..n] for s < rows: `src` is the offset of W[i0, 0]; the copy is
+// contiguous in `weights`.
+fn stage_rows(lid: u32, src: u32, rows: u32, n: u32) {
+    for (var e = lid; e < rows * n; e += WG) {
+        let s = e / n;
+        let j = e % n;
+        ws[ws_index(s, j / 4u)][j % 4u] = weights[src + e];
+    }
+}
+
+// ws row s ← W[0..k, j0 + s] for s < cols: `src` is the offset of W[0, j0]; runs of `cols`
+// consecutive floats per row of W.
+fn stage_columns(lid: u32, src: u32, cols: u32, k: u32, n: u32) {
+    for (var e = lid; e < k * cols; e += WG) {
+        let i = e / cols;
+        let s = e % cols;
+        ws[ws_index(s, i / 4u)][i % 4u] = weights[src + i * n + s];
+    }
+}
+
+// Forward of layer l for the whole tile, in 4×4 register blocks (rows × outputs). Every
+// invocation runs the same rounds and slabs (the barriers stay in uniform control flow); those
+// past the last block only help staging.
 fn forward_layer(lid: u32, sbase: u32, l: u32, src: u32, dst: u32) {
     let ly = layers[l];
     let n = ly.outputs;
@@ -162,37 +201,48 @@ fn forward_layer(lid: u32, sbase: u32, l: u32, src: u32, dst: u32) {
     let hidden = l + 1u < LAYERS;
     let ncb = (n + 3u) / 4u;
     let count = (TILE / 4u) * ncb;
-    for (var idx = lid; idx < count; idx += WG) {
+    for (var round = 0u; round < count; round += WG) {
+        let idx = round + lid;
+        let has_block = idx < count;
         let r0 = (idx / ncb) * 4u;
         let c0 = (idx % ncb) * 4u;
-        // Columns past n read a duplicate of the last column; they are never written.
-        let cols = min(vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u), vec4<u32>(n - 1u));
         var acc0 = vec4<f32>(0.0);
         var acc1 = vec4<f32>(0.0);
         var acc2 = vec4<f32>(0.0);
         var acc3 = vec4<f32>(0.0);
-        let s0 = src + r0 * STRIDE;
-        for (var i = 0u; i < k; i++) {
-            let wrow = ly.weight + i * n;
-            let w = vec4<f32>(weights[wrow + cols.x], weights[wrow + cols.y], weights[wrow + cols.z], weights[wrow + cols.w]);
-            acc0 += sm[s0 + i] * w;
-            acc1 += sm[s0 + STRIDE + i] * w;
-            acc2 += sm[s0 + 2u * STRIDE + i] * w;
-            acc3 += sm[s0 + 3u * STRIDE + i] * w;
+        for (var i0 = 0u; i0 < k; i0 += W_SLAB) {
+            let rows = min(W_SLAB, k - i0);
+            workgroupBarrier(); // the previous slab's readers are done
+            stage_rows(lid, ly.weight + i0 * n, rows, n);
+            workgroupBarrier();
+            if (has_block) {
+                let s0 = src + r0 * STRIDE + i0;
+                for (var s = 0u; s < rows; s++) {
+                    // Columns past n hold stale values; they are never written out.
+                    let w = ws[ws_index(s, c0 / 4u)];
+                    acc0 += sm[s0 + s] * w;
+                    acc1 += sm[s0 + STRIDE + s] * w;
+                    acc2 += sm[s0 + 2u * STRIDE + s] * w;
+                    acc3 += sm[s0 + 3u * STRIDE + s] * w;
+                }
+            }
         }
-        let b = vec4<f32>(weights[ly.bias + cols.x], weights[ly.bias + cols.y], weights[ly.bias + cols.z], weights[ly.bias + cols.w]);
-        var acc = array<vec4<f32>, 4>(acc0 + b, acc1 + b, acc2 + b, acc3 + b);
-        for (var q = 0u; q < 4u; q++) {
-            let r = r0 + q;
-            for (var c = 0u; c < 4u; c++) {
-                let j = c0 + c;
-                if (j < n) {
-                    let a = acc[q][c];
-                    if (hidden) {
-                        scratch[sbase + ly.a_off + r * n + j] = a;
-                        sm[dst + r * STRIDE + j] = act_apply(ly.act, ly.alpha, a);
-                    } else {
-                        sm[dst + r * STRIDE + j] = a;
+        if (has_block) {
+            let cols = min(vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u), vec4<u32>(n - 1u));
+            let b = vec4<f32>(weights[ly.bias + cols.x], weights[ly.bias + cols.y], weights[ly.bias + cols.z], weights[ly.bias + cols.w]);
+            var acc = array<vec4<f32>, 4>(acc0 + b, acc1 + b, acc2 + b, acc3 + b);
+            for (var q = 0u; q < 4u; q++) {
+                let r = r0 + q;
+                for (var c = 0u; c < 4u; c++) {
+                    let j = c0 + c;
+                    if (j < n) {
+                        let a = acc[q][c];
+                        if (hidden) {
+                            scratch[sbase + ly.a_off + r * n + j] = a;
+                            sm[dst + r * STRIDE + j] = act_apply(ly.act, ly.alpha, a);
+                        } else {
+                            sm[dst + r * STRIDE + j] = a;
+                        }
                     }
                 }
             }
@@ -345,7 +395,8 @@ fn grad_layer(lid: u32, g: u32, l: u32, zt: u32, dt: u32, rows: u32, first: bool
     }
 }
 
-// δ_{l-1} = (δ_l·Wᵀ) ⊙ φ'(a_{l-1}) into tile dst, in 4×4 register blocks (rows × inputs).
+// δ_{l-1} = (δ_l·Wᵀ) ⊙ φ'(a_{l-1}) into tile dst, in 4×4 register blocks (rows × inputs),
+// with Wᵀ staged in column slabs (`stage_columns`): the rounds and slabs of `forward_layer`.
 fn delta_layer(lid: u32, sbase: u32, l: u32, dt: u32, dst: u32) {
     let ly = layers[l];
     let lp = layers[l - 1u];
@@ -353,30 +404,42 @@ fn delta_layer(lid: u32, sbase: u32, l: u32, dt: u32, dst: u32) {
     let k = ly.inputs;
     let nib = (k + 3u) / 4u;
     let count = (TILE / 4u) * nib;
-    for (var idx = lid; idx < count; idx += WG) {
+    for (var round = 0u; round < count; round += WG) {
+        let idx = round + lid;
+        let has_block = idx < count;
         let r0 = (idx / nib) * 4u;
         let i0 = (idx % nib) * 4u;
-        let ins = min(vec4<u32>(i0, i0 + 1u, i0 + 2u, i0 + 3u), vec4<u32>(k - 1u)) * n + vec4<u32>(ly.weight);
         var acc0 = vec4<f32>(0.0);
         var acc1 = vec4<f32>(0.0);
         var acc2 = vec4<f32>(0.0);
         var acc3 = vec4<f32>(0.0);
-        let s0 = dt + r0 * STRIDE;
-        for (var j = 0u; j < n; j++) {
-            let w = vec4<f32>(weights[ins.x + j], weights[ins.y + j], weights[ins.z + j], weights[ins.w + j]);
-            acc0 += sm[s0 + j] * w;
-            acc1 += sm[s0 + STRIDE + j] * w;
-            acc2 += sm[s0 + 2u * STRIDE + j] * w;
-            acc3 += sm[s0 + 3u * STRIDE + j] * w;
+        for (var j0 = 0u; j0 < n; j0 += W_SLAB) {
+            let cols = min(W_SLAB, n - j0);
+            workgroupBarrier(); // the previous slab's readers are done
+            stage_columns(lid, ly.weight + j0, cols, k, n);
+            workgroupBarrier();
+            if (has_block) {
+                let s0 = dt + r0 * STRIDE + j0;
+                for (var s = 0u; s < cols; s++) {
+                    // Inputs past k hold stale values; they are never written out.
+                    let w = ws[ws_index(s, i0 / 4u)];
+                    acc0 += sm[s0 + s] * w;
+                    acc1 += sm[s0 + STRIDE + s] * w;
+                    acc2 += sm[s0 + 2u * STRIDE + s] * w;
+                    acc3 += sm[s0 + 3u * STRIDE + s] * w;
+                }
+            }
         }
-        var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-        for (var q = 0u; q < 4u; q++) {
-            let r = r0 + q;
-            for (var c = 0u; c < 4u; c++) {
-                let i = i0 + c;
-                if (i < k) {
-                    let a = scratch[sbase + lp.a_off + r * k + i];
-                    sm[dst + r * STRIDE + i] = acc[q][c] * act_derivative(lp.act, lp.alpha, a);
+        if (has_block) {
+            var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+            for (var q = 0u; q < 4u; q++) {
+                let r = r0 + q;
+                for (var c = 0u; c < 4u; c++) {
+                    let i = i0 + c;
+                    if (i < k) {
+                        let a = scratch[sbase + lp.a_off + r * k + i];
+                        sm[dst + r * STRIDE + i] = acc[q][c] * act_derivative(lp.act, lp.alpha, a);
+                    }
                 }
             }
         }

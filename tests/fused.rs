@@ -359,11 +359,24 @@ fn fused_tile_fits_small_workgroup_memory_or_refuses() {
         Loss::CrossEntropy,
     )
     .unwrap();
+    // stride 128: a staged W row is 32 vec4s (512 bytes); the slab takes at most a quarter
     let shape = fused::FusedShape::choose(&spec, 16384, 256, 4096, 64).unwrap();
-    assert_eq!(shape.tile, 16);
+    assert_eq!((shape.w_row, shape.w_slab, shape.tile), (32, 8, 12));
+    assert_eq!(shape.workgroup_bytes, 2 * 12 * 128 * 4 + 8 * 32 * 16);
     assert!(shape.workgroup_bytes <= 16384);
-    let shape = fused::FusedShape::choose(&spec, 32768, 256, 4096, 64).unwrap();
-    assert_eq!((shape.tile, shape.workgroup), (32, 256));
+    let shape = fused::FusedShape::choose(&spec, 49152, 1024, 4096, 64).unwrap();
+    assert_eq!((shape.w_slab, shape.tile, shape.workgroup), (16, 40, 256));
+    assert!(shape.workgroup_bytes <= 49152);
+    // a narrow model: the swizzle still spans 8 vec4s
+    let narrow = ModelSpec::new(
+        &[7, 9, 3],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let shape = fused::FusedShape::choose(&narrow, 16384, 256, 4096, 64).unwrap();
+    assert_eq!((shape.stride, shape.w_row, shape.w_slab), (12, 8, 32));
     assert!(fused::FusedShape::choose(&spec, 2048, 256, 4096, 64).is_none());
 }
 

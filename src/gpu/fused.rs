@@ -42,6 +42,7 @@ const MIN_WG: u32 = 64;
 /// Invocations per workgroup of `reduce_update` (fixed in the shader).
 const REDUCE_WG: u32 = 256;
 const F32: u64 = 4;
+const VEC4_BYTES: usize = 16;
 
 /// The full module source: activation.wgsl + step.wgsl + fused.wgsl.
 pub fn source() -> String {
@@ -80,18 +81,24 @@ pub struct FusedShape {
     pub tile: usize,
     /// Row stride of the workgroup tiles: the widest layer rounded up to 4.
     pub stride: usize,
+    /// Rows (forward) or columns (delta) of a weight matrix staged in workgroup memory at once.
+    pub w_slab: usize,
+    /// vec4s per staged row of W: `stride / 4` rounded up to a multiple of 8 (the swizzle's span).
+    pub w_row: usize,
     /// Invocations per workgroup of the tile pass.
     pub workgroup: u32,
     /// Most workgroups of the tile pass (partial-gradient slices).
     pub groups: usize,
-    /// Workgroup memory of the tile pass in bytes: `2 · tile · stride · 4`.
+    /// Workgroup memory of the tile pass in bytes: two `[tile, stride]` f32 tiles and the
+    /// `[w_slab, w_row]` vec4 slab of W.
     pub workgroup_bytes: usize,
 }
 
 impl FusedShape {
     /// The launch shape for `spec` within `workgroup_limit` bytes of workgroup memory, or `None`
     /// when `spec` is not eligible (a width above [`MAX_WIDTH`], a step activation) or not even a
-    /// 4-row tile fits.
+    /// 4-row tile fits. The W slab takes the largest of 32, 16, 8 or 4 rows within a quarter of
+    /// the memory; the tiles take the rest.
     pub fn choose(
         spec: &ModelSpec,
         workgroup_limit: u32,
@@ -105,25 +112,54 @@ impl FusedShape {
         {
             return None;
         }
+        let limit = workgroup_limit as usize;
         let stride = spec.sizes.iter().copied().max()?.next_multiple_of(4);
-        let tile = (workgroup_limit as usize / (2 * stride * F32 as usize) / 4 * 4).min(MAX_TILE);
+        let w_row = (stride / 4).next_multiple_of(8);
+        let slab_bytes = |rows: usize| rows * w_row * VEC4_BYTES;
+        let w_slab = [32, 16, 8, 4]
+            .into_iter()
+            .find(|&rows| slab_bytes(rows) <= limit / 4)?;
+        let tile = (limit - slab_bytes(w_slab)) / (2 * stride * F32 as usize) / 4 * 4;
+        FusedShape {
+            tile: 0,
+            stride,
+            w_slab,
+            w_row,
+            workgroup: 0,
+            groups: 0,
+            workgroup_bytes: 0,
+        }
+        .with_tile(tile, max_invocations, max_batch, max_groups)
+    }
+
+    /// This shape with `tile` rows per tile (at most [`MAX_TILE`]): the workgroup size, the
+    /// groups for `max_batch` rows and the workgroup memory follow. `None` below 4 rows or where
+    /// a workgroup cannot have an invocation per row.
+    pub fn with_tile(
+        self,
+        tile: usize,
+        max_invocations: u32,
+        max_batch: usize,
+        max_groups: usize,
+    ) -> Option<FusedShape> {
+        let tile = tile.min(MAX_TILE) / 4 * 4;
         if tile < 4 {
             return None;
         }
-        let workgroup = ((tile * stride / 16) as u32)
+        let workgroup = ((tile * self.stride / 16) as u32)
             .clamp(MIN_WG, MAX_WG)
             .max(tile as u32)
             .min(max_invocations);
         if (workgroup as usize) < tile {
             return None;
         }
-        let groups = max_batch.div_ceil(tile).clamp(1, max_groups.max(1));
         Some(FusedShape {
             tile,
-            stride,
             workgroup,
-            groups,
-            workgroup_bytes: 2 * tile * stride * F32 as usize,
+            groups: max_batch.max(1).div_ceil(tile).clamp(1, max_groups.max(1)),
+            workgroup_bytes: 2 * tile * self.stride * F32 as usize
+                + self.w_slab * self.w_row * VEC4_BYTES,
+            ..self
         })
     }
 
@@ -305,6 +341,9 @@ impl FusedMlp {
             ("TILE", shape.tile as f64),
             ("STRIDE", shape.stride as f64),
             ("SM_LEN", (2 * shape.tile * shape.stride) as f64),
+            ("W_SLAB", shape.w_slab as f64),
+            ("W_ROW", shape.w_row as f64),
+            ("WS_LEN", (shape.w_slab * shape.w_row) as f64),
             ("WG", shape.workgroup as f64),
             ("GROUPS", shape.groups as f64),
             ("LAYERS", layout.len() as f64),

@@ -266,9 +266,13 @@ pub fn fused_shape(
         busy_workgroups(caps) as usize
     });
     let rows = rows.max(1);
-    let choose =
-        |limit: u32| FusedShape::choose(spec, limit, caps.max_invocations, rows, max_groups);
-    let shape = choose(caps.max_workgroup_storage)?;
+    let shape = FusedShape::choose(
+        spec,
+        caps.max_workgroup_storage,
+        caps.max_invocations,
+        rows,
+        max_groups,
+    )?;
     let units = caps.compute_units as usize;
     if units == 0 || shape.groups >= units {
         return Some(shape);
@@ -277,8 +281,11 @@ pub fn fused_shape(
     if tile >= shape.tile {
         return Some(shape);
     }
-    let limit = (2 * tile * shape.stride * 4) as u32;
-    Some(choose(limit).unwrap_or(shape))
+    Some(
+        shape
+            .with_tile(tile, caps.max_invocations, rows, max_groups)
+            .unwrap_or(shape),
+    )
 }
 
 /// Whether the optimizer update runs in the gradient matmul's epilogue (`true`) or as a separate
