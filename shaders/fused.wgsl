@@ -11,6 +11,11 @@
 //                  order, + λW on weights, the optimizer update; workgroup 0 also sums the
 //                  per-invocation loss/correct partials into stats[step_index].
 // Every sum runs in a fixed order, so a rerun is bit-identical.
+//
+// Weights reach the block loops through workgroup memory (`stage_rows`, `stage_columns`): slabs
+// of W copied by consecutive invocations from consecutive addresses, then read as one vec4 per
+// 16 FMAs from swizzled, conflict-free slots. The first version read W straight from storage,
+// and in `delta_layer` lanes 4·n floats apart (one cache line per lane per load).
 
 override TILE: u32 = 32u;        // batch rows per tile, a multiple of 4
 override STRIDE: u32 = 128u;     // row stride of the workgroup tiles: max width rounded up to 4

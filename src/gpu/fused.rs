@@ -13,6 +13,11 @@
 //!    workgroup 0 also reduces the per-invocation loss/correct partials into
 //!    `stats[step_index]`.
 //!
+//! Both matmuls of a layer that read W (forward `z·W`, delta `δ·Wᵀ`) stage it in workgroup memory
+//! in slabs of [`FusedShape::w_slab`] rows or columns, copied with coalesced loads and read as
+//! swizzled vec4s; the tile takes the workgroup memory the slab leaves, shrunk where the batch
+//! would otherwise leave compute units idle ([`plan::fused_shape`]).
+//!
 //! Every sum has a fixed order, so a rerun is bit-identical. The math is that of
 //! `crate::reference::ops` (the same as the layered schedule).
 
