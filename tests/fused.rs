@@ -51,6 +51,19 @@ fn compare_one_step(
     rows: usize,
     max_groups: Option<usize>,
 ) {
+    compare_one_step_with(ctx, spec, opt, l2, rows, max_groups, None);
+}
+
+/// [`compare_one_step`] with at most `max_invocations` per workgroup of the tile pass.
+fn compare_one_step_with(
+    ctx: &GpuContext,
+    spec: &ModelSpec,
+    opt: Optimizer,
+    l2: f32,
+    rows: usize,
+    max_groups: Option<usize>,
+    max_invocations: Option<u32>,
+) {
     let x = uniform(rows * spec.inputs(), -1.0, 1.0, 30);
     let t = targets(spec, rows, 31);
     let params = spec.init_params(32);
@@ -59,6 +72,7 @@ fn compare_one_step(
     let mut options = FusedOptions::default();
     options.capture_gradients = true;
     options.max_groups = max_groups;
+    options.max_invocations = max_invocations;
     let (g_params, g_grads, g_stats, g_state) = fused::run_step_with(
         ctx, spec, opt, &params, &state, &x, &t, rows, &hyper, options,
     )
@@ -71,7 +85,7 @@ fn compare_one_step(
     let c_params = cpu.params().unwrap();
     let c_state = cpu.optimizer_state().unwrap();
     let what = format!(
-        "{} fused ({}) {:?} {:?} {} l2={l2} rows={rows} groups={max_groups:?}",
+        "{} fused ({}) {:?} {:?} {} l2={l2} rows={rows} groups={max_groups:?} invocations={max_invocations:?}",
         ctx.info,
         sizes_name(spec),
         spec.activations,
@@ -133,6 +147,8 @@ fn fused_step_matches_reference_on_awkward_widths_and_batches(ctx: &Arc<GpuConte
         for rows in [1, 7, 257] {
             compare_one_step(ctx, &spec, Optimizer::Sgd, 0.0, rows, None);
         }
+        // 64 invocations for up to 8·32 blocks of 4×4: several rounds, the last one partial
+        compare_one_step_with(ctx, &spec, Optimizer::Sgd, 0.0, 65, None, Some(64));
     }
     report(format!(
         "{}: fused step, awkward widths and batches ok",

@@ -77,6 +77,9 @@ pub struct FusedOptions {
     /// Most workgroups of the tile pass (each owns one `[P]` partial slice). `None`: as the plan
     /// decides ([`plan::fused_shape`]), and never more than `max_batch` needs.
     pub max_groups: Option<usize>,
+    /// Most invocations per workgroup of the tile pass (tests: fewer invocations than 4×4 blocks,
+    /// so that each walks several rounds of blocks). `None`: as the adapter allows.
+    pub max_invocations: Option<u32>,
 }
 
 /// The launch shape the fused step picked for a model on an adapter.
@@ -138,8 +141,8 @@ impl FusedShape {
     }
 
     /// This shape with `tile` rows per tile (at most [`MAX_TILE`]): the workgroup size, the
-    /// groups for `max_batch` rows and the workgroup memory follow. `None` below 4 rows or where
-    /// a workgroup cannot have an invocation per row.
+    /// groups for `max_batch` rows and the workgroup memory follow; at most one row per
+    /// invocation. `None` below 4 rows.
     pub fn with_tile(
         self,
         tile: usize,
@@ -147,7 +150,7 @@ impl FusedShape {
         max_batch: usize,
         max_groups: usize,
     ) -> Option<FusedShape> {
-        let tile = tile.min(MAX_TILE) / 4 * 4;
+        let tile = tile.min(MAX_TILE).min(max_invocations as usize) / 4 * 4;
         if tile < 4 {
             return None;
         }
@@ -221,12 +224,11 @@ impl FusedMlp {
         options: FusedOptions,
     ) -> Option<FusedMlp> {
         let device = &ctx.device;
-        let shape = plan::fused_shape(
-            spec,
-            max_batch.max(1),
-            &ctx.capabilities(),
-            options.max_groups,
-        )?;
+        let mut caps = ctx.capabilities();
+        if let Some(most) = options.max_invocations {
+            caps.max_invocations = caps.max_invocations.min(most);
+        }
+        let shape = plan::fused_shape(spec, max_batch.max(1), &caps, options.max_groups)?;
         let p = spec.param_count();
         let layout = spec.layout();
         let hidden: usize = layout[..layout.len() - 1].iter().map(|l| l.outputs).sum();

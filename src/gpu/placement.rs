@@ -475,6 +475,7 @@ impl GpuBackend {
                 FusedOptions {
                     capture_gradients: options.capture_gradients,
                     max_groups: None,
+                    max_invocations: None,
                 },
             )
         } else {
@@ -616,6 +617,7 @@ impl GpuBackend {
                 FusedOptions {
                     capture_gradients: self.options.capture_gradients,
                     max_groups: None,
+                    max_invocations: None,
                 },
             );
             self.bytes += self.fused_mlp.as_ref().map_or(0, |f| f.allocated_bytes());

@@ -41,6 +41,7 @@ pub fn run_step(
         FusedOptions {
             capture_gradients: true,
             max_groups: None,
+            max_invocations: None,
         },
     )
 }
