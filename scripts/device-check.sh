@@ -125,6 +125,30 @@ for entry in $suite; do
 done
 cat "$out/bench.jsonl"
 
+if [ "$quick" = 0 ]; then
+  # What the tuner chooses and how long it takes from an empty cache (plan-LAYERS-bBATCH.json:
+  # "tuning", "step", each matmul's kernel and tile), then the fused narrow-MLP step against
+  # the layered one, forced.
+  log "tuner choices and fused against layered"
+  : >"$out/bench-steps.jsonl"
+  for entry in $suite; do
+    layers="${entry%%:*}"
+    rest="${entry#*:}"
+    batch="${rest%%:*}"
+    steps="${rest#*:}"
+    GPUMLP_CACHE_DIR="$out/tune-cache-$layers" timeout 60 "$gpumlp" plan --layers "$layers" --batch "$batch" --tune on --json \
+      >"$out/plan-${layers//,/-}-b$batch.json" 2>&1
+    case "$layers" in 1024,4096,* | 784,*) continue ;; esac # wider than the fused step takes
+    for step in --fused-mlp --layered; do
+      printf '{"step":"%s","run":' "${step#--}" >>"$out/bench-steps.jsonl"
+      timeout 60 "$gpumlp" bench --layers "$layers" --batch "$batch" --steps "$steps" --json \
+        "$step" --device "$device" 2>>"$out/bench-errors.txt" | tr -d '\n' >>"$out/bench-steps.jsonl"
+      echo '}' >>"$out/bench-steps.jsonl"
+    done
+  done
+  cat "$out/bench-steps.jsonl"
+fi
+
 log "PyTorch fp32 (TF32 off), same protocol"
 torch=null
 if python3 -c 'import torch' 2>/dev/null && [ -f "$torch_script" ]; then
