@@ -43,10 +43,11 @@ impl GpuBackend {
             self.time_by_timestamps(&d, len)?
         };
         drop(d);
-        // The step ran: it counts as one of the epoch's.
-        self.slot_steps
-            .push(self.slot_steps.last().map_or(0, |s| s + 1));
+        // The step ran: it counts as one of the epoch's (as `step` counts it), so that
+        // `finish_epoch` has a place for its stats.
+        self.slot_steps.push(self.epoch_steps);
         self.epoch_lens.push(len);
+        self.epoch_steps += 1;
         Ok(times)
     }
 
