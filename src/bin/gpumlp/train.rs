@@ -92,6 +92,8 @@ fn build_spec(args: &TrainArgs, train: &Dataset) -> anyhow::Result<ModelSpec> {
     Ok(ModelSpec::with_activations(&sizes, activations, loss)?)
 }
 
+/// The training configuration these arguments ask for (optimizer, its default learning rate,
+/// schedule, batch, epochs, ...).
 pub(crate) fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let (optimizer, default_lr) = match args.optimizer {
         OptimizerChoice::Sgd => (Optimizer::Sgd, 0.1),
@@ -111,6 +113,7 @@ pub(crate) fn build_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(c)
 }
 
+/// `gpumlp train`: with `--distributed`, as one rank of an MPI job; else alone.
 pub fn run(cli: TrainArgs) -> anyhow::Result<ExitCode> {
     match cli.distributed {
         true => crate::distributed::run(cli),
