@@ -37,20 +37,36 @@ impl GpuBackend {
             1.0 / len as f32,
         );
         let d = self.step_items(true);
-        if super::plan::wall_clock_profiling(&self.ctx.capabilities()) {
-            let mut times = Vec::with_capacity(d.len());
-            for x in &d {
-                let cmd = self.encode(len, std::slice::from_ref(x), 0);
-                let t = std::time::Instant::now();
-                self.ctx.queue.submit([cmd]);
-                self.ctx.wait()?;
-                times.push((x.label(), t.elapsed().as_secs_f64()));
-            }
-            self.slot_steps
-                .push(self.slot_steps.last().map_or(0, |s| s + 1));
-            self.epoch_lens.push(len);
-            return Ok(times);
+        let times = if super::plan::wall_clock_profiling(&self.ctx.capabilities()) {
+            self.time_by_wall_clock(&d, len)?
+        } else {
+            self.time_by_timestamps(&d, len)?
+        };
+        drop(d);
+        // The step ran: it counts as one of the epoch's (as `step` counts it), so that
+        // `finish_epoch` has a place for its stats.
+        self.slot_steps.push(self.epoch_steps);
+        self.epoch_lens.push(len);
+        self.epoch_steps += 1;
+        Ok(times)
+    }
+
+    /// Each dispatch of `d` submitted alone and timed by the host clock around it.
+    fn time_by_wall_clock(&self, d: &[Item<'_>], len: usize) -> Result<Vec<(String, f64)>> {
+        let mut times = Vec::with_capacity(d.len());
+        for x in d {
+            let cmd = self.encode(len, std::slice::from_ref(x), 0);
+            let t = std::time::Instant::now();
+            self.ctx.queue.submit([cmd]);
+            self.ctx.wait()?;
+            times.push((x.label(), t.elapsed().as_secs_f64()));
         }
+        Ok(times)
+    }
+
+    /// Every dispatch of `d` in its own compute pass, timed by timestamp queries written at
+    /// the pass's start and end, in one submit.
+    fn time_by_timestamps(&self, d: &[Item<'_>], len: usize) -> Result<Vec<(String, f64)>> {
         let device = &self.ctx.device;
         let count = (d.len() * 2) as u32;
         let queries = device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -58,18 +74,22 @@ impl GpuBackend {
             ty: wgpu::QueryType::Timestamp,
             count,
         });
-        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile resolve"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile readback"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: count as u64 * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let resolve = buffer(
+            "profile resolve",
+            wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let staging = buffer(
+            "profile readback",
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("profile"),
         });
@@ -90,18 +110,11 @@ impl GpuBackend {
         let raw = read_staging(&self.ctx, &staging)?;
         let ticks: &[u64] = bytemuck::cast_slice(&raw);
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let labels: Vec<String> = d.iter().map(|x| x.label()).collect();
-        self.slot_steps
-            .push(self.slot_steps.last().map_or(0, |s| s + 1));
-        self.epoch_lens.push(len);
-        Ok(labels
-            .into_iter()
+        Ok(d.iter()
             .enumerate()
-            .map(|(i, l)| {
-                (
-                    l,
-                    ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
-                )
+            .map(|(i, x)| {
+                let t = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                (x.label(), t as f64 * period)
             })
             .collect())
     }

@@ -21,21 +21,24 @@
 //! ignored with a warning ([`Tuning::warnings`]), never an error; so is a cache that cannot be
 //! written.
 
+use super::device::Capabilities;
 use super::kernels::{Kernels, MatmulDims, MatmulMode, MatmulVariant};
-use super::plan::{self, MatmulKey, Tuning};
+use super::plan::{self, KernelSupport, MatmulKey, Tuning};
 use super::{GpuBackend, GpuContext, GpuOptions};
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::ModelSpec;
 use crate::optim::Optimizer;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use cache::{adapter_key, load, save, untimed, untimed_budget, CacheFile, CACHE_VERSION};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 use timer::Timer;
 
+mod cache;
 mod timer;
+
+pub use cache::cache_path;
 
 /// Whether placement runs the tuner (`--tune`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -71,79 +74,10 @@ impl std::fmt::Display for Tune {
     }
 }
 
-/// A matmul still to time: key, dims, output grid, candidates.
-type Todo = (MatmulKey, MatmulDims, (u32, u32), Vec<MatmulVariant>);
-
 /// Rows, columns and depth of the calibration matmul.
 const CALIBRATION: u32 = 256;
 /// Repetitions of each candidate after its warm-up, where the budget allows.
 const REPS: u32 = 3;
-/// The cache file's format version: entries of another version are ignored.
-const CACHE_VERSION: u32 = 1;
-
-/// The cache file: `entries` maps `adapter|rows=R|matmul` (or `|step SIZES`) to a choice.
-#[derive(Default, Serialize, Deserialize)]
-struct CacheFile {
-    version: u32,
-    entries: BTreeMap<String, String>,
-}
-
-/// The cache file's path from the environment (see the module's docs), or `None` where no
-/// folder is known.
-pub fn cache_path() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let dir = var("GPUMLP_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("gpumlp")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("gpumlp")))?;
-    Some(dir.join("tune.json"))
-}
-
-/// Reads the cache at `path`: empty where there is none; empty with a warning where it
-/// cannot be read or parsed.
-fn load(path: &Path, warnings: &mut Vec<String>) -> CacheFile {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return CacheFile::default(),
-        Err(e) => {
-            warnings.push(format!(
-                "the tuning cache {} cannot be read ({e}): tuning again",
-                path.display()
-            ));
-            return CacheFile::default();
-        }
-    };
-    match serde_json::from_str::<CacheFile>(&text) {
-        Ok(c) if c.version == CACHE_VERSION => c,
-        Ok(_) => CacheFile::default(),
-        Err(e) => {
-            warnings.push(format!(
-                "the tuning cache {} is corrupt ({e}): ignoring it, tuning again and replacing it",
-                path.display()
-            ));
-            CacheFile::default()
-        }
-    }
-}
-
-fn save(path: &Path, cache: &CacheFile) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let text = serde_json::to_string_pretty(cache)
-        .map_err(|e| Error::Gpu(format!("tuning cache: {e}")))?;
-    crate::files::atomic_write(path, text.as_bytes())
-}
-
-/// The adapter and driver part of every cache key.
-fn adapter_key(ctx: &GpuContext) -> String {
-    let i = &ctx.info;
-    format!("{}|{}|{} {}", i.backend, i.name, i.driver, i.driver_info)
-}
-
 /// Tunes `spec`'s step for micro-batches of `rows` rows on `ctx` under `options`, reading and
 /// writing the cache at `cache` (`None`: no cache). Returns what it chose and how.
 pub fn tune(
@@ -154,70 +88,196 @@ pub fn tune(
     options: &GpuOptions,
     cache: Option<&Path>,
 ) -> Result<Tuning> {
-    let start = Instant::now();
-    let caps = ctx.capabilities();
-    let budget = plan::tune_budget(options);
-    let mut warnings = Vec::new();
-    let mut file = cache.map(|p| load(p, &mut warnings)).unwrap_or_default();
-    let prefix = format!("{}|rows={rows}", adapter_key(ctx));
-    let support = plan::kernel_support(&caps, options);
-    let mut timer = Timer::new(ctx, !plan::wall_clock_profiling(&caps));
-    let mut tuning = Tuning {
-        budget_seconds: budget,
-        timer: timer.name(),
-        cache: cache.map(|p| p.display().to_string()),
-        ..Default::default()
-    };
-    // Unique matmuls, largest first, each with its candidates.
-    let mut todo: Vec<Todo> = Vec::new();
-    for (_, _, mode, dims, grid) in plan::step_matmuls(spec, rows) {
-        let key = MatmulKey::of(mode, &dims);
-        if todo.iter().any(|t| t.0 == key) {
-            continue;
-        }
-        let candidates = plan::matmul_candidates(&caps, &support, mode, &dims);
-        let entry = file.entries.get(&format!("{prefix}|{}", key.label()));
-        let cached = entry
-            .and_then(|s| s.parse::<MatmulVariant>().ok())
-            .filter(|v| candidates.contains(v));
-        match (cached, entry.and_then(|e| untimed_budget(e))) {
-            (Some(v), _) => {
-                tuning.matmuls.insert(key, v);
-            }
-            // Left static by a run with at least this budget: static again, without timing.
-            (None, Some(b)) if b >= budget => tuning.skipped += 1,
-            _ => todo.push((key, dims, grid, candidates)),
+    let mut session = Session::new(ctx, rows, options, cache);
+    let todo = session.pending_matmuls(spec);
+    let step = session.step_choice(spec, options);
+    let from_cache = todo.is_empty() && (!step.both || step.cached.is_some());
+    if !todo.is_empty() {
+        session.time_matmuls(todo)?;
+    }
+    session.tuning.fused_mlp = session.decide_step(step, spec, optimizer, options)?;
+    session.tuning.from_cache = from_cache;
+    Ok(session.finish(cache, from_cache))
+}
+
+/// A matmul still to time, with its candidates.
+struct Pending {
+    key: MatmulKey,
+    dims: MatmulDims,
+    /// The output's rows and columns.
+    grid: (u32, u32),
+    candidates: Vec<MatmulVariant>,
+}
+
+/// How fast the device has been so far, to estimate what timing a matmul's candidates costs.
+struct Pace {
+    /// FLOP per second: the best measured yet.
+    rate: f64,
+    /// Seconds per candidate beyond its dispatches: compiling the pipeline, buffers.
+    overhead: f64,
+}
+
+/// Whether the fused step and the layered one are both to be weighed, and what the cache says.
+struct StepChoice {
+    /// The step's cache key.
+    key: String,
+    /// The plan allows both steps and no option fixed one.
+    both: bool,
+    /// Some(Some(fused)): timed by an earlier run; Some(None): left to the static plan by a
+    /// run with at least this budget (not timed again).
+    cached: Option<Option<bool>>,
+}
+
+/// One tuning run: the device it times on, its clock and budget, the cache it reads and
+/// writes, and what it has chosen so far.
+struct Session<'a> {
+    ctx: &'a Arc<GpuContext>,
+    caps: Capabilities,
+    support: KernelSupport,
+    /// The micro-batch rows every matmul is timed at.
+    rows: usize,
+    start: Instant,
+    budget: f64,
+    /// `adapter|rows=R`: the start of every cache key.
+    prefix: String,
+    file: CacheFile,
+    timer: Timer<'a>,
+    tuning: Tuning,
+}
+
+impl<'a> Session<'a> {
+    /// Starts the clock and reads the cache (a warning where it is unreadable).
+    fn new(
+        ctx: &'a Arc<GpuContext>,
+        rows: usize,
+        options: &GpuOptions,
+        cache: Option<&Path>,
+    ) -> Self {
+        let start = Instant::now();
+        let caps = ctx.capabilities();
+        let budget = plan::tune_budget(options);
+        let mut warnings = Vec::new();
+        let file = cache.map(|p| load(p, &mut warnings)).unwrap_or_default();
+        let support = plan::kernel_support(&caps, options);
+        let timer = Timer::new(ctx, !plan::wall_clock_profiling(&caps));
+        let tuning = Tuning {
+            budget_seconds: budget,
+            timer: timer.name(),
+            cache: cache.map(|p| p.display().to_string()),
+            warnings,
+            ..Default::default()
+        };
+        Session {
+            ctx,
+            caps,
+            support,
+            rows,
+            start,
+            budget,
+            prefix: format!("{}|rows={rows}", adapter_key(ctx)),
+            file,
+            timer,
+            tuning,
         }
     }
-    todo.sort_by_key(|t| std::cmp::Reverse(flops(t.2, &t.1, t.0.mode, rows)));
-    let step_key = format!("{prefix}|step {:?} {:?}", spec.sizes, spec.activations);
-    let both_steps = options.fused_mlp.is_none()
-        && plan::fused_shape(spec, rows, &caps, None).is_some()
-        && options.fused;
-    // Some(Some(fused)): timed by an earlier run; Some(None): left to the static plan by a run
-    // with at least this budget (not timed again).
-    let cached_step: Option<Option<bool>> = match file.entries.get(&step_key).map(String::as_str) {
-        Some("fused-mlp") => Some(Some(true)),
-        Some("layered") => Some(Some(false)),
-        Some(e) if untimed_budget(e).is_some_and(|b| b >= budget) => Some(None),
-        _ => None,
-    };
-    let from_cache = todo.is_empty() && (!both_steps || cached_step.is_some());
-    if !todo.is_empty() {
-        let kernels = Kernels::new(&ctx.device, support, Default::default());
-        // Calibration: a 256³ forward matmul on the static kernel for that width, for the
-        // first estimate (a model's own matmuls can take minutes on a software adapter).
+
+    /// Seconds since the tuning started.
+    fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// The cache key of a matmul.
+    fn matmul_entry(&self, key: &MatmulKey) -> String {
+        format!("{}|{}", self.prefix, key.label())
+    }
+
+    /// `spec`'s unique matmuls that the cache does not settle, largest first, each with its
+    /// candidates; those it settles are taken (or, left static, counted as skipped).
+    fn pending_matmuls(&mut self, spec: &ModelSpec) -> Vec<Pending> {
+        let mut todo: Vec<Pending> = Vec::new();
+        for (_, _, mode, dims, grid) in plan::step_matmuls(spec, self.rows) {
+            let key = MatmulKey::of(mode, &dims);
+            if todo.iter().any(|t| t.key == key) {
+                continue;
+            }
+            let candidates = plan::matmul_candidates(&self.caps, &self.support, mode, &dims);
+            let entry = self.file.entries.get(&self.matmul_entry(&key));
+            let cached = entry
+                .and_then(|s| s.parse::<MatmulVariant>().ok())
+                .filter(|v| candidates.contains(v));
+            match (cached, entry.and_then(|e| untimed_budget(e))) {
+                (Some(v), _) => {
+                    self.tuning.matmuls.insert(key, v);
+                }
+                // Left static by a run with at least this budget: static again, without timing.
+                (None, Some(b)) if b >= self.budget => self.tuning.skipped += 1,
+                _ => todo.push(Pending {
+                    key,
+                    dims,
+                    grid,
+                    candidates,
+                }),
+            }
+        }
+        let rows = self.rows;
+        todo.sort_by_key(|t| std::cmp::Reverse(flops(t.grid, &t.dims, t.key.mode, rows)));
+        todo
+    }
+
+    /// Whether the fused and the layered step are both to be weighed, and what the cache
+    /// says of them.
+    fn step_choice(&self, spec: &ModelSpec, options: &GpuOptions) -> StepChoice {
+        let key = format!(
+            "{}|step {:?} {:?}",
+            self.prefix, spec.sizes, spec.activations
+        );
+        let both = options.fused_mlp.is_none()
+            && plan::fused_shape(spec, self.rows, &self.caps, None).is_some()
+            && options.fused;
+        let cached = match self.file.entries.get(&key).map(String::as_str) {
+            Some("fused-mlp") => Some(Some(true)),
+            Some("layered") => Some(Some(false)),
+            Some(e) if untimed_budget(e).is_some_and(|b| b >= self.budget) => Some(None),
+            _ => None,
+        };
+        StepChoice { key, both, cached }
+    }
+
+    /// Times every pending matmul's candidates that the budget allows (calibrating first)
+    /// and records the fastest; the others keep the static kernel.
+    fn time_matmuls(&mut self, todo: Vec<Pending>) -> Result<()> {
+        let kernels = Kernels::new(&self.ctx.device, self.support, Default::default());
+        let mut pace = self.calibrate(&kernels)?;
+        for t in todo {
+            let entry = self.matmul_entry(&t.key);
+            match self.fastest(&kernels, &mut pace, &t)? {
+                Some(best) => {
+                    self.tuning.matmuls.insert(t.key, best);
+                    self.file.entries.insert(entry, best.to_string());
+                }
+                None => {
+                    self.tuning.skipped += 1;
+                    self.file.entries.insert(entry, untimed(self.budget));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first pace: a 256³ forward matmul on the static kernel for that width (a model's
+    /// own matmuls can take minutes on a software adapter).
+    fn calibrate(&mut self, kernels: &Kernels) -> Result<Pace> {
         let cal = MatmulDims {
             n: CALIBRATION,
             k: CALIBRATION,
             ..Default::default()
         };
         let cal_grid = (CALIBRATION, CALIBRATION);
-        let cal_kernel = plan::matmul_config(&support, MatmulMode::Forward, &cal).variant;
+        let cal_kernel = plan::matmul_config(&self.support, MatmulMode::Forward, &cal).variant;
         let t0 = Instant::now();
-        let t = timer.time(
-            &kernels,
-            &caps,
+        let t = self.timer.time(
+            kernels,
+            &self.caps,
             MatmulMode::Forward,
             &cal,
             cal_grid,
@@ -225,74 +285,88 @@ pub fn tune(
             cal_kernel,
             1,
         )?;
-        let mut rate = flops(cal_grid, &cal, MatmulMode::Forward, 0) as f64 / t.max(1e-9);
-        // Seconds per candidate beyond its dispatches: compiling the pipeline, buffers.
-        let mut overhead = (t0.elapsed().as_secs_f64() - t).max(0.0);
-        tuning.timed += 1;
-        for (key, dims, grid, cands) in todo {
-            let f = flops(grid, &dims, key.mode, rows) as f64;
-            let estimate = cands.len() as f64 * ((1 + REPS) as f64 * f / rate + overhead);
-            if start.elapsed().as_secs_f64() + estimate > budget {
-                tuning.skipped += 1;
-                file.entries
-                    .insert(format!("{prefix}|{}", key.label()), untimed(budget));
-                continue;
-            }
-            let mut best = (f64::INFINITY, cands[0]);
-            let mut complete = true;
-            for &v in &cands {
-                if start.elapsed().as_secs_f64() > budget {
-                    complete = false;
-                    break;
-                }
-                let t0 = Instant::now();
-                let t = timer.time(&kernels, &caps, key.mode, &dims, grid, rows, v, REPS)?;
-                let spent = t0.elapsed().as_secs_f64();
-                overhead = 0.5 * overhead + 0.5 * (spent - (1 + REPS) as f64 * t).max(0.0);
-                tuning.timed += 1;
-                rate = rate.max(f / t.max(1e-9));
-                if t < best.0 {
-                    best = (t, v);
-                }
-            }
-            if !complete {
-                tuning.skipped += 1;
-                file.entries
-                    .insert(format!("{prefix}|{}", key.label()), untimed(budget));
-                continue;
-            }
-            tuning.matmuls.insert(key, best.1);
-            file.entries
-                .insert(format!("{prefix}|{}", key.label()), best.1.to_string());
-        }
+        self.tuning.timed += 1;
+        Ok(Pace {
+            rate: flops(cal_grid, &cal, MatmulMode::Forward, 0) as f64 / t.max(1e-9),
+            overhead: (t0.elapsed().as_secs_f64() - t).max(0.0),
+        })
     }
-    tuning.fused_mlp = match cached_step {
-        Some(c) if both_steps => c,
-        _ if both_steps && start.elapsed().as_secs_f64() < budget => {
-            let fused = time_steps(ctx, spec, optimizer, rows, options, &tuning)?;
-            tuning.timed += 2;
-            file.entries
-                .insert(step_key, if fused { "fused-mlp" } else { "layered" }.into());
-            Some(fused)
+
+    /// The fastest of `t`'s candidates, or `None` where timing them all would not fit (by
+    /// `pace`'s estimate) or did not fit what is left of the budget.
+    fn fastest(
+        &mut self,
+        kernels: &Kernels,
+        pace: &mut Pace,
+        t: &Pending,
+    ) -> Result<Option<MatmulVariant>> {
+        let f = flops(t.grid, &t.dims, t.key.mode, self.rows) as f64;
+        let estimate =
+            t.candidates.len() as f64 * ((1 + REPS) as f64 * f / pace.rate + pace.overhead);
+        if self.elapsed() + estimate > self.budget {
+            return Ok(None);
         }
-        // Out of budget: the static choice, remembered so the next run does not time it.
-        _ if both_steps => {
-            tuning.skipped += 1;
-            file.entries.insert(step_key, untimed(budget));
-            None
+        let mut best = (f64::INFINITY, t.candidates[0]);
+        for &v in &t.candidates {
+            if self.elapsed() > self.budget {
+                return Ok(None);
+            }
+            let t0 = Instant::now();
+            let secs = self.timer.time(
+                kernels, &self.caps, t.key.mode, &t.dims, t.grid, self.rows, v, REPS,
+            )?;
+            let spent = t0.elapsed().as_secs_f64();
+            pace.overhead = 0.5 * pace.overhead + 0.5 * (spent - (1 + REPS) as f64 * secs).max(0.0);
+            self.tuning.timed += 1;
+            pace.rate = pace.rate.max(f / secs.max(1e-9));
+            if secs < best.0 {
+                best = (secs, v);
+            }
         }
-        _ => None,
-    };
-    tuning.from_cache = from_cache;
-    if let (Some(path), false) = (cache, from_cache) {
-        file.version = CACHE_VERSION;
-        if let Err(e) = save(path, &file) {
-            warnings.push(format!("the tuning cache could not be written: {e}"));
-        }
+        Ok(Some(best.1))
     }
-    tuning.warnings = warnings;
-    tuning.seconds = start.elapsed().as_secs_f64();
-    Ok(tuning)
+
+    /// The fused step (`Some(true)`), the layered one, or the static plan's (`None`): from
+    /// the cache, by timing both where the budget allows, else left static and remembered so
+    /// the next run does not time it.
+    fn decide_step(
+        &mut self,
+        step: StepChoice,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        options: &GpuOptions,
+    ) -> Result<Option<bool>> {
+        if !step.both {
+            return Ok(None);
+        }
+        if let Some(c) = step.cached {
+            return Ok(c);
+        }
+        if self.elapsed() >= self.budget {
+            self.tuning.skipped += 1;
+            self.file.entries.insert(step.key, untimed(self.budget));
+            return Ok(None);
+        }
+        let fused = time_steps(self.ctx, spec, optimizer, self.rows, options, &self.tuning)?;
+        self.tuning.timed += 2;
+        let value = if fused { "fused-mlp" } else { "layered" };
+        self.file.entries.insert(step.key, value.into());
+        Ok(Some(fused))
+    }
+
+    /// Writes the cache where anything was timed (a warning where it cannot be written) and
+    /// returns the tuning with its time.
+    fn finish(mut self, cache: Option<&Path>, from_cache: bool) -> Tuning {
+        if let (Some(path), false) = (cache, from_cache) {
+            self.file.version = CACHE_VERSION;
+            if let Err(e) = save(path, &self.file) {
+                let warning = format!("the tuning cache could not be written: {e}");
+                self.tuning.warnings.push(warning);
+            }
+        }
+        self.tuning.seconds = self.elapsed();
+        self.tuning
+    }
 }
 
 /// One line saying what the tuner did, with its warnings (for `Placement::reason`).
@@ -323,16 +397,6 @@ pub fn summary(t: &Tuning) -> String {
         s += &format!("; warning: {w}");
     }
     s
-}
-
-/// The cache's value for a matmul the tuner could not time within `budget` seconds.
-fn untimed(budget: f64) -> String {
-    format!("untimed budget={budget}")
-}
-
-/// The budget of an [`untimed`] value.
-fn untimed_budget(value: &str) -> Option<f64> {
-    value.strip_prefix("untimed budget=")?.parse().ok()
 }
 
 /// 2 × the multiply-adds of one matmul with a `rows × cols` output over batches of `batch`

@@ -102,27 +102,8 @@ impl Run<'_> {
             Some(m) => Some(MetricsLog::create(m, &history, self.write)?),
             None => None,
         };
-        let already = trainer.epoch();
-        if already >= args.epochs {
-            // A resumed run that has already trained every epoch asked for: nothing to train,
-            // but the requested checkpoint is still written (as it is).
-            if !args.quiet {
-                eprintln!(
-                    "gpumlp: nothing to train: {} has already trained {already} of --epochs {} (--epochs counts the total; give a larger one to train more)",
-                    args.resume.as_ref().map_or("the run".into(), |p| p.display().to_string()),
-                    args.epochs
-                );
-            }
-            if let Some(out) = &args.out {
-                self.checkpoint(trainer, &history)?
-                    .save_with(out, self.write)?;
-                if !args.quiet {
-                    eprintln!(
-                        "gpumlp: wrote the checkpoint unchanged to {}",
-                        out.display()
-                    );
-                }
-            }
+        if trainer.epoch() >= args.epochs {
+            self.nothing_to_train(trainer, &history)?;
         }
         let bar = self.progress_bar(trainer);
         let mut best: Option<Checkpoint> = None;
@@ -139,34 +120,9 @@ impl Run<'_> {
             let mut record = MetricsRecord::from(&r);
             record.best_epoch = stop.as_ref().and_then(|s| s.best_epoch());
             history.push(record.clone());
-            match &bar {
-                Some(b) => {
-                    b.set_position(r.epoch as u64 * trainer.steps_per_epoch() as u64);
-                    b.set_message(progress_message(&r, args.epochs));
-                }
-                None if !args.quiet => eprintln!("{}", crate::train::epoch_line(&r, args.epochs)),
-                None => {}
-            }
-            let wants_checkpoint = args.out.is_some()
-                || (verdict == Some(Verdict::Improved)
-                    && (args.save_best.is_some() || args.restore_best));
-            let ck = match wants_checkpoint {
-                true => Some(self.checkpoint(trainer, &history)?),
-                false => None,
-            };
-            if let (Some(out), Some(ck)) = (&args.out, &ck) {
-                ck.save_with(out, self.write)?;
-            }
-            // (A distributed run's other ranks keep no best checkpoint: rank 0 writes it.)
-            if verdict == Some(Verdict::Improved) && (args.save_best.is_some() || args.restore_best)
-            {
-                let ck = ck.context("a checkpoint of the best epoch")?;
-                if let Some(path) = &args.save_best {
-                    ck.save_with(path, self.write)?;
-                }
-                if args.restore_best {
-                    best = Some(ck);
-                }
+            self.show_progress(bar.as_ref(), trainer, &r);
+            if let Some(ck) = self.save_checkpoints(trainer, &history, verdict)? {
+                best = Some(ck);
             }
             if let Some(m) = &mut metrics {
                 m.append(&record)?;
@@ -191,6 +147,78 @@ impl Run<'_> {
             stopped_early,
             best_epoch: stop.as_ref().and_then(|s| s.best_epoch()),
         })
+    }
+
+    /// A resumed run that has already trained every epoch asked for: nothing to train, but
+    /// the requested checkpoint is still written (as it is).
+    fn nothing_to_train(
+        &self,
+        trainer: &mut Trainer,
+        history: &[MetricsRecord],
+    ) -> anyhow::Result<()> {
+        let args = self.args;
+        if !args.quiet {
+            eprintln!(
+                "gpumlp: nothing to train: {} has already trained {} of --epochs {} (--epochs counts the total; give a larger one to train more)",
+                args.resume.as_ref().map_or("the run".into(), |p| p.display().to_string()),
+                trainer.epoch(),
+                args.epochs
+            );
+        }
+        if let Some(out) = &args.out {
+            self.checkpoint(trainer, history)?
+                .save_with(out, self.write)?;
+            if !args.quiet {
+                eprintln!(
+                    "gpumlp: wrote the checkpoint unchanged to {}",
+                    out.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch just trained (`r`) on the progress bar, or as a line where there is none
+    /// (unless `--quiet`).
+    fn show_progress(&self, bar: Option<&ProgressBar>, trainer: &Trainer, r: &EpochReport) {
+        let epochs = self.args.epochs;
+        match bar {
+            Some(b) => {
+                b.set_position(r.epoch as u64 * trainer.steps_per_epoch() as u64);
+                b.set_message(progress_message(r, epochs));
+            }
+            None if !self.args.quiet => eprintln!("{}", crate::train::epoch_line(r, epochs)),
+            None => {}
+        }
+    }
+
+    /// After an epoch: the checkpoint to `--out`, and where the epoch improved on the best,
+    /// to `--save-best`; returns it where `--restore-best` keeps it.
+    fn save_checkpoints(
+        &self,
+        trainer: &mut Trainer,
+        history: &[MetricsRecord],
+        verdict: Option<Verdict>,
+    ) -> anyhow::Result<Option<Checkpoint>> {
+        let args = self.args;
+        let keeps_best =
+            verdict == Some(Verdict::Improved) && (args.save_best.is_some() || args.restore_best);
+        let ck = match args.out.is_some() || keeps_best {
+            true => Some(self.checkpoint(trainer, history)?),
+            false => None,
+        };
+        if let (Some(out), Some(ck)) = (&args.out, &ck) {
+            ck.save_with(out, self.write)?;
+        }
+        // (A distributed run's other ranks keep no best checkpoint: rank 0 writes it.)
+        if !keeps_best {
+            return Ok(None);
+        }
+        let ck = ck.context("a checkpoint of the best epoch")?;
+        if let Some(path) = &args.save_best {
+            ck.save_with(path, self.write)?;
+        }
+        Ok(args.restore_best.then_some(ck))
     }
 
     /// On a terminal: a bar over every step of the run that advances as each step is queued,

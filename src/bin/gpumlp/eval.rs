@@ -221,6 +221,7 @@ fn predict_data(
     Ok((ds.features, ds.cols, classes))
 }
 
+/// `gpumlp predict`: one CSV row of predictions per sample, to `--out` or (`-`) stdout.
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     // Check the flags and the output folder before reading the model and data.
     args.device.device()?;
@@ -228,60 +229,18 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     write.replace_read_only = args.force;
     let to_stdout = args.out.as_os_str() == "-";
     if !to_stdout {
-        check_writable(&args.out, write)?;
-        let data = spec_paths(&args.data);
-        let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--model", &args.model)];
-        inputs.extend(data.iter().map(|p| ("--data", p.as_path())));
-        check_distinct(&[("--out", &args.out)], &inputs)?;
+        check_predict_out(&args, write)?;
     }
     let ck = Checkpoint::load(&args.model)?;
     let (features, cols, classes) = predict_data(&ck, &args.data, &args.csv.options()?)?;
     let rows = features.len() / cols;
     let mut b = place_saved(&ck, &args.device, args.batch.clamp(1, rows))?;
     let y = gpumlp::train::predict(b.as_mut(), &features, rows)?;
-    let out = ck.spec.outputs();
-    // Columns are probabilities (p0, …) only when the output layer makes them (softmax, or a
-    // one-unit sigmoid for two classes); other outputs are raw values (y0, …).
-    let last = ck.spec.activations.last().copied();
-    let probabilities = matches!(last, Some(Activation::Softmax | Activation::Sigmoid));
-    let prefix = if probabilities { "p" } else { "y" };
-    let mut csv = String::new();
-    if ck.spec.is_classifier() || classes.is_some() {
-        let pred = predicted_classes(&y, out);
-        if out == 1 && last == Some(Activation::Sigmoid) {
-            csv += "predicted,p0,p1\n";
-            for (p, v) in pred.iter().zip(&y) {
-                csv += &format!("{},{},{}\n", csv_class(&ck, *p), 1.0 - v, v);
-            }
-        } else {
-            csv += "predicted";
-            for k in 0..out {
-                csv += &format!(",{prefix}{k}");
-            }
-            csv.push('\n');
-            for (p, row) in pred.iter().zip(y.chunks(out)) {
-                csv += &csv_class(&ck, *p);
-                for v in row {
-                    csv += &format!(",{v}");
-                }
-                csv.push('\n');
-            }
-        }
+    let csv = if ck.spec.is_classifier() || classes.is_some() {
+        class_table(&ck, &y)
     } else {
-        csv += &(0..out)
-            .map(|k| format!("y{k}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        csv.push('\n');
-        for row in y.chunks(out) {
-            csv += &row
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            csv.push('\n');
-        }
-    }
+        value_table(ck.spec.outputs(), &y)
+    };
     if to_stdout {
         let mut stdout = std::io::stdout().lock();
         stdout.write_all(csv.as_bytes())?;
@@ -295,4 +254,64 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Refuses an `--out` that cannot be written or that names the model or the data.
+fn check_predict_out(args: &PredictArgs, write: WriteOptions) -> anyhow::Result<()> {
+    check_writable(&args.out, write)?;
+    let data = spec_paths(&args.data);
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--model", &args.model)];
+    inputs.extend(data.iter().map(|p| ("--data", p.as_path())));
+    check_distinct(&[("--out", &args.out)], &inputs)?;
+    Ok(())
+}
+
+/// The predictions of a classifier, y: [rows, outputs]: the predicted class, then one column
+/// per output. Columns are probabilities (p0, …) only when the output layer makes them
+/// (softmax, or a one-unit sigmoid for two classes); other outputs are raw values (y0, …).
+fn class_table(ck: &Checkpoint, y: &[f32]) -> String {
+    let out = ck.spec.outputs();
+    let last = ck.spec.activations.last().copied();
+    let probabilities = matches!(last, Some(Activation::Softmax | Activation::Sigmoid));
+    let prefix = if probabilities { "p" } else { "y" };
+    let pred = predicted_classes(y, out);
+    let mut csv = String::new();
+    if out == 1 && last == Some(Activation::Sigmoid) {
+        csv += "predicted,p0,p1\n";
+        for (p, v) in pred.iter().zip(y) {
+            csv += &format!("{},{},{}\n", csv_class(ck, *p), 1.0 - v, v);
+        }
+        return csv;
+    }
+    csv += "predicted";
+    for k in 0..out {
+        csv += &format!(",{prefix}{k}");
+    }
+    csv.push('\n');
+    for (p, row) in pred.iter().zip(y.chunks(out)) {
+        csv += &csv_class(ck, *p);
+        for v in row {
+            csv += &format!(",{v}");
+        }
+        csv.push('\n');
+    }
+    csv
+}
+
+/// The predictions of a regression, y: [rows, out]: one column per output (y0, …).
+fn value_table(out: usize, y: &[f32]) -> String {
+    let mut csv = (0..out)
+        .map(|k| format!("y{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    csv.push('\n');
+    for row in y.chunks(out) {
+        csv += &row
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        csv.push('\n');
+    }
+    csv
 }

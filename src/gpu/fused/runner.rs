@@ -60,72 +60,19 @@ pub fn run_step_with(
     hyper: &StepHyper,
     options: FusedOptions,
 ) -> Result<StepOutputs> {
-    let p = spec.param_count();
-    let check = |what: &str, got: usize, want: usize| {
-        if got == want {
-            Ok(())
-        } else {
-            Err(Error::Shape {
-                what: what.into(),
-                expected: want.to_string(),
-                got: got.to_string(),
-            })
-        }
+    let host = HostStep {
+        spec,
+        params,
+        opt_state,
+        x,
+        t,
+        batch,
     };
-    if batch == 0 {
-        return Err(Error::InvalidConfig("batch size must be at least 1".into()));
-    }
-    check("params", params.len(), p)?;
-    check("x", x.len(), batch * spec.inputs())?;
-    check("t", t.len(), batch * spec.outputs())?;
-    let slots = optimizer.state_slots();
-    check(
-        "optimizer m",
-        opt_state.m.len(),
-        if slots >= 1 { p } else { 0 },
-    )?;
-    check(
-        "optimizer v",
-        opt_state.v.len(),
-        if slots >= 2 { p } else { 0 },
-    )?;
+    host.check(optimizer)?;
     let device = &ctx.device;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let init = |label: &str, data: &[f32], usage: wgpu::BufferUsages| {
-        let mut bytes = bytemuck::cast_slice::<f32, u8>(data).to_vec();
-        bytes.resize(bytes.len().max(16), 0);
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &bytes,
-            usage,
-        })
-    };
-    let rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
-    let step: StepUniform = probe::step_uniform(batch, hyper);
-    let step_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("fused step"),
-        contents: bytemuck::bytes_of(&step),
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
-    let x_buf = init("fused x", x, wgpu::BufferUsages::STORAGE);
-    let t_buf = init("fused t", t, wgpu::BufferUsages::STORAGE);
-    let params_buf = init("fused params", params, rw);
-    let m_buf = init("fused m", &opt_state.m, rw);
-    let v_buf = init("fused v", &opt_state.v, rw);
-    let grads_len = if options.capture_gradients { p } else { 0 };
-    let grads_buf = init("fused grads", &vec![0.0; grads_len], rw);
-    let stats_buf = init("fused stats", &[0.0, 0.0], rw);
-    let bufs = FusedBuffers {
-        step: &step_buf,
-        x: &x_buf,
-        t: &t_buf,
-        params: &params_buf,
-        opt_m: &m_buf,
-        opt_v: &v_buf,
-        grads: &grads_buf,
-        stats: &stats_buf,
-    };
-    let fused = FusedMlp::new(ctx, spec, optimizer, batch, &bufs, options).ok_or_else(|| {
+    let bufs = host.upload(device, hyper, options.capture_gradients);
+    let fused = FusedMlp::new(ctx, spec, optimizer, batch, &bufs.bind(), options).ok_or_else(|| {
         Error::InvalidModel(format!(
             "the fused step does not take {:?} on {}: every width must be ≤ {MAX_WIDTH}, no step activation, and a 4-row tile must fit the workgroup memory",
             spec.sizes, ctx.info
@@ -139,31 +86,162 @@ pub fn run_step_with(
         });
         fused.record(&mut pass, batch, 0);
     }
-    let readback: Vec<(wgpu::Buffer, usize)> = [
-        (&params_buf, p),
-        (&grads_buf, grads_len),
-        (&stats_buf, 2),
-        (&m_buf, opt_state.m.len()),
-        (&v_buf, opt_state.v.len()),
-    ]
-    .iter()
-    .map(|(b, len)| {
-        let s = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("fused readback"),
-            size: b.size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        enc.copy_buffer_to_buffer(b, 0, &s, 0, b.size());
-        (s, *len)
-    })
-    .collect();
+    let readback = bufs.copy_out(&host, device, &mut enc);
     ctx.queue.submit([enc.finish()]);
     if let Some(e) = pollster::block_on(scope.pop()) {
         return Err(Error::Gpu(format!("fused step: {e}")));
     }
+    read_outputs(ctx, &readback)
+}
+
+/// The host arrays of one step.
+struct HostStep<'a> {
+    spec: &'a ModelSpec,
+    /// params: [param_count]
+    params: &'a [f32],
+    opt_state: &'a OptimizerState,
+    /// x: [batch, inputs]
+    x: &'a [f32],
+    /// t: [batch, outputs]
+    t: &'a [f32],
+    batch: usize,
+}
+
+impl HostStep<'_> {
+    /// Refuses an empty batch and arrays whose lengths do not fit the model, the batch and
+    /// `optimizer`'s state slots.
+    fn check(&self, optimizer: Optimizer) -> Result<()> {
+        let (spec, batch, p) = (self.spec, self.batch, self.spec.param_count());
+        let check = |what: &str, got: usize, want: usize| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(Error::Shape {
+                    what: what.into(),
+                    expected: want.to_string(),
+                    got: got.to_string(),
+                })
+            }
+        };
+        if batch == 0 {
+            return Err(Error::InvalidConfig("batch size must be at least 1".into()));
+        }
+        check("params", self.params.len(), p)?;
+        check("x", self.x.len(), batch * spec.inputs())?;
+        check("t", self.t.len(), batch * spec.outputs())?;
+        let slots = optimizer.state_slots();
+        let m = &self.opt_state.m;
+        check("optimizer m", m.len(), if slots >= 1 { p } else { 0 })?;
+        let v = &self.opt_state.v;
+        check("optimizer v", v.len(), if slots >= 2 { p } else { 0 })
+    }
+
+    /// Every buffer of the step, filled from the host arrays (the gradient zeroed, and empty
+    /// unless `capture_gradients`).
+    fn upload(
+        &self,
+        device: &wgpu::Device,
+        hyper: &StepHyper,
+        capture_gradients: bool,
+    ) -> StepBuffers {
+        let init = |label: &str, data: &[f32], usage: wgpu::BufferUsages| {
+            let mut bytes = bytemuck::cast_slice::<f32, u8>(data).to_vec();
+            bytes.resize(bytes.len().max(16), 0);
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &bytes,
+                usage,
+            })
+        };
+        let rw = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let step: StepUniform = probe::step_uniform(self.batch, hyper);
+        let grads_len = if capture_gradients {
+            self.spec.param_count()
+        } else {
+            0
+        };
+        StepBuffers {
+            step: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("fused step"),
+                contents: bytemuck::bytes_of(&step),
+                usage: wgpu::BufferUsages::UNIFORM,
+            }),
+            x: init("fused x", self.x, wgpu::BufferUsages::STORAGE),
+            t: init("fused t", self.t, wgpu::BufferUsages::STORAGE),
+            params: init("fused params", self.params, rw),
+            m: init("fused m", &self.opt_state.m, rw),
+            v: init("fused v", &self.opt_state.v, rw),
+            grads: init("fused grads", &vec![0.0; grads_len], rw),
+            stats: init("fused stats", &[0.0, 0.0], rw),
+            grads_len,
+        }
+    }
+}
+
+/// The step's buffers, owned.
+struct StepBuffers {
+    step: wgpu::Buffer,
+    x: wgpu::Buffer,
+    t: wgpu::Buffer,
+    params: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    /// [loss sum, correct]
+    stats: wgpu::Buffer,
+    /// The gradient's length: the parameters' where captured, else 0.
+    grads_len: usize,
+}
+
+impl StepBuffers {
+    /// The buffers as the fused step binds them.
+    fn bind(&self) -> FusedBuffers<'_> {
+        FusedBuffers {
+            step: &self.step,
+            x: &self.x,
+            t: &self.t,
+            params: &self.params,
+            opt_m: &self.m,
+            opt_v: &self.v,
+            grads: &self.grads,
+            stats: &self.stats,
+        }
+    }
+
+    /// Records copies of the outputs (params, gradient, stats, m, v) into staging buffers,
+    /// returned with the length of each to keep.
+    fn copy_out(
+        &self,
+        host: &HostStep<'_>,
+        device: &wgpu::Device,
+        enc: &mut wgpu::CommandEncoder,
+    ) -> Vec<(wgpu::Buffer, usize)> {
+        [
+            (&self.params, host.spec.param_count()),
+            (&self.grads, self.grads_len),
+            (&self.stats, 2),
+            (&self.m, host.opt_state.m.len()),
+            (&self.v, host.opt_state.v.len()),
+        ]
+        .iter()
+        .map(|(b, len)| {
+            let s = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("fused readback"),
+                size: b.size(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            enc.copy_buffer_to_buffer(b, 0, &s, 0, b.size());
+            (s, *len)
+        })
+        .collect()
+    }
+}
+
+/// Reads the staging buffers of [`StepBuffers::copy_out`] back as the step's outputs.
+fn read_outputs(ctx: &GpuContext, readback: &[(wgpu::Buffer, usize)]) -> Result<StepOutputs> {
     let mut out = Vec::new();
-    for (s, len) in &readback {
+    for (s, len) in readback {
         let mut v = read_staging(ctx, s)?;
         v.truncate(*len);
         out.push(v);

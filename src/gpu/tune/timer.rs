@@ -53,67 +53,16 @@ impl<'a> Timer<'a> {
         variant: MatmulVariant,
         reps: u32,
     ) -> Result<f64> {
-        let ctx = self.ctx;
-        let device = &ctx.device;
+        let device = &self.ctx.device;
         let cfg = plan::launch_shape(variant, dims);
         let (gx, gy) = cfg.groups(grid.0, grid.1);
         let slices = match mode {
             MatmulMode::Grad => plan::split_k_slices(caps, gx * gy, rows),
             _ => 1,
         };
-        let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
-        let b_end = dims.b_off as u64;
-        // lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7), in floats.
-        let sizes: [u64; 6] = match mode {
-            MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
-            MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
-            MatmulMode::Grad => {
-                let p = (m + 1) * n;
-                [r * m, r * n, slices as u64 * p, p, p, p]
-            }
-        };
-        let storage: Vec<wgpu::Buffer> = sizes
-            .iter()
-            .map(|&len| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("tune operand"),
-                    size: len.max(4) * 4,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            })
-            .collect();
-        let uniform = |bytes: &[u8]| {
-            wgpu::util::DeviceExt::create_buffer_init(
-                device,
-                &wgpu::util::BufferInitDescriptor {
-                    label: Some("tune uniform"),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                },
-            )
-        };
-        let dims_buf = uniform(bytemuck::bytes_of(dims));
-        let step = StepUniform {
-            batch: rows as u32,
-            inv_batch: 1.0 / rows.max(1) as f32,
-            ..Default::default()
-        };
-        let step_buf = uniform(bytemuck::bytes_of(&step));
-        let key = (cfg, mode, slices > 1);
-        let pipeline = match self.pipelines.get(&key) {
-            Some(p) => p.clone(),
-            None => {
-                let p = ctx.scoped("compiling a tuner candidate", || {
-                    kernels.matmul(device, cfg, mode, 0, 0, true, slices > 1)
-                })?;
-                let p = Arc::new(p);
-                self.pipelines.insert(key, p.clone());
-                p
-            }
-        };
-        let mut bufs: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
-        bufs.extend(storage.iter());
+        let buffers = self.bindings(mode, dims, rows, slices);
+        let pipeline = self.pipeline(kernels, cfg, mode, slices > 1)?;
+        let bufs: Vec<&wgpu::Buffer> = buffers.iter().collect();
         let bind_group = kernels.bind_group(device, cfg.family(), &bufs);
         let dispatch = |pass: &mut wgpu::ComputePass<'_>| {
             pass.set_pipeline(&pipeline);
@@ -132,6 +81,81 @@ impl<'a> Timer<'a> {
             }
         }
         Ok(best)
+    }
+
+    /// The buffers of one matmul launch in binding order (matmul.wgsl bindings 0-7): dims and
+    /// step uniforms, then zeroed lhs, rhs, out, out2, opt_m and opt_v of the step's sizes
+    /// (`slices` partial outputs for a split-K gradient).
+    fn bindings(
+        &self,
+        mode: MatmulMode,
+        dims: &MatmulDims,
+        rows: usize,
+        slices: u32,
+    ) -> Vec<wgpu::Buffer> {
+        let device = &self.ctx.device;
+        let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
+        let b_end = dims.b_off as u64;
+        // lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7), in floats.
+        let sizes: [u64; 6] = match mode {
+            MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
+            MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
+            MatmulMode::Grad => {
+                let p = (m + 1) * n;
+                [r * m, r * n, slices as u64 * p, p, p, p]
+            }
+        };
+        let storage = sizes.iter().map(|&len| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tune operand"),
+                size: len.max(4) * 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        });
+        let uniform = |bytes: &[u8]| {
+            wgpu::util::DeviceExt::create_buffer_init(
+                device,
+                &wgpu::util::BufferInitDescriptor {
+                    label: Some("tune uniform"),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                },
+            )
+        };
+        let step = StepUniform {
+            batch: rows as u32,
+            inv_batch: 1.0 / rows.max(1) as f32,
+            ..Default::default()
+        };
+        let mut bufs = vec![
+            uniform(bytemuck::bytes_of(dims)),
+            uniform(bytemuck::bytes_of(&step)),
+        ];
+        bufs.extend(storage);
+        bufs
+    }
+
+    /// The pipeline of launch shape `cfg` for `mode` (split-K where `split`), compiled on first
+    /// use.
+    fn pipeline(
+        &mut self,
+        kernels: &Kernels,
+        cfg: MatmulConfig,
+        mode: MatmulMode,
+        split: bool,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (cfg, mode, split);
+        if let Some(p) = self.pipelines.get(&key) {
+            return Ok(p.clone());
+        }
+        let ctx = self.ctx;
+        let p = ctx.scoped("compiling a tuner candidate", || {
+            kernels.matmul(&ctx.device, cfg, mode, 0, 0, true, split)
+        })?;
+        let p = Arc::new(p);
+        self.pipelines.insert(key, p.clone());
+        Ok(p)
     }
 
     /// One dispatch submitted alone, timed from submit to `device.poll` returning.
