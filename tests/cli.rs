@@ -398,6 +398,35 @@ fn bench_json_has_the_contract_fields() {
     assert_eq!(v["steps"], 3);
 }
 
+#[test]
+fn bench_profile_times_each_dispatch_of_both_schedules() {
+    // `--profile` once panicked in `finish_epoch`: the profiled step was not counted.
+    for schedule in ["--fused-mlp", "--layered"] {
+        let out = ok(&[
+            "bench",
+            "--layers",
+            "8-16-4",
+            "--batch",
+            "32",
+            "--steps",
+            "2",
+            "--profile",
+            schedule,
+        ]);
+        let profile = out
+            .split("profile of one step")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{schedule}: no profile in {out}"));
+        assert!(profile.contains(" ms "), "{schedule}: {out}");
+        let expect = if schedule == "--fused-mlp" {
+            "fully fused step"
+        } else {
+            "forward 1"
+        };
+        assert!(profile.contains(expect), "{schedule}: {out}");
+    }
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
