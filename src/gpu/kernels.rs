@@ -3,6 +3,13 @@
 use super::plan::{self, KernelSupport, Overrides};
 use bytemuck::{Pod, Zeroable};
 
+mod bindings;
+use bindings::family_slots;
+pub use bindings::{
+    step_binding, DataBindings, FamilyBindings, LossBindings, MatmulBindings, OptimizerBindings,
+    Slot, STEP_UNIFORM_SIZE,
+};
+
 /// The kernel families, one `shaders/*.wgsl` file each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -423,60 +430,6 @@ impl MatmulConfig {
 /// Invocations per workgroup of the 1-D kernels.
 pub const WORKGROUP_1D: u32 = 256;
 
-/// Binding kinds of a bind group layout.
-#[derive(Clone, Copy)]
-pub enum Slot {
-    /// A plain uniform buffer.
-    Uniform,
-    /// The per-step uniform (`struct Step`, binding 1 of every family): bound with a dynamic
-    /// offset, so that several steps, each with its own slot, go into one submit.
-    Step,
-    /// A read-only storage buffer.
-    Read,
-    /// A read-write storage buffer.
-    ReadWrite,
-}
-
-/// Bytes of one `StepUniform` slot as bound (the slots themselves are spaced by the device's
-/// uniform offset alignment).
-pub const STEP_UNIFORM_SIZE: u64 = std::mem::size_of::<StepUniform>() as u64;
-
-/// The binding of the step uniform `buf`: one slot, chosen per dispatch by a dynamic offset.
-pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer: buf,
-        offset: 0,
-        size: std::num::NonZeroU64::new(STEP_UNIFORM_SIZE),
-    })
-}
-
-/// Bindings that a family binds again, after its own, to the same buffers: (binding, the
-/// earlier binding whose buffer it takes). The GEMM reads lhs (2) and rhs (3) also as vec4
-/// arrays (8, 9).
-pub fn family_aliases(f: Family) -> &'static [(usize, usize)] {
-    match f {
-        Family::MatmulGemm => &[(8, 2), (9, 3)],
-        _ => &[],
-    }
-}
-
-/// The bind group layout of a family (the same for all its entry points).
-pub fn family_slots(f: Family) -> &'static [Slot] {
-    use Slot::*;
-    match f {
-        Family::Matmul => &[
-            Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
-        ],
-        // bindings 8, 9: lhs and rhs again, as vec4 arrays (`family_aliases`)
-        Family::MatmulGemm => &[
-            Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, Read,
-        ],
-        Family::Loss => &[Uniform, Step, Read, Read, ReadWrite, ReadWrite, ReadWrite],
-        Family::Optimizer => &[Uniform, Step, Read, ReadWrite, ReadWrite, ReadWrite],
-        Family::Data => &[Uniform, Step, Read, Read, ReadWrite],
-    }
-}
-
 /// Shader modules and bind group layouts, made once per device.
 pub struct Kernels {
     /// Which matmul kernels this device runs, as the plan decided.
@@ -500,27 +453,9 @@ impl Kernels {
             });
             modules.push((f, module));
             let entries: Vec<wgpu::BindGroupLayoutEntry> = family_slots(f)
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, s)| wgpu::BindGroupLayoutEntry {
-                    binding: i as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: match s {
-                        Slot::Uniform | Slot::Step => wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Uniform,
-                            has_dynamic_offset: matches!(s, Slot::Step),
-                            min_binding_size: None,
-                        },
-                        Slot::Read | Slot::ReadWrite => wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Storage {
-                                read_only: matches!(s, Slot::Read),
-                            },
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
-                        },
-                    },
-                    count: None,
-                })
+                .map(|(i, s)| s.layout_entry(i as u32))
                 .collect();
             let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some(f.file()),
@@ -648,25 +583,21 @@ impl Kernels {
         self.pipeline(device, cfg.family(), cfg.entry(), &constants)
     }
 
-    /// A bind group of family `f` over whole buffers, in binding order (the family's own
-    /// bindings; its [`family_aliases`] are added here); the step uniform (binding 1) as one
-    /// slot, placed by the dispatch's dynamic offset.
+    /// A bind group of family `f` over `bindings`' whole buffers; the step uniform
+    /// (binding 1) as one slot, placed by the dispatch's dynamic offset.
     pub fn bind_group(
         &self,
         device: &wgpu::Device,
         f: Family,
-        buffers: &[&wgpu::Buffer],
+        bindings: &impl FamilyBindings,
     ) -> wgpu::BindGroup {
-        let slots = family_slots(f);
-        let aliased = family_aliases(f).iter().map(|&(_, from)| buffers[from]);
-        let buffers: Vec<&wgpu::Buffer> = buffers.iter().copied().chain(aliased).collect();
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: match slots.get(i) {
-                    Some(Slot::Step) => step_binding(b),
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .entries(f)
+            .into_iter()
+            .map(|(binding, b, slot)| wgpu::BindGroupEntry {
+                binding,
+                resource: match slot {
+                    Slot::Step => step_binding(b),
                     _ => b.as_entire_binding(),
                 },
             })

@@ -2,7 +2,7 @@
 //! submit and `device.poll`, with its pipelines compiled once per launch shape.
 
 use super::super::kernels::{
-    Kernels, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, StepUniform,
+    Kernels, MatmulBindings, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, StepUniform,
 };
 use super::super::{plan, GpuContext};
 use crate::error::Result;
@@ -72,17 +72,14 @@ impl<'a> Timer<'a> {
                 [r * m, r * n, slices as u64 * p, p, p, p]
             }
         };
-        let storage: Vec<wgpu::Buffer> = sizes
-            .iter()
-            .map(|&len| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("tune operand"),
-                    size: len.max(4) * 4,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
+        let storage: [wgpu::Buffer; 6] = sizes.map(|len| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("tune operand"),
+                size: len.max(4) * 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
             })
-            .collect();
+        });
         let uniform = |bytes: &[u8]| {
             wgpu::util::DeviceExt::create_buffer_init(
                 device,
@@ -112,9 +109,18 @@ impl<'a> Timer<'a> {
                 p
             }
         };
-        let mut bufs: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
-        bufs.extend(storage.iter());
-        let bind_group = kernels.bind_group(device, cfg.family(), &bufs);
+        let [lhs, rhs, out, aux, opt_m, opt_v] = &storage;
+        let bindings = MatmulBindings {
+            dims: &dims_buf,
+            step: &step_buf,
+            lhs,
+            rhs,
+            out,
+            aux,
+            opt_m,
+            opt_v,
+        };
+        let bind_group = kernels.bind_group(device, cfg.family(), &bindings);
         let dispatch = |pass: &mut wgpu::ComputePass<'_>| {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[0]);
