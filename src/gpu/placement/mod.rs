@@ -12,9 +12,71 @@ use buffers::StepBuffers;
 use dispatches::{Builder, LossIo};
 
 impl GpuBackend {
+    /// Checks what the device must offer, then [`Self::build`] inside error scopes: running out
+    /// of memory or a validation error becomes an error, not a panic.
+    pub(super) fn place(
+        ctx: Arc<GpuContext>,
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        max_batch: usize,
+        options: GpuOptions,
+        tuning: Option<plan::Tuning>,
+    ) -> Result<Self> {
+        spec.validate()?;
+        if max_batch == 0 {
+            return Err(Error::InvalidConfig("batch size must be at least 1".into()));
+        }
+        if let Some(g) = options.force_gemm {
+            if !g.fits(&ctx.limits) {
+                return Err(Error::DeviceLimit(format!(
+                    "the GEMM tile {g} needs {} bytes of workgroup memory and {} invocations \
+                     (valid: {}); {} offers {} bytes and {}: force a smaller tile",
+                    g.workgroup_bytes(),
+                    g.invocations(),
+                    g.valid(),
+                    ctx.info,
+                    ctx.limits.max_compute_workgroup_storage_size,
+                    ctx.limits.max_compute_invocations_per_workgroup
+                )));
+            }
+        }
+        check_params_fit(&ctx, spec)?;
+        // Each recorded step has its own uniform slot: bounded so the slots fit one buffer.
+        let slots_limit = (ctx.limits.max_buffer_size / 256).clamp(1, MAX_STEPS_PER_SUBMIT as u64);
+        if options.steps_per_submit as u64 > slots_limit {
+            return Err(Error::InvalidConfig(format!(
+                "{} steps per submit: at most {slots_limit} are recorded before one submit on this device",
+                options.steps_per_submit
+            )));
+        }
+        let micro = plan::micro_batch_rows(spec, max_batch, &ctx.capabilities(), &options)?;
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let scope_v = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let built = Self::build(
+            ctx.clone(),
+            spec,
+            optimizer,
+            max_batch,
+            micro,
+            options,
+            tuning,
+        );
+        let validation = pollster::block_on(scope_v.pop());
+        let oom = pollster::block_on(scope.pop());
+        if let Some(e) = oom {
+            return Err(Error::DeviceLimit(format!(
+                "out of device memory placing the model with batch {max_batch}: {e}; use a smaller --batch"
+            )));
+        }
+        if let Some(e) = validation {
+            return Err(Error::Gpu(format!("placing the model failed: {e}")));
+        }
+        Ok(built)
+    }
+
     /// Places `spec` for (micro-)batches of `micro` rows: the step's buffers, then every
     /// dispatch of the layered step, and the fully fused step where the plan uses it.
-    pub(super) fn build(
+    fn build(
         ctx: Arc<GpuContext>,
         spec: &ModelSpec,
         optimizer: Optimizer,
@@ -256,4 +318,29 @@ struct Dispatches {
     accumulate: Option<Dispatch>,
     update: Option<Dispatch>,
     weight_decay: Vec<Dispatch>,
+}
+
+/// All parameters must fit one binding: the error names the layer that takes the most of it.
+fn check_params_fit(ctx: &GpuContext, spec: &ModelSpec) -> Result<()> {
+    let limit = ctx.max_binding_bytes();
+    let params = crate::limits::bytes_of(&[spec.param_count()], F32);
+    if params > limit {
+        // All parameters live in one binding: name the layer that takes the most of it.
+        let (l, w) = spec
+            .sizes
+            .windows(2)
+            .enumerate()
+            .max_by_key(|(_, w)| w[0] * w[1])
+            .expect("at least one layer");
+        return Err(Error::DeviceLimit(format!(
+            "the model's {} parameters need {params} bytes, over this device's storage binding limit of {limit} bytes ({}); the largest is layer {} ({}x{}, {}): use fewer or narrower layers",
+            spec.param_count(),
+            ctx.info,
+            l + 1,
+            w[0],
+            w[1],
+            crate::limits::show_bytes(crate::limits::bytes_of(&[w[0] * w[1] + w[1]], F32)),
+        )));
+    }
+    Ok(())
 }
