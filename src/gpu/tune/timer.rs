@@ -53,66 +53,24 @@ impl<'a> Timer<'a> {
         variant: MatmulVariant,
         reps: u32,
     ) -> Result<f64> {
-        let ctx = self.ctx;
-        let device = &ctx.device;
+        let device = &self.ctx.device;
         let cfg = plan::launch_shape(variant, dims);
         let (gx, gy) = cfg.groups(grid.0, grid.1);
         let slices = match mode {
             MatmulMode::Grad => plan::split_k_slices(caps, gx * gy, rows),
             _ => 1,
         };
-        let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
-        let b_end = dims.b_off as u64;
-        // lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7), in floats.
-        let sizes: [u64; 6] = match mode {
-            MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
-            MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
-            MatmulMode::Grad => {
-                let p = (m + 1) * n;
-                [r * m, r * n, slices as u64 * p, p, p, p]
-            }
-        };
-        let storage: [wgpu::Buffer; 6] = sizes.map(|len| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tune operand"),
-                size: len.max(4) * 4,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
-        });
-        let uniform = |bytes: &[u8]| {
-            wgpu::util::DeviceExt::create_buffer_init(
-                device,
-                &wgpu::util::BufferInitDescriptor {
-                    label: Some("tune uniform"),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                },
-            )
-        };
-        let dims_buf = uniform(bytemuck::bytes_of(dims));
+        let pipeline = self.pipeline(kernels, cfg, mode, slices > 1)?;
+        let storage = operands(device, mode, dims, rows, slices);
+        let [lhs, rhs, out, aux, opt_m, opt_v] = &storage;
         let step = StepUniform {
             batch: rows as u32,
             inv_batch: 1.0 / rows.max(1) as f32,
             ..Default::default()
         };
-        let step_buf = uniform(bytemuck::bytes_of(&step));
-        let key = (cfg, mode, slices > 1);
-        let pipeline = match self.pipelines.get(&key) {
-            Some(p) => p.clone(),
-            None => {
-                let p = ctx.scoped("compiling a tuner candidate", || {
-                    kernels.matmul(device, cfg, mode, 0, 0, true, slices > 1)
-                })?;
-                let p = Arc::new(p);
-                self.pipelines.insert(key, p.clone());
-                p
-            }
-        };
-        let [lhs, rhs, out, aux, opt_m, opt_v] = &storage;
         let bindings = MatmulBindings {
-            dims: &dims_buf,
-            step: &step_buf,
+            dims: &uniform(device, bytemuck::bytes_of(dims)),
+            step: &uniform(device, bytemuck::bytes_of(&step)),
             lhs,
             rhs,
             out,
@@ -126,13 +84,39 @@ impl<'a> Timer<'a> {
             pass.set_bind_group(0, &bind_group, &[0]);
             pass.dispatch_workgroups(gx, gy, slices);
         };
-        let mut best = self.wall(&dispatch)?;
+        self.best_of(&dispatch, reps)
+    }
+
+    /// The pipeline of a candidate, compiled on first use.
+    fn pipeline(
+        &mut self,
+        kernels: &Kernels,
+        cfg: MatmulConfig,
+        mode: MatmulMode,
+        split_k: bool,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = (cfg, mode, split_k);
+        if let Some(p) = self.pipelines.get(&key) {
+            return Ok(p.clone());
+        }
+        let p = self.ctx.scoped("compiling a tuner candidate", || {
+            kernels.matmul(&self.ctx.device, cfg, mode, 0, 0, true, split_k)
+        })?;
+        let p = Arc::new(p);
+        self.pipelines.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Seconds of the best of `reps` runs of `dispatch` after one warm-up (which is also the
+    /// answer where `reps` is at most 1).
+    fn best_of(&self, dispatch: &dyn Fn(&mut wgpu::ComputePass<'_>), reps: u32) -> Result<f64> {
+        let mut best = self.wall(dispatch)?;
         if reps > 1 {
             for _ in 0..reps {
                 let t = if self.timestamps {
-                    self.stamped(&dispatch)?
+                    self.stamped(dispatch)?
                 } else {
-                    self.wall(&dispatch)?
+                    self.wall(dispatch)?
                 };
                 best = best.min(t);
             }
@@ -204,4 +188,46 @@ impl<'a> Timer<'a> {
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(tick(1).saturating_sub(tick(0)) as f64 * period)
     }
+}
+
+/// Zeroed operands of the step's sizes for the matmul of `mode` with `dims` at batch `rows`:
+/// lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7); split-K partials in `out`.
+fn operands(
+    device: &wgpu::Device,
+    mode: MatmulMode,
+    dims: &MatmulDims,
+    rows: usize,
+    slices: u32,
+) -> [wgpu::Buffer; 6] {
+    let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
+    let b_end = dims.b_off as u64;
+    // In floats.
+    let sizes: [u64; 6] = match mode {
+        MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
+        MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
+        MatmulMode::Grad => {
+            let p = (m + 1) * n;
+            [r * m, r * n, slices as u64 * p, p, p, p]
+        }
+    };
+    sizes.map(|len| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tune operand"),
+            size: len.max(4) * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    })
+}
+
+/// A uniform buffer holding `bytes`.
+fn uniform(device: &wgpu::Device, bytes: &[u8]) -> wgpu::Buffer {
+    wgpu::util::DeviceExt::create_buffer_init(
+        device,
+        &wgpu::util::BufferInitDescriptor {
+            label: Some("tune uniform"),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        },
+    )
 }
