@@ -53,7 +53,7 @@ pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 }
 
 /// One kernel family's bind group: named buffers whose order is the shader's `@binding`s.
-/// The family's layout ([`Kernels::new`]) and every bind group come from the same list, so a
+/// The family's layout ([`Kernels::new`](super::Kernels::new)) and every bind group come from the same list, so a
 /// caller never builds a positional array.
 pub trait FamilyBindings {
     /// The slot kinds of the struct's own bindings, binding `i` at index `i`.
