@@ -5,10 +5,9 @@ use bytemuck::{Pod, Zeroable};
 
 mod bindings;
 mod matmul;
-use bindings::family_slots;
 pub use bindings::{
-    step_binding, DataBindings, FamilyBindings, LossBindings, MatmulBindings, OptimizerBindings,
-    Slot, STEP_UNIFORM_SIZE,
+    family_slots, step_binding, DataBindings, FamilyBindings, LossBindings, MatmulBindings,
+    OptimizerBindings, Slot, STEP_UNIFORM_SIZE,
 };
 pub use matmul::{GemmConfig, MatmulConfig, MatmulMode, MatmulVariant, MATMUL_TILE};
 pub(crate) use matmul::{BLOCK_M, BLOCK_N, BLOCK_WG};

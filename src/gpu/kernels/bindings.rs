@@ -4,7 +4,7 @@
 use super::{Family, StepUniform};
 
 /// Binding kinds of a bind group layout.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     /// A plain uniform buffer.
     Uniform,
@@ -53,8 +53,8 @@ pub fn step_binding(buf: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
 }
 
 /// One kernel family's bind group: named buffers whose order is the shader's `@binding`s.
-/// The family's layout ([`Kernels::new`](super::Kernels::new)) and every bind group come from the same list, so a
-/// caller never builds a positional array.
+/// The family's layout ([`Kernels::new`](super::Kernels::new)) and every bind group come from
+/// the same list, so a caller never builds a positional array.
 pub trait FamilyBindings {
     /// The slot kinds of the struct's own bindings, binding `i` at index `i`.
     const SLOTS: &'static [Slot];
@@ -212,7 +212,7 @@ plain_family_bindings!(LossBindings, OptimizerBindings, DataBindings);
 
 /// The bind group layout of a family (the same for all its entry points), binding `i` at index
 /// `i`: its bindings struct's [`FamilyBindings::SLOTS`], with the GEMM's aliases.
-pub(super) fn family_slots(f: Family) -> Vec<Slot> {
+pub fn family_slots(f: Family) -> Vec<Slot> {
     match f {
         Family::Matmul => MatmulBindings::SLOTS.to_vec(),
         Family::MatmulGemm => [MatmulBindings::SLOTS, GEMM_ALIAS_SLOTS].concat(),
