@@ -1,6 +1,6 @@
 //! Every shader parses and validates with naga: no adapter needed.
 
-use gpumlp::gpu::kernels::Family;
+use gpumlp::gpu::kernels::{family_slots, Family, Slot};
 
 #[test]
 fn every_wgsl_file_parses_and_validates() {
@@ -34,6 +34,48 @@ fn every_file_in_shaders_is_loaded() {
                 || gpumlp::gpu::fused::source().contains(&text),
             "{} is not part of any kernel family",
             path.display()
+        );
+    }
+}
+
+/// The layout each family's bindings struct derives (`family_slots`) is the shader's: one slot
+/// per `@group(0) @binding(i)`, of the kind its declaration says.
+#[test]
+fn every_family_layout_matches_its_shader_bindings() {
+    use naga::{AddressSpace, StorageAccess};
+    for f in Family::ALL {
+        let src = f.source();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", f.file(), e.emit_to_string(&src)));
+        let mut declared: Vec<(u32, Slot)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let b = g.binding.as_ref()?;
+                assert_eq!(b.group, 0, "{}: {:?} outside group 0", f.file(), g.name);
+                let slot = match g.space {
+                    AddressSpace::Uniform if b.binding == 1 => Slot::Step,
+                    AddressSpace::Uniform => Slot::Uniform,
+                    AddressSpace::Storage { access } if access.contains(StorageAccess::STORE) => {
+                        Slot::ReadWrite
+                    }
+                    AddressSpace::Storage { .. } => Slot::Read,
+                    other => panic!("{}: {:?} in {other:?}", f.file(), g.name),
+                };
+                Some((b.binding, slot))
+            })
+            .collect();
+        declared.sort_by_key(|&(b, _)| b);
+        let layout: Vec<(u32, Slot)> = family_slots(f)
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32, s))
+            .collect();
+        assert_eq!(
+            declared,
+            layout,
+            "{}: bindings against the layout",
+            f.file()
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod probe;
 mod profile;
 pub mod profiles;
+mod record;
 mod step;
 mod stream;
 mod training;
@@ -28,6 +29,7 @@ use fused::{FusedBuffers, FusedMlp, FusedOptions};
 use kernels::{
     groups_1d, Family, Kernels, LossDims, MatmulConfig, MatmulDims, MatmulMode, OneU32, StepUniform,
 };
+use record::read_staging;
 use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
@@ -322,66 +324,6 @@ impl GpuBackend {
         )
     }
 
-    fn place(
-        ctx: Arc<GpuContext>,
-        spec: &ModelSpec,
-        optimizer: Optimizer,
-        max_batch: usize,
-        options: GpuOptions,
-        tuning: Option<plan::Tuning>,
-    ) -> Result<Self> {
-        spec.validate()?;
-        if max_batch == 0 {
-            return Err(Error::InvalidConfig("batch size must be at least 1".into()));
-        }
-        if let Some(g) = options.force_gemm {
-            if !g.fits(&ctx.limits) {
-                return Err(Error::DeviceLimit(format!(
-                    "the GEMM tile {g} needs {} bytes of workgroup memory and {} invocations \
-                     (valid: {}); {} offers {} bytes and {}: force a smaller tile",
-                    g.workgroup_bytes(),
-                    g.invocations(),
-                    g.valid(),
-                    ctx.info,
-                    ctx.limits.max_compute_workgroup_storage_size,
-                    ctx.limits.max_compute_invocations_per_workgroup
-                )));
-            }
-        }
-        check_params_fit(&ctx, spec)?;
-        // Each recorded step has its own uniform slot: bounded so the slots fit one buffer.
-        let slots_limit = (ctx.limits.max_buffer_size / 256).clamp(1, MAX_STEPS_PER_SUBMIT as u64);
-        if options.steps_per_submit as u64 > slots_limit {
-            return Err(Error::InvalidConfig(format!(
-                "{} steps per submit: at most {slots_limit} are recorded before one submit on this device",
-                options.steps_per_submit
-            )));
-        }
-        let micro = plan::micro_batch_rows(spec, max_batch, &ctx.capabilities(), &options)?;
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let scope_v = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let built = Self::build(
-            ctx.clone(),
-            spec,
-            optimizer,
-            max_batch,
-            micro,
-            options,
-            tuning,
-        );
-        let validation = pollster::block_on(scope_v.pop());
-        let oom = pollster::block_on(scope.pop());
-        if let Some(e) = oom {
-            return Err(Error::DeviceLimit(format!(
-                "out of device memory placing the model with batch {max_batch}: {e}; use a smaller --batch"
-            )));
-        }
-        if let Some(e) = validation {
-            return Err(Error::Gpu(format!("placing the model failed: {e}")));
-        }
-        Ok(built)
-    }
-
     /// Rows per micro-batch (the batch buffers' size): equal to `max_batch` unless a step is
     /// split with gradient accumulation.
     pub fn micro_batch(&self) -> usize {
@@ -414,208 +356,6 @@ impl GpuBackend {
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
             })
-    }
-
-    /// The per-step uniform. `inv_batch` scales the output delta: 1/rows of the whole step, also
-    /// for each of its micro-batches.
-    fn write_step(
-        &self,
-        slot: usize,
-        batch: usize,
-        step_index: usize,
-        row_start: usize,
-        h: &StepHyper,
-        inv_batch: f32,
-    ) {
-        let u = StepUniform {
-            batch: batch as u32,
-            step_index: step_index as u32,
-            row_start: row_start as u32,
-            _pad1: 0,
-            lr: h.lr,
-            l2: h.l2,
-            momentum: h.momentum,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            bias_correction1: h.bias_correction1,
-            bias_correction2: h.bias_correction2,
-            inv_batch,
-            _pad2: [0.0; 3],
-        };
-        self.ctx.queue.write_buffer(
-            &self.step_uniform,
-            slot as u64 * self.step_stride,
-            bytemuck::bytes_of(&u),
-        );
-    }
-
-    /// Submits the steps recorded so far. Called before anything else reaches the device from
-    /// the host: a `write_buffer` takes effect before every command buffer of the next submit.
-    fn flush(&self) {
-        let mut pending = self.pending.borrow_mut();
-        if !pending.is_empty() {
-            self.ctx.queue.submit(pending.drain(..));
-        }
-    }
-
-    /// Records one item for a batch of `batch` rows reading step uniform slot `slot`.
-    fn record(&self, pass: &mut wgpu::ComputePass<'_>, item: &Item<'_>, batch: usize, slot: usize) {
-        let offset = (slot as u64 * self.step_stride) as u32;
-        let d = match item {
-            Item::Kernel(d) => d,
-            Item::Fused(f) => return f.record(pass, batch, offset),
-        };
-        let (x, y) = match d.grid {
-            Grid::BatchRows { cols, cfg } => cfg.groups(batch as u32, cols),
-            Grid::Fixed(x, y) => (x, y),
-            Grid::Split(x, y, z) => {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, &d.bind_group, &[offset]);
-                pass.dispatch_workgroups(x, y, z);
-                return;
-            }
-            Grid::PerRow { per_row } => groups_1d(
-                batch as u64 * per_row as u64,
-                self.ctx.limits.max_compute_workgroups_per_dimension,
-            ),
-        };
-        pass.set_pipeline(&d.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[offset]);
-        pass.dispatch_workgroups(x, y, 1);
-    }
-
-    /// A new encoder holding one compute pass over `items` for a batch of `batch` rows reading
-    /// step uniform slot `slot`.
-    fn encoder_with(
-        &self,
-        label: &str,
-        batch: usize,
-        items: &[Item<'_>],
-        slot: usize,
-    ) -> wgpu::CommandEncoder {
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(label),
-                timestamp_writes: None,
-            });
-            for d in items {
-                self.record(&mut pass, d, batch, slot);
-            }
-        }
-        enc
-    }
-
-    /// Records `items` over a batch of `batch` rows reading step uniform slot `slot` into one
-    /// command buffer.
-    fn encode(&self, batch: usize, items: &[Item<'_>], slot: usize) -> wgpu::CommandBuffer {
-        self.encoder_with("step", batch, items, slot).finish()
-    }
-
-    /// Queues `items` (written for slot `slot`, the number of steps pending) and submits the
-    /// queue when it is full.
-    fn queue_step(&self, batch: usize, items: &[Item<'_>], slot: usize) {
-        let cmd = self.encode(batch, items, slot);
-        let full = {
-            let mut pending = self.pending.borrow_mut();
-            pending.push(cmd);
-            pending.len() >= self.options.steps_per_submit.max(1)
-        };
-        if full {
-            self.flush();
-        }
-    }
-
-    /// Submits what is queued, then records and submits `items` over a batch of `batch` rows
-    /// (step uniform slot 0), in one encoder; `clear` is zeroed first.
-    fn submit(&self, batch: usize, items: &[Item<'_>], clear: Option<&wgpu::Buffer>) {
-        self.flush();
-        let step = self.encode(batch, items, 0);
-        match clear {
-            Some(b) => {
-                let mut first =
-                    self.ctx
-                        .device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("clear"),
-                        });
-                first.clear_buffer(b, 0, None);
-                self.ctx.queue.submit([first.finish(), step]);
-            }
-            None => {
-                self.ctx.queue.submit([step]);
-            }
-        }
-    }
-
-    /// What one (micro-)batch records, in order: gathers, then the fused step or the layered
-    /// forward, loss, backward (with gradient accumulation, or the update where separate and
-    /// `update` asks for it).
-    fn step_items(&self, update: bool) -> Vec<Item<'_>> {
-        let mut v: Vec<Item> = Vec::new();
-        if let Some(data) = self.data.on_device() {
-            v.extend(data.gather.iter().map(Item::Kernel));
-        }
-        if let Some(f) = &self.fused_mlp {
-            v.push(Item::Fused(f));
-            return v;
-        }
-        v.extend(self.forward.iter().map(Item::Kernel));
-        v.extend(self.loss.iter().map(Item::Kernel));
-        v.extend(self.backward.iter().map(Item::Kernel));
-        v.extend(self.accumulate.iter().map(Item::Kernel));
-        if self.accumulate.is_none() && update {
-            v.extend(self.update.iter().map(Item::Kernel));
-        }
-        v
-    }
-
-    /// Dispatches per training step (gathers included when the data lives on the device).
-    pub fn dispatches_per_step(&self) -> usize {
-        self.step_items(true)
-            .iter()
-            .map(|i| match i {
-                Item::Kernel(_) => 1,
-                Item::Fused(f) => f.dispatches(),
-            })
-            .sum()
-    }
-
-    /// Reads `count` f32 from `buf` (a readback: only between steps).
-    fn read(&self, buf: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
-        self.flush();
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let size = count as u64 * F32;
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
-        self.ctx.queue.submit([enc.finish()]);
-        read_staging(&self.ctx, &staging)
-    }
-
-    fn upload(&self, buf: &wgpu::Buffer, data: &[f32]) {
-        self.flush();
-        if !data.is_empty() {
-            self.ctx
-                .queue
-                .write_buffer(buf, 0, bytemuck::cast_slice(data));
-        }
     }
 
     fn check_rows(&self, what: &str, data: &[f32], rows: usize, width: usize) -> Result<()> {
@@ -663,50 +403,4 @@ impl GpuBackend {
             chunk += 1;
         }
     }
-}
-
-/// Maps a MAP_READ buffer and returns its f32 contents.
-fn read_staging(ctx: &GpuContext, staging: &wgpu::Buffer) -> Result<Vec<f32>> {
-    let slice = staging.slice(..);
-    let (tx, rx) = std::sync::mpsc::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.wait()?;
-    rx.recv()
-        .map_err(|_| Error::Gpu("readback callback never ran".into()))?
-        .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-    let data = {
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-    };
-    staging.unmap();
-    Ok(data)
-}
-
-/// All parameters must fit one binding: the error names the layer that takes the most of it.
-fn check_params_fit(ctx: &GpuContext, spec: &ModelSpec) -> Result<()> {
-    let limit = ctx.max_binding_bytes();
-    let params = crate::limits::bytes_of(&[spec.param_count()], F32);
-    if params > limit {
-        // All parameters live in one binding: name the layer that takes the most of it.
-        let (l, w) = spec
-            .sizes
-            .windows(2)
-            .enumerate()
-            .max_by_key(|(_, w)| w[0] * w[1])
-            .expect("at least one layer");
-        return Err(Error::DeviceLimit(format!(
-            "the model's {} parameters need {params} bytes, over this device's storage binding limit of {limit} bytes ({}); the largest is layer {} ({}x{}, {}): use fewer or narrower layers",
-            spec.param_count(),
-            ctx.info,
-            l + 1,
-            w[0],
-            w[1],
-            crate::limits::show_bytes(crate::limits::bytes_of(&[w[0] * w[1] + w[1]], F32)),
-        )));
-    }
-    Ok(())
 }

@@ -3,14 +3,16 @@
 //! pipeline per call.
 
 use super::kernels::{
-    family_aliases, family_slots, groups_1d, Family, GemmConfig, Kernels, LossDims, MatmulDims,
-    MatmulMode, MatmulVariant, OneU32, StepUniform,
+    groups_1d, Family, GemmConfig, Kernels, LossDims, MatmulConfig, MatmulDims, MatmulMode,
+    MatmulVariant, OneU32, StepUniform,
 };
-use super::{read_staging, GpuContext};
+use super::GpuContext;
 use crate::error::{Error, Result};
 use crate::model::{Activation, Loss};
 use crate::optim::{OptimizerKind, StepHyper};
-use wgpu::util::DeviceExt;
+
+mod launch;
+use launch::{run_with, Launch};
 
 /// The per-step uniform for a probe.
 pub fn step_uniform(batch: usize, h: &StepHyper) -> StepUniform {
@@ -43,103 +45,14 @@ pub fn run(
     grid: (u32, u32),
 ) -> Result<Vec<Vec<f32>>> {
     let kernels = kernels_for(ctx);
-    run_with(
-        &kernels,
-        ctx,
+    let launch = Launch {
         family,
         entry,
         constants,
         dims,
-        step,
-        storage,
-        (grid.0, grid.1, 1),
-    )
-}
-
-/// [`run`] with the device's modules and layouts already built.
-#[allow(clippy::too_many_arguments)]
-fn run_with(
-    kernels: &Kernels,
-    ctx: &GpuContext,
-    family: Family,
-    entry: &str,
-    constants: &[(&str, f64)],
-    dims: &[u8],
-    step: &StepUniform,
-    storage: &[&[u8]],
-    grid: (u32, u32, u32),
-) -> Result<Vec<Vec<f32>>> {
-    let device = &ctx.device;
-    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let pipeline = kernels.pipeline(device, family, entry, constants);
-    let mk_uniform = |data: &[u8]| {
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("probe uniform"),
-            contents: data,
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        grid: (grid.0, grid.1, 1),
     };
-    let dims_buf = mk_uniform(dims);
-    let step_buf = mk_uniform(bytemuck::bytes_of(step));
-    let own = family_slots(family).len() - family_aliases(family).len();
-    if storage.len() + 2 != own {
-        return Err(Error::Gpu(format!(
-            "{entry} takes {} storage buffers, got {}",
-            own - 2,
-            storage.len()
-        )));
-    }
-    let bufs: Vec<wgpu::Buffer> = storage
-        .iter()
-        .map(|data| {
-            let mut bytes = data.to_vec();
-            bytes.resize(bytes.len().max(16), 0);
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("probe storage"),
-                contents: &bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            })
-        })
-        .collect();
-    let mut all: Vec<&wgpu::Buffer> = vec![&dims_buf, &step_buf];
-    all.extend(bufs.iter());
-    let bind_group = kernels.bind_group(device, family, &all);
-    let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    {
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(entry),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[0]);
-        pass.dispatch_workgroups(grid.0, grid.1, grid.2);
-    }
-    let staging: Vec<wgpu::Buffer> = bufs
-        .iter()
-        .map(|b| {
-            let s = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("probe readback"),
-                size: b.size(),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            enc.copy_buffer_to_buffer(b, 0, &s, 0, b.size());
-            s
-        })
-        .collect();
-    ctx.queue.submit([enc.finish()]);
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!("{entry}: {e}")));
-    }
-    staging
-        .iter()
-        .zip(storage)
-        .map(|(s, data)| {
-            let mut v = read_staging(ctx, s)?;
-            v.truncate(data.len() / 4);
-            Ok(v)
-        })
-        .collect()
+    run_with(&kernels, ctx, &launch, step, storage)
 }
 
 /// Which matmul kernel a probe runs.
@@ -181,58 +94,85 @@ fn run_matmul(
     let slices = choice.split_k.max(1);
     if slices == 1 {
         constants.extend(cfg.shape_constants());
-        return run_with(
-            &kernels,
-            ctx,
-            cfg.family(),
-            cfg.entry(),
-            &constants,
-            bytemuck::bytes_of(dims),
-            step,
-            storage,
-            (gx, gy, 1),
-        );
+        let launch = Launch {
+            family: cfg.family(),
+            entry: cfg.entry(),
+            constants: &constants,
+            dims: bytemuck::bytes_of(dims),
+            grid: (gx, gy, 1),
+        };
+        return run_with(&kernels, ctx, &launch, step, storage);
     }
     if mode != MatmulMode::Grad {
         return Err(Error::Gpu("split-K is for the gradient matmul only".into()));
     }
-    // Pass 1: each slice's partial sums into `partials` (bound where the gradient goes).
-    let partials = vec![0.0f32; slices as usize * rows * cols];
-    let mut first: Vec<&[u8]> = storage.to_vec();
-    first[2] = f32s(&partials);
-    let mut split_constants = constants.clone();
-    split_constants.push(("SPLIT_K", 1.0));
-    split_constants.extend(cfg.shape_constants());
-    let parts = run_with(
-        &kernels,
-        ctx,
-        cfg.family(),
-        cfg.entry(),
-        &split_constants,
-        bytemuck::bytes_of(dims),
-        step,
-        &first,
-        (gx, gy, slices),
-    )?;
-    // Pass 2: `grad_reduce` adds them in slice order and runs the epilogue.
-    let reduce_dims = MatmulDims { k: slices, ..*dims };
-    let mut second: Vec<&[u8]> = vec![f32s(&parts[2])];
-    second.extend_from_slice(&storage[1..]);
-    let (rx, ry) = groups_1d(
-        (rows * cols) as u64,
-        ctx.limits.max_compute_workgroups_per_dimension,
-    );
-    run_with(
-        &kernels,
-        ctx,
-        Family::Matmul,
-        "grad_reduce",
-        &constants,
-        bytemuck::bytes_of(&reduce_dims),
-        step,
-        &second,
-        (rx, ry, 1),
-    )
+    let split = SplitK {
+        kernels: &kernels,
+        cfg,
+        constants: &constants,
+        dims,
+        slices,
+        groups: (gx, gy),
+    };
+    split.run(ctx, step, storage, rows * cols)
+}
+
+/// A gradient matmul whose K (the batch) is split over `slices`, as the training step splits it.
+struct SplitK<'a> {
+    kernels: &'a Kernels,
+    cfg: MatmulConfig,
+    /// The kernel's constants, `MODE` included (not the launch shape's).
+    constants: &'a [(&'a str, f64)],
+    dims: &'a MatmulDims,
+    slices: u32,
+    /// Workgroups over the output.
+    groups: (u32, u32),
+}
+
+impl SplitK<'_> {
+    /// Pass 1 writes each slice's partial sums `[slices, outputs]`, bound where the gradient
+    /// goes; pass 2, `grad_reduce`, adds them in slice order and runs the epilogue.
+    /// `storage`: lhs, rhs, out, out2, opt_m, opt_v.
+    fn run(
+        &self,
+        ctx: &GpuContext,
+        step: &StepUniform,
+        storage: &[&[u8]],
+        outputs: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let partials = vec![0.0f32; self.slices as usize * outputs];
+        let mut first: Vec<&[u8]> = storage.to_vec();
+        first[2] = f32s(&partials);
+        let mut split_constants = self.constants.to_vec();
+        split_constants.push(("SPLIT_K", 1.0));
+        split_constants.extend(self.cfg.shape_constants());
+        let partial_sums = Launch {
+            family: self.cfg.family(),
+            entry: self.cfg.entry(),
+            constants: &split_constants,
+            dims: bytemuck::bytes_of(self.dims),
+            grid: (self.groups.0, self.groups.1, self.slices),
+        };
+        let parts = run_with(self.kernels, ctx, &partial_sums, step, &first)?;
+        let reduce_dims = MatmulDims {
+            k: self.slices,
+            ..*self.dims
+        };
+        let mut second: Vec<&[u8]> = vec![f32s(&parts[2])];
+        second.extend_from_slice(&storage[1..]);
+        let (rx, ry) = groups_1d(
+            outputs as u64,
+            ctx.limits.max_compute_workgroups_per_dimension,
+        );
+        let reduce = Launch {
+            family: Family::Matmul,
+            entry: "grad_reduce",
+            constants: self.constants,
+            dims: bytemuck::bytes_of(&reduce_dims),
+            grid: (rx, ry, 1),
+        };
+        run_with(self.kernels, ctx, &reduce, step, &second)
+    }
 }
 
 /// The matmul launch shape the probes (and a training step) use for `mode` with `dims` here.

@@ -37,14 +37,7 @@ impl GpuBackend {
         hyper: &StepHyper,
         update: bool,
     ) -> Result<()> {
-        let rows = self.train_rows();
-        if len == 0 || len > self.max_batch || start.checked_add(len).is_none_or(|end| end > rows) {
-            return Err(Error::InvalidConfig(format!(
-                "step rows {start}..{} must be 1..={} rows inside the epoch's {rows}",
-                start + len,
-                self.max_batch
-            )));
-        }
+        self.check_step_rows(start, len)?;
         let step_no = self.epoch_steps;
         // One submit per step; a step larger than the batch buffers runs as micro-batches that
         // accumulate the gradient (λW added once), then one update.
@@ -53,18 +46,7 @@ impl GpuBackend {
             let offset = c * self.micro;
             let rows_here = self.micro.min(len - offset);
             self.ensure_stats_capacity(self.epoch_lens.len() + 1)?;
-            if let TrainData::Host(h) = &self.data {
-                let (inp, out) = (self.spec.inputs(), self.spec.outputs());
-                let mut x = Vec::with_capacity(rows_here * inp);
-                let mut t = Vec::with_capacity(rows_here * out);
-                for &r in &h.order[start + offset..start + offset + rows_here] {
-                    let r = r as usize;
-                    x.extend_from_slice(&h.x[r * inp..(r + 1) * inp]);
-                    t.extend_from_slice(&h.t[r * out..(r + 1) * out]);
-                }
-                self.upload(&self.x_batch, &x);
-                self.upload(&self.t_batch, &t);
-            }
+            self.upload_host_rows(start + offset, rows_here);
             let mut h = *hyper;
             if c > 0 {
                 h.l2 = 0.0;
@@ -107,5 +89,36 @@ impl GpuBackend {
         }
         self.epoch_steps += 1;
         Ok(())
+    }
+
+    /// Steps cover 1 to `max_batch` rows inside the epoch's.
+    fn check_step_rows(&self, start: usize, len: usize) -> Result<()> {
+        let rows = self.train_rows();
+        if len == 0 || len > self.max_batch || start.checked_add(len).is_none_or(|end| end > rows) {
+            return Err(Error::InvalidConfig(format!(
+                "step rows {start}..{} must be 1..={} rows inside the epoch's {rows}",
+                start + len,
+                self.max_batch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Training data kept on the host: gathers rows `order[from..from + rows]` into x: [rows, in]
+    /// and t: [rows, out] and uploads them to the batch buffers (nothing for device data).
+    fn upload_host_rows(&self, from: usize, rows: usize) {
+        let TrainData::Host(h) = &self.data else {
+            return;
+        };
+        let (inp, out) = (self.spec.inputs(), self.spec.outputs());
+        let mut x = Vec::with_capacity(rows * inp);
+        let mut t = Vec::with_capacity(rows * out);
+        for &r in &h.order[from..from + rows] {
+            let r = r as usize;
+            x.extend_from_slice(&h.x[r * inp..(r + 1) * inp]);
+            t.extend_from_slice(&h.t[r * out..(r + 1) * out]);
+        }
+        self.upload(&self.x_batch, &x);
+        self.upload(&self.t_batch, &t);
     }
 }

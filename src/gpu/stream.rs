@@ -2,6 +2,7 @@
 //! (`queue.write_buffer`, no readback) overlaps the queued steps of chunk c.
 
 use super::*;
+use kernels::DataBindings;
 
 impl GpuBackend {
     /// Drops the training data, releasing its bytes from [`Backend::allocated_bytes`].
@@ -50,7 +51,13 @@ impl GpuBackend {
                 bind_group: self.kernels.bind_group(
                     device,
                     Family::Data,
-                    &[&dims, &self.step_uniform, &order, src, dst],
+                    &DataBindings {
+                        gather: &dims,
+                        step: &self.step_uniform,
+                        order: &order,
+                        src,
+                        dst,
+                    },
                 ),
                 grid: Grid::PerRow {
                     per_row: width as u32,

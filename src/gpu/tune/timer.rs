@@ -2,7 +2,7 @@
 //! submit and `device.poll`, with its pipelines compiled once per launch shape.
 
 use super::super::kernels::{
-    Kernels, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, StepUniform,
+    Kernels, MatmulBindings, MatmulConfig, MatmulDims, MatmulMode, MatmulVariant, StepUniform,
 };
 use super::super::{plan, GpuContext};
 use crate::error::Result;
@@ -60,102 +60,68 @@ impl<'a> Timer<'a> {
             MatmulMode::Grad => plan::split_k_slices(caps, gx * gy, rows),
             _ => 1,
         };
-        let buffers = self.bindings(mode, dims, rows, slices);
         let pipeline = self.pipeline(kernels, cfg, mode, slices > 1)?;
-        let bufs: Vec<&wgpu::Buffer> = buffers.iter().collect();
-        let bind_group = kernels.bind_group(device, cfg.family(), &bufs);
-        let dispatch = |pass: &mut wgpu::ComputePass<'_>| {
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[0]);
-            pass.dispatch_workgroups(gx, gy, slices);
-        };
-        let mut best = self.wall(&dispatch)?;
-        if reps > 1 {
-            for _ in 0..reps {
-                let t = if self.timestamps {
-                    self.stamped(&dispatch)?
-                } else {
-                    self.wall(&dispatch)?
-                };
-                best = best.min(t);
-            }
-        }
-        Ok(best)
-    }
-
-    /// The buffers of one matmul launch in binding order (matmul.wgsl bindings 0-7): dims and
-    /// step uniforms, then zeroed lhs, rhs, out, out2, opt_m and opt_v of the step's sizes
-    /// (`slices` partial outputs for a split-K gradient).
-    fn bindings(
-        &self,
-        mode: MatmulMode,
-        dims: &MatmulDims,
-        rows: usize,
-        slices: u32,
-    ) -> Vec<wgpu::Buffer> {
-        let device = &self.ctx.device;
-        let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
-        let b_end = dims.b_off as u64;
-        // lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7), in floats.
-        let sizes: [u64; 6] = match mode {
-            MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
-            MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
-            MatmulMode::Grad => {
-                let p = (m + 1) * n;
-                [r * m, r * n, slices as u64 * p, p, p, p]
-            }
-        };
-        let storage = sizes.iter().map(|&len| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("tune operand"),
-                size: len.max(4) * 4,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
-        });
-        let uniform = |bytes: &[u8]| {
-            wgpu::util::DeviceExt::create_buffer_init(
-                device,
-                &wgpu::util::BufferInitDescriptor {
-                    label: Some("tune uniform"),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::UNIFORM,
-                },
-            )
-        };
+        let storage = operands(device, mode, dims, rows, slices);
+        let [lhs, rhs, out, aux, opt_m, opt_v] = &storage;
         let step = StepUniform {
             batch: rows as u32,
             inv_batch: 1.0 / rows.max(1) as f32,
             ..Default::default()
         };
-        let mut bufs = vec![
-            uniform(bytemuck::bytes_of(dims)),
-            uniform(bytemuck::bytes_of(&step)),
-        ];
-        bufs.extend(storage);
-        bufs
+        let bindings = MatmulBindings {
+            dims: &uniform(device, bytemuck::bytes_of(dims)),
+            step: &uniform(device, bytemuck::bytes_of(&step)),
+            lhs,
+            rhs,
+            out,
+            aux,
+            opt_m,
+            opt_v,
+        };
+        let bind_group = kernels.bind_group(device, cfg.family(), &bindings);
+        let dispatch = |pass: &mut wgpu::ComputePass<'_>| {
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[0]);
+            pass.dispatch_workgroups(gx, gy, slices);
+        };
+        self.best_of(&dispatch, reps)
     }
 
-    /// The pipeline of launch shape `cfg` for `mode` (split-K where `split`), compiled on first
-    /// use.
+    /// The pipeline of a candidate, compiled on first use.
     fn pipeline(
         &mut self,
         kernels: &Kernels,
         cfg: MatmulConfig,
         mode: MatmulMode,
-        split: bool,
+        split_k: bool,
     ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key = (cfg, mode, split);
+        let key = (cfg, mode, split_k);
         if let Some(p) = self.pipelines.get(&key) {
             return Ok(p.clone());
         }
-        let ctx = self.ctx;
-        let p = ctx.scoped("compiling a tuner candidate", || {
-            kernels.matmul(&ctx.device, cfg, mode, 0, 0, true, split)
+        let p = self.ctx.scoped("compiling a tuner candidate", || {
+            kernels.matmul(&self.ctx.device, cfg, mode, 0, 0, true, split_k)
         })?;
         let p = Arc::new(p);
         self.pipelines.insert(key, p.clone());
         Ok(p)
+    }
+
+    /// Seconds of the best of `reps` runs of `dispatch` after one warm-up (which is also the
+    /// answer where `reps` is at most 1).
+    fn best_of(&self, dispatch: &dyn Fn(&mut wgpu::ComputePass<'_>), reps: u32) -> Result<f64> {
+        let mut best = self.wall(dispatch)?;
+        if reps > 1 {
+            for _ in 0..reps {
+                let t = if self.timestamps {
+                    self.stamped(dispatch)?
+                } else {
+                    self.wall(dispatch)?
+                };
+                best = best.min(t);
+            }
+        }
+        Ok(best)
     }
 
     /// One dispatch submitted alone, timed from submit to `device.poll` returning.
@@ -222,4 +188,46 @@ impl<'a> Timer<'a> {
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
         Ok(tick(1).saturating_sub(tick(0)) as f64 * period)
     }
+}
+
+/// Zeroed operands of the step's sizes for the matmul of `mode` with `dims` at batch `rows`:
+/// lhs, rhs, out, out2, opt_m, opt_v (matmul.wgsl bindings 2-7); split-K partials in `out`.
+fn operands(
+    device: &wgpu::Device,
+    mode: MatmulMode,
+    dims: &MatmulDims,
+    rows: usize,
+    slices: u32,
+) -> [wgpu::Buffer; 6] {
+    let (n, k, m, r) = (dims.n as u64, dims.k as u64, dims.m as u64, rows as u64);
+    let b_end = dims.b_off as u64;
+    // In floats.
+    let sizes: [u64; 6] = match mode {
+        MatmulMode::Forward => [r * k, b_end + (k + 1) * n, r * n, r * n, 1, 1],
+        MatmulMode::Delta => [r * k, b_end + (n + 1) * k, r * n, r * n, 1, 1],
+        MatmulMode::Grad => {
+            let p = (m + 1) * n;
+            [r * m, r * n, slices as u64 * p, p, p, p]
+        }
+    };
+    sizes.map(|len| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("tune operand"),
+            size: len.max(4) * 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        })
+    })
+}
+
+/// A uniform buffer holding `bytes`.
+fn uniform(device: &wgpu::Device, bytes: &[u8]) -> wgpu::Buffer {
+    wgpu::util::DeviceExt::create_buffer_init(
+        device,
+        &wgpu::util::BufferInitDescriptor {
+            label: Some("tune uniform"),
+            contents: bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        },
+    )
 }
