@@ -23,7 +23,7 @@
 
 use super::kernels::{groups_1d, ACTIVATION_WGSL, STEP_WGSL};
 use super::{plan, GpuContext};
-use crate::model::{Activation, ModelSpec};
+use crate::model::ModelSpec;
 use crate::optim::Optimizer;
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
@@ -33,21 +33,18 @@ use wgpu::util::DeviceExt;
 mod runner;
 #[cfg(any(test, feature = "test-support"))]
 pub use runner::{run_step, run_step_with, StepOutputs};
+mod passes;
+mod shape;
+pub use shape::FusedShape;
 
 /// The fused kernel's own WGSL (without its preludes).
 pub const FUSED_WGSL: &str = include_str!("../../shaders/fused.wgsl");
 
 /// The widest layer (input and output included) the fused step accepts.
 pub const MAX_WIDTH: usize = 128;
-/// The largest batch tile, whatever the workgroup memory allows.
-const MAX_TILE: usize = 128;
-/// Invocations per workgroup of the tile pass: at most, and at least.
-const MAX_WG: u32 = 256;
-const MIN_WG: u32 = 64;
 /// Invocations per workgroup of `reduce_update` (fixed in the shader).
 const REDUCE_WG: u32 = 256;
 const F32: u64 = 4;
-const VEC4_BYTES: usize = 16;
 
 /// The full module source: activation.wgsl + step.wgsl + fused.wgsl.
 pub fn source() -> String {
@@ -80,101 +77,6 @@ pub struct FusedOptions {
     /// Most invocations per workgroup of the tile pass (tests: fewer invocations than 4×4 blocks,
     /// so that each walks several rounds of blocks). `None`: as the adapter allows.
     pub max_invocations: Option<u32>,
-}
-
-/// The launch shape the fused step picked for a model on an adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FusedShape {
-    /// Batch rows per tile (a multiple of 4).
-    pub tile: usize,
-    /// Row stride of the workgroup tiles: the widest layer rounded up to 4.
-    pub stride: usize,
-    /// Rows (forward) or columns (delta) of a weight matrix staged in workgroup memory at once.
-    pub w_slab: usize,
-    /// vec4s per staged row of W: `stride / 4` rounded up to a multiple of 8 (the swizzle's span).
-    pub w_row: usize,
-    /// Invocations per workgroup of the tile pass.
-    pub workgroup: u32,
-    /// Most workgroups of the tile pass (partial-gradient slices).
-    pub groups: usize,
-    /// Workgroup memory of the tile pass in bytes: two `[tile, stride]` f32 tiles and the
-    /// `[w_slab, w_row]` vec4 slab of W.
-    pub workgroup_bytes: usize,
-}
-
-impl FusedShape {
-    /// The launch shape for `spec` within `workgroup_limit` bytes of workgroup memory, or `None`
-    /// when `spec` is not eligible (a width above [`MAX_WIDTH`], a step activation) or not even a
-    /// 4-row tile fits. The W slab takes the largest of 32, 16, 8 or 4 rows within a quarter of
-    /// the memory; the tiles take the rest.
-    pub fn choose(
-        spec: &ModelSpec,
-        workgroup_limit: u32,
-        max_invocations: u32,
-        max_batch: usize,
-        max_groups: usize,
-    ) -> Option<FusedShape> {
-        if spec.validate().is_err()
-            || spec.activations.contains(&Activation::Step)
-            || spec.sizes.iter().any(|&s| s > MAX_WIDTH)
-        {
-            return None;
-        }
-        let limit = workgroup_limit as usize;
-        let stride = spec.sizes.iter().copied().max()?.next_multiple_of(4);
-        let w_row = (stride / 4).next_multiple_of(8);
-        let slab_bytes = |rows: usize| rows * w_row * VEC4_BYTES;
-        let w_slab = [32, 16, 8, 4]
-            .into_iter()
-            .find(|&rows| slab_bytes(rows) <= limit / 4)?;
-        let tile = (limit - slab_bytes(w_slab)) / (2 * stride * F32 as usize) / 4 * 4;
-        FusedShape {
-            tile: 0,
-            stride,
-            w_slab,
-            w_row,
-            workgroup: 0,
-            groups: 0,
-            workgroup_bytes: 0,
-        }
-        .with_tile(tile, max_invocations, max_batch, max_groups)
-    }
-
-    /// This shape with `tile` rows per tile (at most [`MAX_TILE`]): the workgroup size, the
-    /// groups for `max_batch` rows and the workgroup memory follow; at most one row per
-    /// invocation. `None` below 4 rows.
-    pub fn with_tile(
-        self,
-        tile: usize,
-        max_invocations: u32,
-        max_batch: usize,
-        max_groups: usize,
-    ) -> Option<FusedShape> {
-        let tile = tile.min(MAX_TILE).min(max_invocations as usize) / 4 * 4;
-        if tile < 4 {
-            return None;
-        }
-        let workgroup = ((tile * self.stride / 16) as u32)
-            .clamp(MIN_WG, MAX_WG)
-            .max(tile as u32)
-            .min(max_invocations);
-        if (workgroup as usize) < tile {
-            return None;
-        }
-        Some(FusedShape {
-            tile,
-            workgroup,
-            groups: max_batch.max(1).div_ceil(tile).clamp(1, max_groups.max(1)),
-            workgroup_bytes: 2 * tile * self.stride * F32 as usize
-                + self.w_slab * self.w_row * VEC4_BYTES,
-            ..self
-        })
-    }
-
-    /// Workgroups of the tile pass for a batch of `batch` rows (the shader computes the same).
-    pub fn groups_for(&self, batch: usize) -> u32 {
-        batch.div_ceil(self.tile).clamp(1, self.groups) as u32
-    }
 }
 
 /// The buffers a fused step reads and writes, owned by the caller.
@@ -230,151 +132,49 @@ impl FusedMlp {
         }
         let shape = plan::fused_shape(spec, max_batch.max(1), &caps, options.max_groups)?;
         let p = spec.param_count();
-        let layout = spec.layout();
-        let hidden: usize = layout[..layout.len() - 1].iter().map(|l| l.outputs).sum();
-        let mut a_off = 0;
-        let layers: Vec<FusedLayer> = layout
-            .iter()
-            .zip(&spec.activations)
-            .map(|(l, act)| {
-                let layer = FusedLayer {
-                    inputs: l.inputs as u32,
-                    outputs: l.outputs as u32,
-                    weight: l.weight as u32,
-                    bias: l.bias as u32,
-                    act: act.code(),
-                    alpha: act.alpha(),
-                    a_off: a_off as u32,
-                    _pad: 0,
-                };
-                a_off += shape.tile * l.outputs;
-                layer
-            })
-            .collect();
-        let scratch_len = (shape.groups * shape.tile * hidden).max(4) as u64 * F32;
-        let partial_len =
-            (shape.groups * p + shape.groups * shape.workgroup as usize * 2) as u64 * F32;
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
-        if scratch_len > limit || partial_len > limit || p >= u32::MAX as usize / 2 {
-            return None;
-        }
+        let (layers, hidden) = layer_table(spec, shape.tile);
+        let (scratch_len, partial_len) = owned_sizes(ctx, &shape, p, hidden)?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layers_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("fused layers"),
             contents: bytemuck::cast_slice(&layers),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let storage = |label, size| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: false,
-            })
+        let scratch = passes::storage(device, "fused scratch", scratch_len);
+        let partial = passes::storage(device, "fused partial gradients", partial_len);
+        let tile = passes::TileBindings {
+            step: bufs.step,
+            layers: &layers_buf,
+            x: bufs.x,
+            t: bufs.t,
+            scratch: &scratch,
+            partial: &partial,
+            weights: bufs.params,
         };
-        let scratch = storage("fused scratch", scratch_len);
-        let partial = storage("fused partial gradients", partial_len);
+        let reduce = passes::ReduceBindings {
+            step: bufs.step,
+            layers: &layers_buf,
+            params: bufs.params,
+            opt_m: bufs.opt_m,
+            opt_v: bufs.opt_v,
+            grads: bufs.grads,
+            stats: bufs.stats,
+            partial: &partial,
+        };
+        let constants = passes::constants(spec, optimizer, &shape, hidden, options);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("shaders/fused.wgsl"),
             source: wgpu::ShaderSource::Wgsl(source().into()),
         });
-        // binding 0, the step uniform, takes a dynamic offset (its slot), as in every family
-        let entry = |binding: u32, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: binding == 0,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let read = wgpu::BufferBindingType::Storage { read_only: true };
-        let rw = wgpu::BufferBindingType::Storage { read_only: false };
-        // Every binding of the module, with its access; each pass binds only those it uses, so
-        // that the tile pass reads the parameters through a read-only binding (11).
-        let all: [(&wgpu::Buffer, wgpu::BufferBindingType); 12] = [
-            (bufs.step, wgpu::BufferBindingType::Uniform),
-            (&layers_buf, read),
-            (bufs.x, read),
-            (bufs.t, read),
-            (bufs.params, rw),
-            (bufs.opt_m, rw),
-            (bufs.opt_v, rw),
-            (bufs.grads, rw),
-            (bufs.stats, rw),
-            (&scratch, rw),
-            (&partial, rw),
-            (bufs.params, read),
-        ];
-        let group = |bindings: &[u32]| {
-            let entries: Vec<_> = bindings
-                .iter()
-                .map(|&b| entry(b, all[b as usize].1))
-                .collect();
-            let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("fused"),
-                entries: &entries,
-            });
-            let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some("fused"),
-                bind_group_layouts: &[Some(&bgl)],
-                immediate_size: 0,
-            });
-            let entries: Vec<wgpu::BindGroupEntry> = bindings
-                .iter()
-                .map(|&b| wgpu::BindGroupEntry {
-                    binding: b,
-                    resource: if b == 0 {
-                        super::kernels::step_binding(all[0].0)
-                    } else {
-                        all[b as usize].0.as_entire_binding()
-                    },
-                })
-                .collect();
-            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("fused"),
-                layout: &bgl,
-                entries: &entries,
-            });
-            (pl, bg)
-        };
-        let (tile_layout, tile_group) = group(&[0, 1, 2, 3, 9, 10, 11]);
-        let (reduce_layout, reduce_group) = group(&[0, 1, 4, 5, 6, 7, 8, 10]);
-        let constants: Vec<(&str, f64)> = vec![
-            ("TILE", shape.tile as f64),
-            ("STRIDE", shape.stride as f64),
-            ("SM_LEN", (2 * shape.tile * shape.stride) as f64),
-            ("W_SLAB", shape.w_slab as f64),
-            ("W_ROW", shape.w_row as f64),
-            ("WS_LEN", (shape.w_slab * shape.w_row) as f64),
-            ("WG", shape.workgroup as f64),
-            ("GROUPS", shape.groups as f64),
-            ("LAYERS", layout.len() as f64),
-            ("PARAMS", p as f64),
-            ("HIDDEN", hidden as f64),
-            ("LOSS", spec.loss.code() as f64),
-            ("OPT", optimizer.kind().code() as f64),
-            ("KEEP_GRAD", options.capture_gradients as u32 as f64),
-        ];
-        let pipeline = |entry: &str, layout: &wgpu::PipelineLayout| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            })
-        };
-        let tile_pipeline = pipeline("fused_tile", &tile_layout);
-        let reduce_pipeline = pipeline("reduce_update", &reduce_layout);
+        let (tile_pipeline, tile_group) =
+            passes::build(device, &module, "fused_tile", &tile.entries(), &constants);
+        let (reduce_pipeline, reduce_group) = passes::build(
+            device,
+            &module,
+            "reduce_update",
+            &reduce.entries(),
+            &constants,
+        );
         if pollster::block_on(scope.pop()).is_some() {
             return None;
         }
@@ -421,4 +221,46 @@ impl FusedMlp {
     pub fn shape(&self) -> FusedShape {
         self.shape
     }
+}
+
+/// The shader's layer table for `spec` with `tile` rows per tile, and the floats of hidden
+/// pre-activations per row (each layer's `a` at `a_off` in a workgroup's scratch slice).
+fn layer_table(spec: &ModelSpec, tile: usize) -> (Vec<FusedLayer>, usize) {
+    let layout = spec.layout();
+    let hidden = layout[..layout.len() - 1].iter().map(|l| l.outputs).sum();
+    let mut a_off = 0;
+    let layers = layout
+        .iter()
+        .zip(&spec.activations)
+        .map(|(l, act)| {
+            let layer = FusedLayer {
+                inputs: l.inputs as u32,
+                outputs: l.outputs as u32,
+                weight: l.weight as u32,
+                bias: l.bias as u32,
+                act: act.code(),
+                alpha: act.alpha(),
+                a_off: a_off as u32,
+                _pad: 0,
+            };
+            a_off += tile * l.outputs;
+            layer
+        })
+        .collect();
+    (layers, hidden)
+}
+
+/// Bytes of the scratch (`[groups, tile · hidden]`) and partials (`[groups, P]`, then
+/// `[groups, workgroup, 2]`) buffers, or `None` where one is over a binding's limit.
+fn owned_sizes(
+    ctx: &GpuContext,
+    shape: &FusedShape,
+    p: usize,
+    hidden: usize,
+) -> Option<(u64, u64)> {
+    let scratch = (shape.groups * shape.tile * hidden).max(4) as u64 * F32;
+    let partial = (shape.groups * p + shape.groups * shape.workgroup as usize * 2) as u64 * F32;
+    let limit = ctx.max_binding_bytes();
+    (scratch <= limit && partial <= limit && p < u32::MAX as usize / 2)
+        .then_some((scratch, partial))
 }

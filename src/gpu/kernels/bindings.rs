@@ -19,7 +19,7 @@ pub enum Slot {
 
 impl Slot {
     /// The layout entry of this slot kind at `binding` (compute stage, whole buffers).
-    pub(super) fn layout_entry(self, binding: u32) -> wgpu::BindGroupLayoutEntry {
+    pub(crate) fn layout_entry(self, binding: u32) -> wgpu::BindGroupLayoutEntry {
         let ty = match self {
             Slot::Uniform | Slot::Step => wgpu::BufferBindingType::Uniform,
             Slot::Read | Slot::ReadWrite => wgpu::BufferBindingType::Storage {
