@@ -212,6 +212,19 @@ fn narrow_nets_time_the_fused_step_against_the_layered_one(ctx: &Arc<GpuContext>
         "the placement runs the tuned step"
     );
     assert_eq!(gpu.tuning().unwrap().fused_mlp, Some(fused));
+    if fused {
+        assert!(t.matmuls.is_empty(), "the fused step runs no matmul: {t:?}");
+    }
+    // A budget that runs out while the steps are placed or timed leaves the static plan, and
+    // says so: the next run with that budget does not time them again.
+    let mut tiny = o;
+    tiny.tune_budget_ms = Some(1);
+    let other = dir.path().join("tiny.json");
+    let t = tune::tune(ctx, &spec, Optimizer::Sgd, 256, &tiny, Some(&other)).unwrap();
+    assert_eq!(t.fused_mlp, None, "{t:?}");
+    assert!(t.skipped >= 1 && t.seconds < 1.0, "{t:?}");
+    let again = tune::tune(ctx, &spec, Optimizer::Sgd, 256, &tiny, Some(&other)).unwrap();
+    assert!(again.from_cache && again.timed == 0, "{again:?}");
     report(format!(
         "{}: 2-16-2 b256: the tuner chose the {} step",
         ctx.info,

@@ -15,6 +15,8 @@
 //! The budget: before a matmul is timed, its cost is estimated from the FLOP rate measured
 //! so far (a small calibration dispatch first); a matmul whose candidates would not fit what
 //! is left keeps the static plan's kernel and counts as `skipped`. Largest matmuls go first.
+//! The fused step is weighed against the layered one before any matmul (each placement and
+//! each step checked against the budget); where it wins, the matmuls are not timed at all.
 //!
 //! The cache: one JSON file, `tune.json` in `$GPUMLP_CACHE_DIR`, else `$XDG_CACHE_HOME/gpumlp`,
 //! else `~/.cache/gpumlp`; written atomically (`files.rs`). An unreadable or corrupt cache is
@@ -32,7 +34,7 @@ use crate::optim::Optimizer;
 use cache::{adapter_key, load, save, untimed, untimed_budget, CacheFile, CACHE_VERSION};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use timer::Timer;
 
 mod cache;
@@ -89,13 +91,19 @@ pub fn tune(
     cache: Option<&Path>,
 ) -> Result<Tuning> {
     let mut session = Session::new(ctx, rows, options, cache);
-    let todo = session.pending_matmuls(spec);
     let step = session.step_choice(spec, options);
-    let from_cache = todo.is_empty() && (!step.both || step.cached.is_some());
+    let step_from_cache = !step.both || step.cached.is_some();
+    // The step first: where the fused step wins, the model's matmuls never run, and the
+    // budget is not spent on them.
+    session.tuning.fused_mlp = session.decide_step(step, spec, optimizer, options)?;
+    let todo = match session.tuning.fused_mlp {
+        Some(true) => Vec::new(),
+        _ => session.pending_matmuls(spec),
+    };
+    let from_cache = todo.is_empty() && step_from_cache;
     if !todo.is_empty() {
         session.time_matmuls(todo)?;
     }
-    session.tuning.fused_mlp = session.decide_step(step, spec, optimizer, options)?;
     session.tuning.from_cache = from_cache;
     Ok(session.finish(cache, from_cache))
 }
@@ -347,7 +355,21 @@ impl<'a> Session<'a> {
             self.file.entries.insert(step.key, untimed(self.budget));
             return Ok(None);
         }
-        let fused = time_steps(self.ctx, spec, optimizer, self.rows, options, &self.tuning)?;
+        let deadline = self.start + Duration::from_secs_f64(self.budget);
+        let timed = time_steps(
+            self.ctx,
+            spec,
+            optimizer,
+            self.rows,
+            options,
+            &self.tuning,
+            deadline,
+        )?;
+        let Some(fused) = timed else {
+            self.tuning.skipped += 1;
+            self.file.entries.insert(step.key, untimed(self.budget));
+            return Ok(None);
+        };
         self.tuning.timed += 2;
         let value = if fused { "fused-mlp" } else { "layered" };
         self.file.entries.insert(step.key, value.into());
@@ -409,7 +431,8 @@ fn flops(grid: (u32, u32), dims: &MatmulDims, mode: MatmulMode, batch: usize) ->
     2 * grid.0 as u64 * grid.1 as u64 * inner.max(1)
 }
 
-/// Whether the fused step beat the layered one over a few steps of `rows` rows.
+/// Whether the fused step beat the layered one over a few steps of `rows` rows; `None` where
+/// `deadline` passed before both were timed (each placement and each step is checked).
 fn time_steps(
     ctx: &Arc<GpuContext>,
     spec: &ModelSpec,
@@ -417,7 +440,8 @@ fn time_steps(
     rows: usize,
     options: &GpuOptions,
     tuning: &Tuning,
-) -> Result<bool> {
+    deadline: Instant,
+) -> Result<Option<bool>> {
     let mut best = [f64::INFINITY; 2];
     for (i, fused) in [true, false].into_iter().enumerate() {
         let mut o = *options;
@@ -430,6 +454,9 @@ fn time_steps(
         b.begin_epoch(&(0..rows as u32).collect::<Vec<_>>())?;
         let hyper = optimizer.hyper(0.0, 1, 0.0);
         for rep in 0..=REPS {
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
             let t0 = Instant::now();
             b.step(0, rows, &hyper)?;
             b.flush();
@@ -439,5 +466,5 @@ fn time_steps(
             }
         }
     }
-    Ok(best[0] <= best[1])
+    Ok(Some(best[0] <= best[1]))
 }
