@@ -196,6 +196,18 @@ fn stage_columns(lid: u32, src: u32, cols: u32, k: u32, n: u32) {
     }
 }
 
+// acc[q] += Σ_{s < count} sm[s0 + q·STRIDE + s] · ws[ws_index(s, v)]: four tile rows against
+// `count` staged rows of W at vec4 slot v (one LDS.128 and four scalar loads per 16 FMAs).
+fn block_fma(acc: ptr<function, array<vec4<f32>, 4>>, s0: u32, count: u32, v: u32) {
+    for (var s = 0u; s < count; s++) {
+        let w = ws[ws_index(s, v)];
+        (*acc)[0] += sm[s0 + s] * w;
+        (*acc)[1] += sm[s0 + STRIDE + s] * w;
+        (*acc)[2] += sm[s0 + 2u * STRIDE + s] * w;
+        (*acc)[3] += sm[s0 + 3u * STRIDE + s] * w;
+    }
+}
+
 // Forward of layer l for the whole tile, in 4×4 register blocks (rows × outputs). Every
 // invocation runs the same rounds and slabs (the barriers stay in uniform control flow); those
 // past the last block only help staging.
@@ -211,37 +223,26 @@ fn forward_layer(lid: u32, sbase: u32, l: u32, src: u32, dst: u32) {
         let has_block = idx < count;
         let r0 = (idx / ncb) * 4u;
         let c0 = (idx % ncb) * 4u;
-        var acc0 = vec4<f32>(0.0);
-        var acc1 = vec4<f32>(0.0);
-        var acc2 = vec4<f32>(0.0);
-        var acc3 = vec4<f32>(0.0);
+        var acc = array<vec4<f32>, 4>();
         for (var i0 = 0u; i0 < k; i0 += W_SLAB) {
             let rows = min(W_SLAB, k - i0);
             workgroupBarrier(); // the previous slab's readers are done
             stage_rows(lid, ly.weight + i0 * n, rows, n);
             workgroupBarrier();
             if (has_block) {
-                let s0 = src + r0 * STRIDE + i0;
-                for (var s = 0u; s < rows; s++) {
-                    // Columns past n hold stale values; they are never written out.
-                    let w = ws[ws_index(s, c0 / 4u)];
-                    acc0 += sm[s0 + s] * w;
-                    acc1 += sm[s0 + STRIDE + s] * w;
-                    acc2 += sm[s0 + 2u * STRIDE + s] * w;
-                    acc3 += sm[s0 + 3u * STRIDE + s] * w;
-                }
+                // Columns past n hold stale values; they are never written out.
+                block_fma(&acc, src + r0 * STRIDE + i0, rows, c0 / 4u);
             }
         }
         if (has_block) {
             let cols = min(vec4<u32>(c0, c0 + 1u, c0 + 2u, c0 + 3u), vec4<u32>(n - 1u));
             let b = vec4<f32>(weights[ly.bias + cols.x], weights[ly.bias + cols.y], weights[ly.bias + cols.z], weights[ly.bias + cols.w]);
-            var acc = array<vec4<f32>, 4>(acc0 + b, acc1 + b, acc2 + b, acc3 + b);
             for (var q = 0u; q < 4u; q++) {
                 let r = r0 + q;
                 for (var c = 0u; c < 4u; c++) {
                     let j = c0 + c;
                     if (j < n) {
-                        let a = acc[q][c];
+                        let a = acc[q][c] + b[c];
                         if (hidden) {
                             scratch[sbase + ly.a_off + r * n + j] = a;
                             sm[dst + r * STRIDE + j] = act_apply(ly.act, ly.alpha, a);
@@ -414,29 +415,18 @@ fn delta_layer(lid: u32, sbase: u32, l: u32, dt: u32, dst: u32) {
         let has_block = idx < count;
         let r0 = (idx / nib) * 4u;
         let i0 = (idx % nib) * 4u;
-        var acc0 = vec4<f32>(0.0);
-        var acc1 = vec4<f32>(0.0);
-        var acc2 = vec4<f32>(0.0);
-        var acc3 = vec4<f32>(0.0);
+        var acc = array<vec4<f32>, 4>();
         for (var j0 = 0u; j0 < n; j0 += W_SLAB) {
             let cols = min(W_SLAB, n - j0);
             workgroupBarrier(); // the previous slab's readers are done
             stage_columns(lid, ly.weight + j0, cols, k, n);
             workgroupBarrier();
             if (has_block) {
-                let s0 = dt + r0 * STRIDE + j0;
-                for (var s = 0u; s < cols; s++) {
-                    // Inputs past k hold stale values; they are never written out.
-                    let w = ws[ws_index(s, i0 / 4u)];
-                    acc0 += sm[s0 + s] * w;
-                    acc1 += sm[s0 + STRIDE + s] * w;
-                    acc2 += sm[s0 + 2u * STRIDE + s] * w;
-                    acc3 += sm[s0 + 3u * STRIDE + s] * w;
-                }
+                // Inputs past k hold stale values; they are never written out.
+                block_fma(&acc, dt + r0 * STRIDE + j0, cols, i0 / 4u);
             }
         }
         if (has_block) {
-            var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
             for (var q = 0u; q < 4u; q++) {
                 let r = r0 + q;
                 for (var c = 0u; c < 4u; c++) {
