@@ -4,7 +4,12 @@
 //! refuse fails here, on a machine that has neither.
 
 use common::translate::{constants, for_every_api, specialize};
+use gpumlp::gpu::fused::{FusedMlp, FusedOptions};
 use gpumlp::gpu::kernels::{Family, GemmConfig};
+use gpumlp::gpu::plan;
+use gpumlp::gpu::profiles::{profile, PROFILE_NAMES};
+use gpumlp::model::{Activation, Loss, ModelSpec};
+use gpumlp::optim::Optimizer;
 use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -14,6 +19,9 @@ mod common;
 /// defaults): every form, every blocked width, every GEMM tile.
 fn specializations(file: &str) -> Vec<PipelineConstants> {
     let mut sets = vec![constants(&[])];
+    if file.ends_with("fused.wgsl") {
+        sets.extend(fused_specializations());
+    }
     if file.ends_with("matmul.wgsl") {
         for mode in 0..3 {
             for wg_n in [1, 2, 4, 8] {
@@ -33,6 +41,29 @@ fn specializations(file: &str) -> Vec<PipelineConstants> {
                 c.push(("MODE", mode as f64));
                 sets.push(constants(&c));
             }
+        }
+    }
+    sets
+}
+
+/// The fused step as every device profile would specialize it, for the suite's narrow nets
+/// (tile, W slab and workgroup size differ by workgroup memory and compute units).
+fn fused_specializations() -> Vec<PipelineConstants> {
+    let mut sets = Vec::new();
+    for name in PROFILE_NAMES {
+        let caps = profile(name).unwrap();
+        for (sizes, rows) in [(&[64, 128, 128, 10][..], 4096), (&[2, 16, 2][..], 256)] {
+            let spec = ModelSpec::new(
+                sizes,
+                Activation::Relu,
+                Activation::Softmax,
+                Loss::CrossEntropy,
+            )
+            .unwrap();
+            let shape = plan::fused_shape(&spec, rows, &caps, None)
+                .unwrap_or_else(|| panic!("{name}: no fused shape for {sizes:?}"));
+            let c = FusedMlp::constants(&spec, Optimizer::adam(), &shape, FusedOptions::default());
+            sets.push(constants(&c));
         }
     }
     sets

@@ -161,7 +161,7 @@ impl FusedMlp {
             stats: bufs.stats,
             partial: &partial,
         };
-        let constants = passes::constants(spec, optimizer, &shape, hidden, options);
+        let constants = Self::constants(spec, optimizer, &shape, options);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("shaders/fused.wgsl"),
             source: wgpu::ShaderSource::Wgsl(source().into()),
@@ -191,6 +191,18 @@ impl FusedMlp {
             _scratch: scratch,
             _partial: partial,
         })
+    }
+
+    /// The override constants both passes of `spec`'s fused step take with launch `shape`:
+    /// what the portability test specializes the shader with for each device profile.
+    pub fn constants(
+        spec: &ModelSpec,
+        optimizer: Optimizer,
+        shape: &FusedShape,
+        options: FusedOptions,
+    ) -> Vec<(&'static str, f64)> {
+        let (_, hidden) = layer_table(spec, shape.tile);
+        passes::constants(spec, optimizer, shape, hidden, options)
     }
 
     /// Records the whole step (both dispatches) for a batch of `batch` rows (≥ 1, ≤ `max_batch`,
