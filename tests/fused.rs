@@ -396,6 +396,58 @@ fn fused_tile_fits_small_workgroup_memory_or_refuses() {
     assert!(fused::FusedShape::choose(&spec, 2048, 256, 4096, 64).is_none());
 }
 
+/// The workgroup memory `fused_tile` declares, specialized as each device profile's plan
+/// specializes it, is what `FusedShape::workgroup_bytes` says (and the plan checked against the
+/// device's limit); so is its workgroup size.
+#[test]
+fn fused_tile_declares_the_planned_workgroup_memory_on_every_profile() {
+    use gpumlp::gpu::{plan, profiles};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let src = fused::source();
+    let module = naga::front::wgsl::parse_str(&src).unwrap();
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap();
+    for name in profiles::PROFILE_NAMES {
+        let caps = profiles::profile(name).unwrap();
+        for (sizes, rows) in [(&[64, 128, 128, 10][..], 4096), (&[7, 65, 3][..], 7)] {
+            let spec = ModelSpec::new(
+                sizes,
+                Activation::Tanh,
+                Activation::Softmax,
+                Loss::CrossEntropy,
+            )
+            .unwrap();
+            let shape = plan::fused_shape(&spec, rows, &caps, None).unwrap();
+            let c = FusedMlp::constants(&spec, Optimizer::Sgd, &shape, FusedOptions::default());
+            let (m, _) = common::translate::specialize(
+                &module,
+                &info,
+                "fused_tile",
+                &common::translate::constants(&c),
+            )
+            .unwrap_or_else(|e| panic!("{name} {sizes:?}: {e}"));
+            let declared: u32 = m
+                .global_variables
+                .iter()
+                .filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup)
+                .filter(|(_, v)| matches!(v.name.as_deref(), Some("sm" | "ws")))
+                .map(|(_, v)| m.types[v.ty].inner.size(m.to_ctx()))
+                .sum();
+            assert_eq!(
+                declared as usize, shape.workgroup_bytes,
+                "{name} {sizes:?}: {shape:?}"
+            );
+            let ep = m
+                .entry_points
+                .iter()
+                .find(|e| e.name == "fused_tile")
+                .unwrap();
+            assert_eq!(ep.workgroup_size[0], shape.workgroup, "{name} {sizes:?}");
+        }
+    }
+}
+
 #[test]
 fn fused_wgsl_parses_and_validates() {
     let src = fused::source();

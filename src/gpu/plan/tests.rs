@@ -44,12 +44,18 @@ fn every_profile_plans_every_suite_shape_within_its_limits() {
             }
             assert!(p.micro_batch >= 1 && p.micro_batch <= (*batch).max(1));
             if p.step == "fused-mlp" {
-                let smem =
-                    2 * p.fused_tile_rows * sizes.iter().max().unwrap().next_multiple_of(4) * 4;
+                let f = fused_shape(&spec(sizes), *batch, &c, None).unwrap();
+                assert_eq!(f.tile, p.fused_tile_rows, "{name} {sizes:?}");
+                // the two tiles and the W slab, as the shader declares them
+                let stride = sizes.iter().max().unwrap().next_multiple_of(4);
+                let smem = 2 * f.tile * stride * 4 + f.w_slab * f.w_row * 16;
+                assert_eq!(smem, f.workgroup_bytes, "{name} {sizes:?}");
                 assert!(
                     smem as u32 <= c.max_workgroup_storage,
                     "{name} {sizes:?}: {smem}"
                 );
+                assert!(f.w_row * 4 >= stride && f.w_row % 8 == 0, "{name}: {f:?}");
+                assert!(f.workgroup <= c.max_invocations && f.tile <= f.workgroup as usize);
             }
         }
     }
