@@ -44,6 +44,28 @@ pub(super) fn grad_launch(
     }
 }
 
+/// A forward or delta matmul of the layered step, with its activation epilogue.
+struct EpilogueMatmul<'a> {
+    /// The dispatch's label in profiles.
+    label: String,
+    /// Forward (`lhs · W`, φ) or delta (`lhs · Wᵀ`, φ').
+    mode: MatmulMode,
+    /// The activation whose φ (forward) or φ' (delta) the epilogue applies.
+    act: Activation,
+    /// The inner dimension.
+    k: usize,
+    /// Output columns.
+    cols: usize,
+    /// Offset of W in the parameters.
+    weight: usize,
+    /// `[B, k]`: x or z_{l-1} (forward), δ_l (delta).
+    lhs: &'a wgpu::Buffer,
+    /// `[B, cols]`: a (forward), δ_{l-1} (delta).
+    out: &'a wgpu::Buffer,
+    /// `[B, cols]`: z written (forward), a_{l-1} read (delta).
+    aux: &'a wgpu::Buffer,
+}
+
 /// The buffers the loss kernels bind besides their dims.
 pub(super) struct LossIo<'a> {
     /// The step uniform.
@@ -191,43 +213,50 @@ impl Builder<'_> {
     fn forward_layer(&self, l: usize) -> Dispatch {
         let lay = &self.spec.layout()[l];
         let act = self.spec.activations[l];
+        let (i, o) = (lay.inputs, lay.outputs);
+        self.activation_matmul(EpilogueMatmul {
+            label: format!("forward {} [B,{i}]x[{i},{o}] + {act}", l + 1),
+            mode: MatmulMode::Forward,
+            act,
+            k: i,
+            cols: o,
+            weight: lay.weight,
+            lhs: self.input_of(l),
+            out: &self.bufs.layers[l].a,
+            aux: &self.bufs.layers[l].z,
+        })
+    }
+
+    /// A forward or delta matmul (`lhs · W` or `lhs · Wᵀ`, W from the parameters) with the
+    /// activation's φ or φ' in its epilogue, over a `[B, cols]` output.
+    fn activation_matmul(&self, m: EpilogueMatmul) -> Dispatch {
         let dims = MatmulDims {
-            n: lay.outputs as u32,
-            k: lay.inputs as u32,
-            alpha: act.alpha(),
-            b_off: lay.weight as u32,
+            n: m.cols as u32,
+            k: m.k as u32,
+            alpha: m.act.alpha(),
+            b_off: m.weight as u32,
             ..Default::default()
         };
-        let cfg = self.kernels.matmul_config_for(MatmulMode::Forward, &dims);
+        let cfg = self.kernels.matmul_config_for(m.mode, &dims);
         let dims = self.uniform(bytemuck::bytes_of(&dims));
         let b = self.bufs;
         let bindings = MatmulBindings {
             dims: &dims,
             step: &b.step_uniform,
-            lhs: self.input_of(l),
+            lhs: m.lhs,
             rhs: &b.params,
-            out: &b.layers[l].a,
-            aux: &b.layers[l].z,
+            out: m.out,
+            aux: m.aux,
             opt_m: &b.opt_m,
             opt_v: &b.opt_v,
         };
-        let (i, o) = (lay.inputs, lay.outputs);
+        let device = self.device();
         Dispatch {
-            label: format!("forward {} [B,{i}]x[{i},{o}] + {act}", l + 1),
-            pipeline: (self.kernels).matmul(
-                self.device(),
-                cfg,
-                MatmulMode::Forward,
-                act.code(),
-                0,
-                false,
-                false,
-            ),
-            bind_group: self
-                .kernels
-                .bind_group(self.device(), cfg.family(), &bindings),
+            label: m.label,
+            pipeline: (self.kernels).matmul(device, cfg, m.mode, m.act.code(), 0, false, false),
+            bind_group: self.kernels.bind_group(device, cfg.family(), &bindings),
             grid: Grid::BatchRows {
-                cols: o as u32,
+                cols: m.cols as u32,
                 cfg,
             },
         }
@@ -250,46 +279,18 @@ impl Builder<'_> {
     fn delta(&self, l: usize) -> Dispatch {
         let lay = &self.spec.layout()[l];
         let prev_act = self.spec.activations[l - 1];
-        let dims = MatmulDims {
-            n: lay.inputs as u32,
-            k: lay.outputs as u32,
-            alpha: prev_act.alpha(),
-            b_off: lay.weight as u32,
-            ..Default::default()
-        };
-        let cfg = self.kernels.matmul_config_for(MatmulMode::Delta, &dims);
-        let dims = self.uniform(bytemuck::bytes_of(&dims));
-        let b = self.bufs;
-        let bindings = MatmulBindings {
-            dims: &dims,
-            step: &b.step_uniform,
-            lhs: &b.layers[l].delta,
-            rhs: &b.params,
-            out: &b.layers[l - 1].delta,
-            aux: &b.layers[l - 1].a,
-            opt_m: &b.opt_m,
-            opt_v: &b.opt_v,
-        };
         let (i, o) = (lay.inputs, lay.outputs);
-        Dispatch {
+        self.activation_matmul(EpilogueMatmul {
             label: format!("delta {l} [B,{o}]x[{i},{o}]ᵀ ⊙ {prev_act}'"),
-            pipeline: (self.kernels).matmul(
-                self.device(),
-                cfg,
-                MatmulMode::Delta,
-                prev_act.code(),
-                0,
-                false,
-                false,
-            ),
-            bind_group: self
-                .kernels
-                .bind_group(self.device(), cfg.family(), &bindings),
-            grid: Grid::BatchRows {
-                cols: i as u32,
-                cfg,
-            },
-        }
+            mode: MatmulMode::Delta,
+            act: prev_act,
+            k: o,
+            cols: i,
+            weight: lay.weight,
+            lhs: &self.bufs.layers[l].delta,
+            out: &self.bufs.layers[l - 1].delta,
+            aux: &self.bufs.layers[l - 1].a,
+        })
     }
 
     /// Layer `l`'s gradient `[in + 1, B] · [B, out]` (with the optimizer update where fused):
