@@ -427,6 +427,52 @@ fn bench_profile_times_each_dispatch_of_both_schedules() {
     }
 }
 
+#[test]
+fn plan_prints_every_named_profile_with_the_contract_fields() {
+    for profile in [
+        "nvidia-h100",
+        "nvidia-h200",
+        "amd-rdna3",
+        "apple-m2",
+        "intel-arc",
+        "dx12-gpu",
+        "lavapipe",
+        "llvmpipe",
+    ] {
+        let out = ok(&[
+            "plan",
+            "--layers",
+            "784-512-512-10",
+            "--batch",
+            "1024",
+            "--profile",
+            profile,
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let matmuls = v["matmuls"].as_array().unwrap();
+        // three forms per layer, less the first layer's delta
+        assert_eq!(matmuls.len(), 8, "{profile}: {v}");
+        for m in matmuls {
+            assert!(
+                m["kernel"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("matmul_")),
+                "{m}"
+            );
+            for key in ["tile_m", "tile_n", "tile_k", "outputs_per_invocation"] {
+                assert!(
+                    m[key].as_u64().is_some_and(|x| x >= 1),
+                    "{profile}: {key} in {m}"
+                );
+            }
+        }
+        assert!(v["step"] == "layered" || v["step"] == "fused-mlp", "{v}");
+    }
+    let o = common::cli::gpumlp(&["plan", "--layers", "8-4", "--profile", "nvidia-h900"]);
+    assert!(!o.status.success() && common::cli::text(&o).contains("nvidia-h100"));
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
