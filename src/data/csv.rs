@@ -298,33 +298,18 @@ impl<'a, R: Read> Parser<'a, R> {
         }
     }
 
-    /// Every row's fields, split by role.
+    /// Every row's fields, split by role: the first line settles the header and the columns'
+    /// roles, then each line of the same width is checked against the memory limit and appended.
     fn rows(mut self, target: &CsvTarget) -> Result<Rows> {
-        if !self.next_line()? {
-            return Err(self.error("the file is empty: it holds no rows"));
-        }
-        let first = self.line.clone();
-        let first_line = self.line_no;
-        let width = first.len();
-        let is_header = match self.options.header {
-            CsvHeader::On => true,
-            CsvHeader::Off => false,
-            CsvHeader::Auto => is_header(&first, target),
+        let (width, roles, mut pending) = self.first_row(target)?;
+        let mut rows = Rows {
+            features: Vec::new(),
+            features_per_row: roles.iter().filter(|&&r| r == Role::Feature).count(),
+            labels: Vec::new(),
+            names: None,
+            values: Vec::new(),
+            max_label: 0,
         };
-        self.first_line = first_line;
-        // The first line is parsed again below unless it is the header.
-        let mut pending = !is_header;
-        if is_header {
-            self.header = Some(first);
-        }
-        let roles = self.roles(width, target)?;
-        let features_per_row = roles.iter().filter(|&&r| r == Role::Feature).count();
-
-        let mut features = Vec::new();
-        let mut labels: Vec<u32> = Vec::new();
-        let mut names: Option<Vec<String>> = None;
-        let mut values = Vec::new();
-        let mut max_label = 0u32;
         // What the rows hold so far is checked against the host memory limit as they grow.
         let (limit, limit_source) = crate::limits::host_memory_limit()?;
         loop {
@@ -336,82 +321,119 @@ impl<'a, R: Read> Parser<'a, R> {
                 return Err(self.error_at(
                     None,
                     format!(
-                        "line {}: expected {width} {} fields (as on line {first_line}), found \
+                        "line {}: expected {width} {} fields (as on line {}), found \
                          {got}; fix or remove that row",
                         self.line_no,
                         self.options.separated(),
+                        self.first_line,
                     ),
                 ));
             }
-            // Growing the rows' storage (to twice its size, as a Vec grows) is checked first.
-            let grown = |len: usize, cap: usize, extra: usize| -> usize {
-                if len + extra > cap {
-                    (cap * 2).max(len + extra)
-                } else {
-                    cap
-                }
-            };
-            let next = grown(features.len(), features.capacity(), features_per_row)
-                + grown(values.len(), values.capacity(), width - features_per_row)
-                + grown(labels.len(), labels.capacity(), 1);
-            crate::limits::check_bytes(
-                &format!(
-                    "the data of {} (at line {})",
-                    self.source.display(),
-                    self.line_no
-                ),
-                next as u64 * 4,
-                limit,
-                &limit_source,
-                "use a smaller file",
-            )?;
-            features.reserve(features_per_row);
-            for (col, (field, role)) in self.line.iter().zip(&roles).enumerate() {
-                let field = field.as_str();
-                match role {
-                    Role::Label => {
-                        // A column whose first label is not a number holds class names.
-                        let first = labels.is_empty() && names.is_none();
-                        if first && !field.is_empty() && field.parse::<f64>().is_err() {
-                            names = Some(Vec::new());
-                        }
-                        match &mut names {
-                            Some(_) if field.is_empty() => {
-                                return Err(self.error_at(
-                                    Some(col),
-                                    format!("{}: the class label is empty", self.where_(col)),
-                                ));
-                            }
-                            Some(_) if field.parse::<f64>().is_ok() => {
-                                return Err(self.error_at(Some(col), format!(
-                                    "{}: class label \"{field}\" is a number, but the column's first label is a name: labels must be all numbers or all names",
-                                    self.where_(col)
-                                )));
-                            }
-                            Some(names) => names.push(field.to_string()),
-                            None => {
-                                let label = self.label(field, col)?;
-                                max_label = max_label.max(label);
-                                labels.push(label);
-                            }
-                        }
-                    }
-                    Role::Feature => features.push(self.number(field, col)?),
-                    Role::Value => values.push(self.number(field, col)?),
-                }
-            }
+            self.check_growth(&rows, width, limit, &limit_source)?;
+            rows.features.reserve(rows.features_per_row);
+            self.push_row(&mut rows, &roles)?;
         }
-        if features.is_empty() {
+        if rows.features.is_empty() {
             return Err(self.error("the file has a header row but no data rows"));
         }
-        Ok(Rows {
-            features,
-            features_per_row,
-            labels,
-            names,
-            values,
-            max_label,
-        })
+        Ok(rows)
+    }
+
+    /// Reads the first line and decides whether it is the header; returns the row width, each
+    /// column's role, and whether the first line is data still to be parsed.
+    fn first_row(&mut self, target: &CsvTarget) -> Result<(usize, Vec<Role>, bool)> {
+        if !self.next_line()? {
+            return Err(self.error("the file is empty: it holds no rows"));
+        }
+        let first = self.line.clone();
+        let width = first.len();
+        let is_header = match self.options.header {
+            CsvHeader::On => true,
+            CsvHeader::Off => false,
+            CsvHeader::Auto => is_header(&first, target),
+        };
+        self.first_line = self.line_no;
+        if is_header {
+            self.header = Some(first);
+        }
+        let roles = self.roles(width, target)?;
+        Ok((width, roles, !is_header))
+    }
+
+    /// Checks that growing `rows` by one row of `width` fields (to twice its storage, as a Vec
+    /// grows) stays within the host memory `limit`.
+    fn check_growth(
+        &self,
+        rows: &Rows,
+        width: usize,
+        limit: u64,
+        limit_source: &str,
+    ) -> Result<()> {
+        let grown = |len: usize, cap: usize, extra: usize| -> usize {
+            if len + extra > cap {
+                (cap * 2).max(len + extra)
+            } else {
+                cap
+            }
+        };
+        let fpr = rows.features_per_row;
+        let next = grown(rows.features.len(), rows.features.capacity(), fpr)
+            + grown(rows.values.len(), rows.values.capacity(), width - fpr)
+            + grown(rows.labels.len(), rows.labels.capacity(), 1);
+        crate::limits::check_bytes(
+            &format!(
+                "the data of {} (at line {})",
+                self.source.display(),
+                self.line_no
+            ),
+            next as u64 * 4,
+            limit,
+            limit_source,
+            "use a smaller file",
+        )
+    }
+
+    /// Appends the current line's fields to `rows`, each as its column's role says.
+    fn push_row(&self, rows: &mut Rows, roles: &[Role]) -> Result<()> {
+        for (col, (field, role)) in self.line.iter().zip(roles).enumerate() {
+            let field = field.as_str();
+            match role {
+                Role::Label => self.push_label(rows, field, col)?,
+                Role::Feature => rows.features.push(self.number(field, col)?),
+                Role::Value => rows.values.push(self.number(field, col)?),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the label `field` (column `col`): a class index, or a class name when the
+    /// column's first label is not a number.
+    fn push_label(&self, rows: &mut Rows, field: &str, col: usize) -> Result<()> {
+        // A column whose first label is not a number holds class names.
+        let first = rows.labels.is_empty() && rows.names.is_none();
+        if first && !field.is_empty() && field.parse::<f64>().is_err() {
+            rows.names = Some(Vec::new());
+        }
+        match &mut rows.names {
+            Some(_) if field.is_empty() => Err(self.error_at(
+                Some(col),
+                format!("{}: the class label is empty", self.where_(col)),
+            )),
+            Some(_) if field.parse::<f64>().is_ok() => Err(self.error_at(Some(col), format!(
+                "{}: class label \"{field}\" is a number, but the column's first label is a name: labels must be all numbers or all names",
+                self.where_(col)
+            ))),
+            Some(names) => {
+                names.push(field.to_string());
+                Ok(())
+            }
+            None => {
+                let label = self.label(field, col)?;
+                rows.max_label = rows.max_label.max(label);
+                rows.labels.push(label);
+                Ok(())
+            }
+        }
     }
 
     /// The role of each of the `width` columns.
