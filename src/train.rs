@@ -361,52 +361,9 @@ impl Trainer {
         }
         self.backend.spec().check_trainable()?;
         let started = Instant::now();
-        let c = &self.config;
-        let lr = (c.schedule.lr(c.lr, self.epoch) as f64 * self.plateau.scale) as f32;
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::InvalidConfig(format!(
-                "the schedule gives learning rate {lr} at epoch {}",
-                self.epoch + 1
-            )));
-        }
-        let order = epoch_order(self.train_rows, c.seed, self.epoch, c.shuffle);
-        let (optimizer, l2, batch_size) = (c.optimizer, c.l2, c.batch_size);
-        let hyper = move |steps: u64| optimizer.hyper(lr, steps, l2);
-        let per_step = match self.stream.clone() {
-            Some((source, chunk)) => stream::epoch(
-                self,
-                &*source,
-                chunk,
-                &order,
-                hyper,
-                &mut on_step,
-                &mut stop,
-            )?,
-            None => {
-                self.backend.begin_epoch(&order)?;
-                let mut steps = Steps::new(self.train_rows, batch_size, self.epoch);
-                steps.run(
-                    self.backend.as_mut(),
-                    &mut self.steps,
-                    0..self.train_rows,
-                    hyper,
-                    &mut on_step,
-                    &mut stop,
-                )?;
-                self.backend.finish_epoch()?
-            }
-        };
-        let mut total = BatchStats::default();
-        for (i, s) in per_step.iter().enumerate() {
-            if !s.loss_sum.is_finite() {
-                return Err(Error::Diverged {
-                    epoch: self.epoch + 1,
-                    step: i + 1,
-                    value: s.loss_sum,
-                });
-            }
-            total.add(s);
-        }
+        let lr = self.epoch_lr()?;
+        let per_step = self.train_steps(lr, &mut on_step, &mut stop)?;
+        let total = self.sum_steps(&per_step)?;
         let classifier = self.classification;
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
@@ -430,6 +387,65 @@ impl Trainer {
             seconds,
             samples_per_second: self.train_rows as f64 / seconds.max(1e-9),
         })
+    }
+
+    /// The learning rate for the coming epoch: the schedule's, scaled by the plateau rule;
+    /// refused unless finite and positive.
+    fn epoch_lr(&self) -> Result<f32> {
+        let c = &self.config;
+        let lr = (c.schedule.lr(c.lr, self.epoch) as f64 * self.plateau.scale) as f32;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "the schedule gives learning rate {lr} at epoch {}",
+                self.epoch + 1
+            )));
+        }
+        Ok(lr)
+    }
+
+    /// Takes this epoch's steps over the training rows in its shuffled order, streaming them in
+    /// chunks when the data is streamed; returns each step's stats.
+    fn train_steps(
+        &mut self,
+        lr: f32,
+        on_step: &mut impl FnMut(usize, usize),
+        stop: &mut impl FnMut() -> bool,
+    ) -> Result<Vec<BatchStats>> {
+        let c = &self.config;
+        let order = epoch_order(self.train_rows, c.seed, self.epoch, c.shuffle);
+        let (optimizer, l2, batch_size) = (c.optimizer, c.l2, c.batch_size);
+        let hyper = move |steps: u64| optimizer.hyper(lr, steps, l2);
+        if let Some((source, chunk)) = self.stream.clone() {
+            return stream::epoch(self, &*source, chunk, &order, hyper, on_step, stop);
+        }
+        self.backend.begin_epoch(&order)?;
+        let mut steps = Steps::new(self.train_rows, batch_size, self.epoch);
+        steps.run(
+            self.backend.as_mut(),
+            &mut self.steps,
+            0..self.train_rows,
+            hyper,
+            on_step,
+            stop,
+        )?;
+        self.backend.finish_epoch()
+    }
+
+    /// The sum of an epoch's step stats, or [`Error::Diverged`] at the first step whose loss is
+    /// not finite.
+    fn sum_steps(&self, per_step: &[BatchStats]) -> Result<BatchStats> {
+        let mut total = BatchStats::default();
+        for (i, s) in per_step.iter().enumerate() {
+            if !s.loss_sum.is_finite() {
+                return Err(Error::Diverged {
+                    epoch: self.epoch + 1,
+                    step: i + 1,
+                    value: s.loss_sum,
+                });
+            }
+            total.add(s);
+        }
+        Ok(total)
     }
 
     /// Trains for the configured number of epochs (counting those already done), calling
