@@ -142,34 +142,95 @@ pub fn place_with(
     max_batch: usize,
     options: &PlaceOptions,
 ) -> Result<Placement> {
-    place_on(
-        device,
+    Placer {
         spec,
         optimizer,
         max_batch,
         options,
-        GpuOptions::default(),
-    )
+        gpu: GpuOptions::default(),
+    }
+    .place(device)
 }
 
-/// [`place_with`], placing a GPU model with `gpu` options.
-fn place_on(
-    device: &Device,
-    spec: &ModelSpec,
+/// A model to place and how: what every device choice needs.
+struct Placer<'a> {
+    spec: &'a ModelSpec,
     optimizer: Optimizer,
     max_batch: usize,
-    options: &PlaceOptions,
+    options: &'a PlaceOptions,
+    /// Options for a GPU model ([`PlaceOptions::tune`] overrides its `tune`).
     gpu: GpuOptions,
-) -> Result<Placement> {
-    spec.validate()?;
-    // Host copies of the model come first: refuse a model that cannot fit before any of it
-    // is allocated (on a GPU the batch's activations live on the device: `GpuBackend::new`
-    // checks those; the CPU backend checks its own buffers).
-    spec.check_host_memory(optimizer, 0)?;
-    let on_gpu = |ctx: GpuContext, reason: String| -> Result<Placement> {
-        let mut gpu_options = gpu;
-        gpu_options.tune = options.tune;
-        let backend = GpuBackend::new(Arc::new(ctx), spec, optimizer, max_batch, gpu_options)?;
+}
+
+impl Placer<'_> {
+    /// [`place_with`] on `device`, with the GPU options of this placer.
+    fn place(&self, device: &Device) -> Result<Placement> {
+        let (spec, optimizer) = (self.spec, self.optimizer);
+        spec.validate()?;
+        // Host copies of the model come first: refuse a model that cannot fit before any of it
+        // is allocated (on a GPU the batch's activations live on the device: `GpuBackend::new`
+        // checks those; the CPU backend checks its own buffers).
+        spec.check_host_memory(optimizer, 0)?;
+        match device {
+            Device::Adapter { selector, index } => {
+                let ctx = GpuContext::nth(&selector.clone().or_env(), *index)?;
+                let reason = match &selector.backend {
+                    Some(b) => format!("{} ({b}:{index})", ctx.info),
+                    None => format!("{} (gpu:{index})", ctx.info),
+                };
+                self.on_gpu(ctx, reason)
+            }
+            Device::Reference => Ok(Placement {
+                backend: {
+                    spec.check_host_memory(optimizer, self.max_batch)?;
+                    Box::new(ReferenceBackend::new(spec, optimizer)?)
+                },
+                reason: "the CPU reference (--device reference)".into(),
+            }),
+            Device::Cpu => self.on_cpu("(--device cpu)"),
+            Device::Gpu(sel) => {
+                let ctx = GpuContext::new(&sel.clone().or_env())?;
+                let reason = format!("{} (--device gpu)", ctx.info);
+                self.on_gpu(ctx, reason)
+            }
+            Device::Auto(sel) => self.auto(sel.clone().or_env()),
+        }
+    }
+
+    /// `--device auto`: the best adapter matching `sel` when the user narrowed it, else the best
+    /// hardware GPU, else the CPU backend.
+    fn auto(&self, sel: AdapterSelector) -> Result<Placement> {
+        if sel.backend.is_some() || sel.name.is_some() {
+            // Narrowed by the user: any adapter that matches, software ones included.
+            return match GpuContext::new(&sel) {
+                Ok(ctx) => {
+                    let reason = format!("{}: the best adapter matching {sel}", ctx.info);
+                    self.on_gpu(ctx, reason)
+                }
+                Err(e @ Error::NoAdapter { .. }) => self.on_cpu(&format!("(auto: {e})")),
+                Err(e) => Err(e),
+            };
+        }
+        match GpuContext::best_hardware(&sel)? {
+            Some(ctx) => {
+                let reason = format!("{}: the best hardware GPU (auto)", ctx.info);
+                self.on_gpu(ctx, reason)
+            }
+            None => self.on_cpu(&auto_cpu_reason(&sel)?),
+        }
+    }
+
+    /// The model on the GPU of `ctx`; `reason` says why that one (the tuning is added to it).
+    fn on_gpu(&self, ctx: GpuContext, reason: String) -> Result<Placement> {
+        let mut gpu_options = self.gpu;
+        gpu_options.tune = self.options.tune;
+        let backend = GpuBackend::new(
+            Arc::new(ctx),
+            self.spec,
+            self.optimizer,
+            self.max_batch,
+            gpu_options,
+        )?;
         let reason = match backend.tuning() {
             Some(t) => format!("{reason}; {}", gpu::tune::summary(t)),
             None => reason,
@@ -178,58 +239,21 @@ fn place_on(
             backend: Box::new(backend),
             reason,
         })
-    };
-    let on_cpu = |reason: &str| -> Result<Placement> {
-        let cpu = CpuBackend::new(spec, optimizer, max_batch, options.threads)?;
+    }
+
+    /// The model on the fast CPU backend; `reason` follows the backend's name.
+    fn on_cpu(&self, reason: &str) -> Result<Placement> {
+        let cpu = CpuBackend::new(
+            self.spec,
+            self.optimizer,
+            self.max_batch,
+            self.options.threads,
+        )?;
         let reason = format!("{} {reason}", cpu.name());
         Ok(Placement {
             backend: Box::new(cpu),
             reason,
         })
-    };
-    match device {
-        Device::Adapter { selector, index } => {
-            let ctx = GpuContext::nth(&selector.clone().or_env(), *index)?;
-            let reason = match &selector.backend {
-                Some(b) => format!("{} ({b}:{index})", ctx.info),
-                None => format!("{} (gpu:{index})", ctx.info),
-            };
-            on_gpu(ctx, reason)
-        }
-        Device::Reference => Ok(Placement {
-            backend: {
-                spec.check_host_memory(optimizer, max_batch)?;
-                Box::new(ReferenceBackend::new(spec, optimizer)?)
-            },
-            reason: "the CPU reference (--device reference)".into(),
-        }),
-        Device::Cpu => on_cpu("(--device cpu)"),
-        Device::Gpu(sel) => {
-            let ctx = GpuContext::new(&sel.clone().or_env())?;
-            let reason = format!("{} (--device gpu)", ctx.info);
-            on_gpu(ctx, reason)
-        }
-        Device::Auto(sel) => {
-            let sel = sel.clone().or_env();
-            if sel.backend.is_some() || sel.name.is_some() {
-                // Narrowed by the user: any adapter that matches, software ones included.
-                return match GpuContext::new(&sel) {
-                    Ok(ctx) => {
-                        let reason = format!("{}: the best adapter matching {sel}", ctx.info);
-                        on_gpu(ctx, reason)
-                    }
-                    Err(e @ Error::NoAdapter { .. }) => on_cpu(&format!("(auto: {e})")),
-                    Err(e) => Err(e),
-                };
-            }
-            match GpuContext::best_hardware(&sel)? {
-                Some(ctx) => {
-                    let reason = format!("{}: the best hardware GPU (auto)", ctx.info);
-                    on_gpu(ctx, reason)
-                }
-                None => on_cpu(&auto_cpu_reason(&sel)?),
-            }
-        }
     }
 }
 
@@ -357,7 +381,14 @@ pub fn place_replicas_with(
     let mut replicas = Vec::with_capacity(devices.len());
     let mut reasons = Vec::with_capacity(devices.len());
     for d in devices {
-        let p = place_on(d, spec, optimizer, shard_rows, &options, gpu)?;
+        let p = Placer {
+            spec,
+            optimizer,
+            max_batch: shard_rows,
+            options: &options,
+            gpu,
+        }
+        .place(d)?;
         replicas.push(p.backend);
         reasons.push(p.reason);
     }

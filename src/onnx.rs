@@ -26,7 +26,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::data::NormalizeMethod;
 use crate::error::{Error, Result};
-use crate::model::Activation;
+use crate::model::{Activation, ModelSpec};
 use prost::Message;
 
 /// The ONNX protobuf messages (`onnx.ModelProto` and the rest), generated from `proto/onnx.proto`.
@@ -67,53 +67,8 @@ pub fn to_model(ck: &Checkpoint) -> Result<ModelProto> {
         ));
     }
     let mut g = Graph::default();
-    let mut x = INPUT.to_string();
-
-    if let Some(n) = ck
-        .normalization
-        .as_ref()
-        .filter(|n| n.method != NormalizeMethod::None)
-    {
-        if n.shift.len() != spec.inputs() || n.scale.len() != spec.inputs() {
-            return Err(Error::shape(
-                "normalization statistics",
-                spec.inputs(),
-                format!("{} shifts and {} scales", n.shift.len(), n.scale.len()),
-            ));
-        }
-        g.initializer("norm.shift", &[spec.inputs()], n.shift.clone());
-        g.initializer("norm.scale", &[spec.inputs()], n.scale.clone());
-        x = g.node("Sub", &[&x, "norm.shift"], "norm.centered", vec![]);
-        x = g.node("Div", &[&x, "norm.scale"], "norm.out", vec![]);
-    }
-
-    let layout = spec.layout();
-    for (i, (l, act)) in layout.iter().zip(&spec.activations).enumerate() {
-        // our W: [in, out] row-major → the checkpoint's [out, in], used with transB = 1
-        let mut wt = vec![0.0f32; l.weight_len()];
-        for r in 0..l.inputs {
-            for c in 0..l.outputs {
-                wt[c * l.inputs + r] = ck.params[l.weight + r * l.outputs + c];
-            }
-        }
-        let (w, b) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
-        g.initializer(&w, &[l.outputs, l.inputs], wt);
-        g.initializer(&b, &[l.outputs], ck.params[l.bias..l.end()].to_vec());
-        let a = g.node(
-            "Gemm",
-            &[&x, &w, &b],
-            &format!("layers.{i}.pre"),
-            vec![int_attr("transB", 1)],
-        );
-        let last = i + 1 == layout.len();
-        let out = if last {
-            OUTPUT.to_string()
-        } else {
-            format!("layers.{i}.out")
-        };
-        x = activation(&mut g, *act, &a, &out, i);
-    }
-
+    let x = g.normalization(ck, INPUT)?;
+    g.layers(ck, &x);
     let batch = || dimension::Value::DimParam("batch".into());
     let mut outputs = vec![tensor_info(
         OUTPUT,
@@ -121,39 +76,9 @@ pub fn to_model(ck: &Checkpoint) -> Result<ModelProto> {
         vec![batch(), dimension::Value::DimValue(spec.outputs() as i64)],
     )];
     if spec.is_classifier() {
-        if spec.outputs() == 1 {
-            g.constant_f32("label.threshold", 0.5);
-            let ge = g.node(
-                "GreaterOrEqual",
-                &[OUTPUT, "label.threshold"],
-                "label.ge",
-                vec![],
-            );
-            let as_int = g.node(
-                "Cast",
-                &[&ge],
-                "label.int",
-                vec![int_attr("to", DataType::Int64 as i64)],
-            );
-            g.graph.initializer.push(TensorProto {
-                name: Some("label.axes".into()),
-                dims: vec![1],
-                data_type: Some(DataType::Int64 as i32),
-                int64_data: vec![1],
-                ..Default::default()
-            });
-            g.node("Squeeze", &[&as_int, "label.axes"], LABEL, vec![]);
-        } else {
-            g.node(
-                "ArgMax",
-                &[OUTPUT],
-                LABEL,
-                vec![int_attr("axis", 1), int_attr("keepdims", 0)],
-            );
-        }
+        g.label(spec.outputs());
         outputs.push(tensor_info(LABEL, DataType::Int64, vec![batch()]));
     }
-
     let mut graph = g.graph;
     graph.name = Some("gpumlp".into());
     graph.doc_string = Some(format!(
@@ -163,11 +88,7 @@ pub fn to_model(ck: &Checkpoint) -> Result<ModelProto> {
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join("-"),
-        spec.activations
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join(","),
+        activation_names(spec),
         spec.loss
     ));
     graph.input = vec![tensor_info(
@@ -176,29 +97,6 @@ pub fn to_model(ck: &Checkpoint) -> Result<ModelProto> {
         vec![batch(), dimension::Value::DimValue(spec.inputs() as i64)],
     )];
     graph.output = outputs;
-
-    let mut metadata = vec![
-        entry(
-            "sizes",
-            &serde_json::to_string(&spec.sizes).unwrap_or_default(),
-        ),
-        entry(
-            "activations",
-            &spec
-                .activations
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        entry("loss", spec.loss.name()),
-    ];
-    if let Some(names) = &ck.class_names {
-        metadata.push(entry(
-            "class_names",
-            &serde_json::to_string(names).unwrap_or_default(),
-        ));
-    }
     Ok(ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
@@ -209,9 +107,38 @@ pub fn to_model(ck: &Checkpoint) -> Result<ModelProto> {
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         doc_string: Some("exported by gpumlp from a safetensors checkpoint".into()),
         graph: Some(graph),
-        metadata_props: metadata,
+        metadata_props: metadata(ck),
         ..Default::default()
     })
+}
+
+/// The model's metadata: sizes, activations, loss and, when known, the class names.
+fn metadata(ck: &Checkpoint) -> Vec<StringStringEntryProto> {
+    let spec = &ck.spec;
+    let mut metadata = vec![
+        entry(
+            "sizes",
+            &serde_json::to_string(&spec.sizes).unwrap_or_default(),
+        ),
+        entry("activations", &activation_names(spec)),
+        entry("loss", spec.loss.name()),
+    ];
+    if let Some(names) = &ck.class_names {
+        metadata.push(entry(
+            "class_names",
+            &serde_json::to_string(names).unwrap_or_default(),
+        ));
+    }
+    metadata
+}
+
+/// The activations' names, comma-separated.
+fn activation_names(spec: &ModelSpec) -> String {
+    spec.activations
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The bytes of the `.onnx` file for `ck` (write them with [`crate::files::atomic_write`]).
@@ -254,6 +181,7 @@ fn activation(g: &mut Graph, act: Activation, a: &str, out: &str, layer: usize) 
     }
 }
 
+/// The graph under construction: nodes and initializers in the order they are added.
 #[derive(Default)]
 struct Graph {
     graph: GraphProto,
@@ -295,8 +223,100 @@ impl Graph {
     fn constant_f32(&mut self, name: &str, value: f32) {
         self.initializer(name, &[], vec![value]);
     }
+
+    /// `(x − norm.shift) / norm.scale` on input `x` when `ck` has a normalization; returns
+    /// the name of the normalized input (`x` itself when there is none).
+    fn normalization(&mut self, ck: &Checkpoint, x: &str) -> Result<String> {
+        let spec = &ck.spec;
+        let Some(n) = ck
+            .normalization
+            .as_ref()
+            .filter(|n| n.method != NormalizeMethod::None)
+        else {
+            return Ok(x.to_string());
+        };
+        if n.shift.len() != spec.inputs() || n.scale.len() != spec.inputs() {
+            return Err(Error::shape(
+                "normalization statistics",
+                spec.inputs(),
+                format!("{} shifts and {} scales", n.shift.len(), n.scale.len()),
+            ));
+        }
+        self.initializer("norm.shift", &[spec.inputs()], n.shift.clone());
+        self.initializer("norm.scale", &[spec.inputs()], n.scale.clone());
+        let x = self.node("Sub", &[x, "norm.shift"], "norm.centered", vec![]);
+        Ok(self.node("Div", &[&x, "norm.scale"], "norm.out", vec![]))
+    }
+
+    /// Every layer's `Gemm` and activation on `x`: [batch, in], ending in [`OUTPUT`].
+    fn layers(&mut self, ck: &Checkpoint, x: &str) {
+        let spec = &ck.spec;
+        let layout = spec.layout();
+        let mut x = x.to_string();
+        for (i, (l, act)) in layout.iter().zip(&spec.activations).enumerate() {
+            // our W: [in, out] row-major → the checkpoint's [out, in], used with transB = 1
+            let mut wt = vec![0.0f32; l.weight_len()];
+            for r in 0..l.inputs {
+                for c in 0..l.outputs {
+                    wt[c * l.inputs + r] = ck.params[l.weight + r * l.outputs + c];
+                }
+            }
+            let (w, b) = (format!("layers.{i}.weight"), format!("layers.{i}.bias"));
+            self.initializer(&w, &[l.outputs, l.inputs], wt);
+            self.initializer(&b, &[l.outputs], ck.params[l.bias..l.end()].to_vec());
+            let a = self.node(
+                "Gemm",
+                &[&x, &w, &b],
+                &format!("layers.{i}.pre"),
+                vec![int_attr("transB", 1)],
+            );
+            let last = i + 1 == layout.len();
+            let out = if last {
+                OUTPUT.to_string()
+            } else {
+                format!("layers.{i}.out")
+            };
+            x = activation(self, *act, &a, &out, i);
+        }
+    }
+
+    /// The predicted class [`LABEL`] from [`OUTPUT`]: `output ≥ 0.5` for one output, else
+    /// `ArgMax` over the `outputs`.
+    fn label(&mut self, outputs: usize) {
+        if outputs != 1 {
+            self.node(
+                "ArgMax",
+                &[OUTPUT],
+                LABEL,
+                vec![int_attr("axis", 1), int_attr("keepdims", 0)],
+            );
+            return;
+        }
+        self.constant_f32("label.threshold", 0.5);
+        let ge = self.node(
+            "GreaterOrEqual",
+            &[OUTPUT, "label.threshold"],
+            "label.ge",
+            vec![],
+        );
+        let as_int = self.node(
+            "Cast",
+            &[&ge],
+            "label.int",
+            vec![int_attr("to", DataType::Int64 as i64)],
+        );
+        self.graph.initializer.push(TensorProto {
+            name: Some("label.axes".into()),
+            dims: vec![1],
+            data_type: Some(DataType::Int64 as i32),
+            int64_data: vec![1],
+            ..Default::default()
+        });
+        self.node("Squeeze", &[&as_int, "label.axes"], LABEL, vec![]);
+    }
 }
 
+/// An integer attribute.
 fn int_attr(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -306,6 +326,7 @@ fn int_attr(name: &str, i: i64) -> AttributeProto {
     }
 }
 
+/// A float attribute.
 fn float_attr(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
@@ -315,6 +336,7 @@ fn float_attr(name: &str, f: f32) -> AttributeProto {
     }
 }
 
+/// A metadata entry `key: value`.
 fn entry(key: &str, value: &str) -> StringStringEntryProto {
     StringStringEntryProto {
         key: Some(key.into()),
@@ -322,6 +344,7 @@ fn entry(key: &str, value: &str) -> StringStringEntryProto {
     }
 }
 
+/// A tensor's name, element type and dimensions, for the graph's inputs and outputs.
 fn tensor_info(name: &str, elem: DataType, dims: Vec<dimension::Value>) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),

@@ -245,78 +245,108 @@ impl FromStr for Schedule {
     /// `cosine:EPOCHS[:WARMUP]`, `plateau:FACTOR:PATIENCE`.
     fn from_str(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.trim().split(':').collect();
-        let num = |p: &str| -> Result<f32> {
-            p.parse::<f32>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| {
-                    Error::InvalidConfig(format!("schedule '{s}': '{p}' is not a number"))
-                })
-        };
-        // A schedule decays the rate: GAMMA in (0, 1], POWER in [0, MAX_INVSCALING_POWER].
-        // Anything else either grows the rate until training diverges or zeroes it at once.
-        let gamma = |p: &str| -> Result<f32> {
-            let g = num(p)?;
-            if g > 0.0 && g <= 1.0 {
-                Ok(g)
-            } else {
-                Err(Error::InvalidConfig(format!(
-                    "schedule '{s}': GAMMA is {p}, but it must be in (0, 1]: each decay multiplies the learning rate by GAMMA (e.g. 0.5 halves it); 0 or less would stop or reverse training, more than 1 grows the rate until training diverges"
-                )))
-            }
-        };
+        let text = ScheduleText(s);
         match parts.as_slice() {
             ["constant"] => Ok(Schedule::Constant),
-            ["step", every, g] => {
-                let every = every.parse::<usize>().ok().filter(|&e| e > 0).ok_or_else(|| {
-                    Error::InvalidConfig(format!("schedule '{s}': EVERY must be a whole number ≥ 1"))
-                })?;
-                Ok(Schedule::Step {
-                    every,
-                    gamma: gamma(g)?,
-                })
-            }
-            ["exp", g] => Ok(Schedule::Exponential { gamma: gamma(g)? }),
-            ["cosine", rest @ ..] if rest.len() <= 2 && !rest.is_empty() => {
-                let whole = |p: &str, what: &str| -> Result<usize> {
-                    p.parse::<usize>().map_err(|_| {
-                        Error::InvalidConfig(format!("schedule '{s}': {what} must be a whole number of epochs"))
-                    })
-                };
-                let epochs = whole(rest[0], "EPOCHS")?;
-                let warmup = rest.get(1).map_or(Ok(0), |w| whole(w, "WARMUP"))?;
-                if epochs == 0 || warmup >= epochs {
-                    return Err(Error::InvalidConfig(format!(
-                        "schedule '{s}': cosine:EPOCHS[:WARMUP] needs EPOCHS ≥ 1 and WARMUP < EPOCHS (the decay spans the epochs after the warm-up)"
-                    )));
-                }
-                Ok(Schedule::Cosine { epochs, warmup })
-            }
-            ["plateau", f, p] => {
-                let factor = num(f)?;
-                if !(factor > 0.0 && factor < 1.0) {
-                    return Err(Error::InvalidConfig(format!(
-                        "schedule '{s}': FACTOR is {f}, but it must be in (0, 1): on a plateau the rate is multiplied by it"
-                    )));
-                }
-                let patience = p.parse::<usize>().ok().filter(|&p| p > 0).ok_or_else(|| {
-                    Error::InvalidConfig(format!("schedule '{s}': PATIENCE must be a whole number of epochs ≥ 1"))
-                })?;
-                Ok(Schedule::Plateau { factor, patience })
-            }
-            ["invscaling", p] => {
-                let power = num(p)?;
-                if !(0.0..=MAX_INVSCALING_POWER).contains(&power) {
-                    return Err(Error::InvalidConfig(format!(
-                        "schedule '{s}': POWER is {p}, but it must be in [0, {MAX_INVSCALING_POWER}]: the learning rate at epoch e is lr / e^POWER (0.5 is usual); a negative power grows the rate until training diverges"
-                    )));
-                }
-                Ok(Schedule::InverseScaling { power })
-            }
+            ["step", every, g] => text.step(every, g),
+            ["exp", g] => Ok(Schedule::Exponential {
+                gamma: text.gamma(g)?,
+            }),
+            ["cosine", rest @ ..] if rest.len() <= 2 && !rest.is_empty() => text.cosine(rest),
+            ["plateau", f, p] => text.plateau(f, p),
+            ["invscaling", p] => text.invscaling(p),
             _ => Err(Error::InvalidConfig(format!(
                 "unknown schedule '{s}': use constant, step:EVERY:GAMMA, exp:GAMMA, invscaling:POWER, cosine:EPOCHS[:WARMUP] or plateau:FACTOR:PATIENCE"
             ))),
         }
+    }
+}
+
+/// A schedule's text as given, which every parse error quotes; its methods parse the fields
+/// after the schedule's name.
+struct ScheduleText<'a>(&'a str);
+
+impl ScheduleText<'_> {
+    /// `message` about this schedule, as an error.
+    fn err(&self, message: impl std::fmt::Display) -> Error {
+        Error::InvalidConfig(format!("schedule '{}': {message}", self.0))
+    }
+
+    /// A finite number.
+    fn num(&self, p: &str) -> Result<f32> {
+        p.parse::<f32>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| self.err(format!("'{p}' is not a number")))
+    }
+
+    /// A decay factor GAMMA in (0, 1]. A schedule decays the rate: anything else either grows
+    /// the rate until training diverges or zeroes it at once.
+    fn gamma(&self, p: &str) -> Result<f32> {
+        let g = self.num(p)?;
+        if g > 0.0 && g <= 1.0 {
+            Ok(g)
+        } else {
+            Err(self.err(format!(
+                "GAMMA is {p}, but it must be in (0, 1]: each decay multiplies the learning rate by GAMMA (e.g. 0.5 halves it); 0 or less would stop or reverse training, more than 1 grows the rate until training diverges"
+            )))
+        }
+    }
+
+    /// `step:EVERY:GAMMA`.
+    fn step(&self, every: &str, g: &str) -> Result<Schedule> {
+        let every = every
+            .parse::<usize>()
+            .ok()
+            .filter(|&e| e > 0)
+            .ok_or_else(|| self.err("EVERY must be a whole number ≥ 1"))?;
+        Ok(Schedule::Step {
+            every,
+            gamma: self.gamma(g)?,
+        })
+    }
+
+    /// `cosine:EPOCHS[:WARMUP]`, `rest` being EPOCHS and the optional WARMUP.
+    fn cosine(&self, rest: &[&str]) -> Result<Schedule> {
+        let whole = |p: &str, what: &str| -> Result<usize> {
+            p.parse::<usize>()
+                .map_err(|_| self.err(format!("{what} must be a whole number of epochs")))
+        };
+        let epochs = whole(rest[0], "EPOCHS")?;
+        let warmup = rest.get(1).map_or(Ok(0), |w| whole(w, "WARMUP"))?;
+        if epochs == 0 || warmup >= epochs {
+            return Err(self.err(
+                "cosine:EPOCHS[:WARMUP] needs EPOCHS ≥ 1 and WARMUP < EPOCHS (the decay spans the epochs after the warm-up)",
+            ));
+        }
+        Ok(Schedule::Cosine { epochs, warmup })
+    }
+
+    /// `plateau:FACTOR:PATIENCE`.
+    fn plateau(&self, f: &str, p: &str) -> Result<Schedule> {
+        let factor = self.num(f)?;
+        if !(factor > 0.0 && factor < 1.0) {
+            return Err(self.err(format!(
+                "FACTOR is {f}, but it must be in (0, 1): on a plateau the rate is multiplied by it"
+            )));
+        }
+        let patience = p
+            .parse::<usize>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| self.err("PATIENCE must be a whole number of epochs ≥ 1"))?;
+        Ok(Schedule::Plateau { factor, patience })
+    }
+
+    /// `invscaling:POWER`, POWER in [0, [`MAX_INVSCALING_POWER`]].
+    fn invscaling(&self, p: &str) -> Result<Schedule> {
+        let power = self.num(p)?;
+        if !(0.0..=MAX_INVSCALING_POWER).contains(&power) {
+            return Err(self.err(format!(
+                "POWER is {p}, but it must be in [0, {MAX_INVSCALING_POWER}]: the learning rate at epoch e is lr / e^POWER (0.5 is usual); a negative power grows the rate until training diverges"
+            )));
+        }
+        Ok(Schedule::InverseScaling { power })
     }
 }
 

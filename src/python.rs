@@ -87,6 +87,32 @@ struct Model {
     fallback: Option<String>,
 }
 
+/// A trainer for `spec` on `device` (built without holding the GIL), the backend's name, and
+/// why `device='auto'` fell back to the CPU, if it did.
+fn place(
+    py: Python<'_>,
+    spec: &ModelSpec,
+    device: Device,
+    config: TrainConfig,
+    params: Vec<f32>,
+) -> PyResult<(Trainer, String, Option<String>)> {
+    let spec = spec.clone();
+    py.detach(move || -> crate::Result<_> {
+        let auto = matches!(device, Device::Auto(_));
+        let mut trainer = Trainer::builder(&spec)
+            .device(device)
+            .config(config)
+            .params(params)
+            .build()?;
+        let name = trainer.backend().name();
+        // Auto fell back to the CPU when it says why in its "(auto: ...)" note.
+        let reason = trainer.placement().unwrap_or_default();
+        let fallback = (auto && reason.contains("(auto:")).then(|| reason.to_string());
+        Ok((trainer, name, fallback))
+    })
+    .map_err(py_err)
+}
+
 impl Model {
     fn with<T: Send>(
         &self,
@@ -158,25 +184,8 @@ impl Model {
             Some(p) => slice(&p, "params")?.to_vec(),
             None => spec.init_params(init_seed),
         };
-        let device = device(device_name)?;
-        let placed = {
-            let spec = spec.clone();
-            py.detach(move || -> crate::Result<_> {
-                let auto = matches!(device, Device::Auto(_));
-                let mut trainer = Trainer::builder(&spec)
-                    .device(device)
-                    .config(config)
-                    .params(params)
-                    .build()?;
-                let name = trainer.backend().name();
-                // Auto fell back to the CPU when it says why in its "(auto: ...)" note.
-                let reason = trainer.placement().unwrap_or_default();
-                let fallback = (auto && reason.contains("(auto:")).then(|| reason.to_string());
-                Ok((trainer, name, fallback))
-            })
-            .map_err(py_err)?
-        };
-        let (trainer, device_name, fallback) = placed;
+        let (trainer, device_name, fallback) =
+            place(py, &spec, device(device_name)?, config, params)?;
         Ok(Model {
             inner: Mutex::new(Inner {
                 trainer,

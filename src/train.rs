@@ -14,6 +14,8 @@ use std::time::Instant;
 
 mod builder;
 pub use builder::TrainerBuilder;
+mod infer;
+pub use infer::{check_finite_outputs, evaluate, predict};
 mod stream;
 pub use stream::DataPlan;
 use stream::Steps;
@@ -361,52 +363,9 @@ impl Trainer {
         }
         self.backend.spec().check_trainable()?;
         let started = Instant::now();
-        let c = &self.config;
-        let lr = (c.schedule.lr(c.lr, self.epoch) as f64 * self.plateau.scale) as f32;
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(Error::InvalidConfig(format!(
-                "the schedule gives learning rate {lr} at epoch {}",
-                self.epoch + 1
-            )));
-        }
-        let order = epoch_order(self.train_rows, c.seed, self.epoch, c.shuffle);
-        let (optimizer, l2, batch_size) = (c.optimizer, c.l2, c.batch_size);
-        let hyper = move |steps: u64| optimizer.hyper(lr, steps, l2);
-        let per_step = match self.stream.clone() {
-            Some((source, chunk)) => stream::epoch(
-                self,
-                &*source,
-                chunk,
-                &order,
-                hyper,
-                &mut on_step,
-                &mut stop,
-            )?,
-            None => {
-                self.backend.begin_epoch(&order)?;
-                let mut steps = Steps::new(self.train_rows, batch_size, self.epoch);
-                steps.run(
-                    self.backend.as_mut(),
-                    &mut self.steps,
-                    0..self.train_rows,
-                    hyper,
-                    &mut on_step,
-                    &mut stop,
-                )?;
-                self.backend.finish_epoch()?
-            }
-        };
-        let mut total = BatchStats::default();
-        for (i, s) in per_step.iter().enumerate() {
-            if !s.loss_sum.is_finite() {
-                return Err(Error::Diverged {
-                    epoch: self.epoch + 1,
-                    step: i + 1,
-                    value: s.loss_sum,
-                });
-            }
-            total.add(s);
-        }
+        let lr = self.epoch_lr()?;
+        let per_step = self.train_steps(lr, &mut on_step, &mut stop)?;
+        let total = self.sum_steps(&per_step)?;
         let classifier = self.classification;
         let (val_loss, val_accuracy) = match val {
             Some(v) => {
@@ -430,6 +389,65 @@ impl Trainer {
             seconds,
             samples_per_second: self.train_rows as f64 / seconds.max(1e-9),
         })
+    }
+
+    /// The learning rate for the coming epoch: the schedule's, scaled by the plateau rule;
+    /// refused unless finite and positive.
+    fn epoch_lr(&self) -> Result<f32> {
+        let c = &self.config;
+        let lr = (c.schedule.lr(c.lr, self.epoch) as f64 * self.plateau.scale) as f32;
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(Error::InvalidConfig(format!(
+                "the schedule gives learning rate {lr} at epoch {}",
+                self.epoch + 1
+            )));
+        }
+        Ok(lr)
+    }
+
+    /// Takes this epoch's steps over the training rows in its shuffled order, streaming them in
+    /// chunks when the data is streamed; returns each step's stats.
+    fn train_steps(
+        &mut self,
+        lr: f32,
+        on_step: &mut impl FnMut(usize, usize),
+        stop: &mut impl FnMut() -> bool,
+    ) -> Result<Vec<BatchStats>> {
+        let c = &self.config;
+        let order = epoch_order(self.train_rows, c.seed, self.epoch, c.shuffle);
+        let (optimizer, l2, batch_size) = (c.optimizer, c.l2, c.batch_size);
+        let hyper = move |steps: u64| optimizer.hyper(lr, steps, l2);
+        if let Some((source, chunk)) = self.stream.clone() {
+            return stream::epoch(self, &*source, chunk, &order, hyper, on_step, stop);
+        }
+        self.backend.begin_epoch(&order)?;
+        let mut steps = Steps::new(self.train_rows, batch_size, self.epoch);
+        steps.run(
+            self.backend.as_mut(),
+            &mut self.steps,
+            0..self.train_rows,
+            hyper,
+            on_step,
+            stop,
+        )?;
+        self.backend.finish_epoch()
+    }
+
+    /// The sum of an epoch's step stats, or [`Error::Diverged`] at the first step whose loss is
+    /// not finite.
+    fn sum_steps(&self, per_step: &[BatchStats]) -> Result<BatchStats> {
+        let mut total = BatchStats::default();
+        for (i, s) in per_step.iter().enumerate() {
+            if !s.loss_sum.is_finite() {
+                return Err(Error::Diverged {
+                    epoch: self.epoch + 1,
+                    step: i + 1,
+                    value: s.loss_sum,
+                });
+            }
+            total.add(s);
+        }
+        Ok(total)
     }
 
     /// Trains for the configured number of epochs (counting those already done), calling
@@ -473,95 +491,4 @@ impl Trainer {
     pub fn params(&mut self) -> Result<Vec<f32>> {
         self.backend.params()
     }
-}
-
-/// The most bytes of dense targets (or outputs) one evaluation or prediction chunk holds.
-const CHUNK_BYTES: usize = 64 << 20;
-
-/// Rows per chunk for `spec`: each row holds every layer's width in floats (inputs, targets and
-/// activations a backend computes for it, which the CPU reference allocates per call), so a
-/// chunk holds at most about [`CHUNK_BYTES`] per such array; at least 1 row.
-fn chunk_rows(spec: &crate::model::ModelSpec) -> usize {
-    let width = spec
-        .sizes
-        .iter()
-        .fold(0usize, |acc, &w| acc.saturating_add(w));
-    (CHUNK_BYTES / width.max(1).saturating_mul(4)).max(1)
-}
-
-/// Summed loss and correct count of `backend`'s model on `data`, in chunks whose dense targets
-/// stay small (one-hot targets of many classes are never built for the whole set). A loss that
-/// is not finite is an error naming the samples whose outputs are NaN or infinite.
-pub fn evaluate(backend: &mut dyn Backend, data: &Dataset) -> Result<BatchStats> {
-    data.validate()?;
-    let spec = backend.spec().clone();
-    let (cols, out) = (data.cols, spec.outputs());
-    let step = chunk_rows(&spec);
-    let mut total = BatchStats::default();
-    let mut start = 0;
-    while start < data.rows {
-        let n = step.min(data.rows - start);
-        let t = data.dense_targets_rows(&spec, start..start + n)?;
-        let x = &data.features[start * cols..(start + n) * cols];
-        let s = backend.evaluate(x, &t, n)?;
-        if !s.loss_sum.is_finite() {
-            let y = backend.predict(x, n)?;
-            check_finite_outputs(&y, out, start, data.rows)?;
-            return Err(Error::InvalidData(format!(
-                "the loss over samples {start}..{} is {} although every output is finite: the outputs are too far from the targets for a 32-bit loss; check the data's scale and normalization",
-                start + n,
-                s.loss_sum
-            )));
-        }
-        total.add(&s);
-        start += n;
-    }
-    Ok(total)
-}
-
-/// `backend`'s outputs y: [rows, out] for x: [rows, in], computed in chunks, with the host
-/// bytes of y checked first. Errors naming the samples whose outputs are NaN or infinite.
-pub fn predict(backend: &mut dyn Backend, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-    let (inp, out) = (backend.spec().inputs(), backend.spec().outputs());
-    if Some(x.len()) != rows.checked_mul(inp) {
-        return Err(Error::shape(
-            "inputs",
-            format!("{rows} rows × {inp} values"),
-            x.len(),
-        ));
-    }
-    crate::limits::check_host_bytes(
-        &format!("the outputs of {rows} samples × {out} values"),
-        crate::limits::bytes_of(&[rows, out], 4),
-        "predict fewer samples at a time",
-    )?;
-    let step = chunk_rows(backend.spec());
-    let mut y = Vec::with_capacity(rows * out);
-    let mut start = 0;
-    while start < rows {
-        let n = step.min(rows - start);
-        y.extend(backend.predict(&x[start * inp..(start + n) * inp], n)?);
-        start += n;
-    }
-    check_finite_outputs(&y, out, 0, rows)?;
-    Ok(y)
-}
-
-/// Errors with [`Error::NonFiniteOutput`] when any row of y: [rows, out] holds NaN or infinity,
-/// naming the first few samples (counted from `first`, out of `total`).
-pub fn check_finite_outputs(y: &[f32], out: usize, first: usize, total: usize) -> Result<()> {
-    let bad: Vec<usize> = y
-        .chunks(out.max(1))
-        .enumerate()
-        .filter(|(_, r)| r.iter().any(|v| !v.is_finite()))
-        .map(|(i, _)| first + i)
-        .collect();
-    if bad.is_empty() {
-        return Ok(());
-    }
-    Err(Error::NonFiniteOutput {
-        count: bad.len(),
-        rows: bad.into_iter().take(10).collect(),
-        total,
-    })
 }

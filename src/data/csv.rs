@@ -16,6 +16,7 @@
 mod bounded;
 mod fields;
 mod options;
+mod rows;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -24,7 +25,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use bounded::{Bounded, Lines, TooLong};
-use fields::{clean, is_header};
+use fields::clean;
 pub use options::{CsvHeader, CsvOptions};
 
 use super::source;
@@ -107,25 +108,6 @@ pub fn read_csv_with<R: Read>(
 ) -> Result<Dataset> {
     let (reader, gz) = source::maybe_gunzip(BufReader::new(reader), source)?;
     Parser::new(reader, source, gz, options)?.parse(target)
-}
-
-/// A file's rows split by role: features `[rows, features_per_row]`, labels, target values.
-struct Rows {
-    features: Vec<f32>,
-    features_per_row: usize,
-    labels: Vec<u32>,
-    /// The labels as names, when the label column's first label is not a number.
-    names: Option<Vec<String>>,
-    values: Vec<f32>,
-    max_label: u32,
-}
-
-/// What each column of a row becomes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    Feature,
-    Label,
-    Value,
 }
 
 struct Parser<'a, R> {
@@ -276,211 +258,5 @@ impl<'a, R: Read> Parser<'a, R> {
             col + 1,
             self.column_name(col)
         )
-    }
-
-    fn parse(self, target: &CsvTarget) -> Result<Dataset> {
-        let rows = self.rows(target)?;
-        let (features, cols) = (rows.features, rows.features_per_row);
-        match target {
-            CsvTarget::Label { .. } => match &rows.names {
-                Some(names) => Dataset::from_names(features, cols, names),
-                None => {
-                    let classes = rows.max_label as usize + 1;
-                    Dataset::from_classes(features, cols, rows.labels, classes)
-                }
-            },
-            CsvTarget::Values { count } => {
-                Dataset::from_values(features, cols, rows.values, *count)
-            }
-            CsvTarget::None => Err(Error::InvalidData(
-                "a dataset needs targets: name a label or target column".into(),
-            )),
-        }
-    }
-
-    /// Every row's fields, split by role.
-    fn rows(mut self, target: &CsvTarget) -> Result<Rows> {
-        if !self.next_line()? {
-            return Err(self.error("the file is empty: it holds no rows"));
-        }
-        let first = self.line.clone();
-        let first_line = self.line_no;
-        let width = first.len();
-        let is_header = match self.options.header {
-            CsvHeader::On => true,
-            CsvHeader::Off => false,
-            CsvHeader::Auto => is_header(&first, target),
-        };
-        self.first_line = first_line;
-        // The first line is parsed again below unless it is the header.
-        let mut pending = !is_header;
-        if is_header {
-            self.header = Some(first);
-        }
-        let roles = self.roles(width, target)?;
-        let features_per_row = roles.iter().filter(|&&r| r == Role::Feature).count();
-
-        let mut features = Vec::new();
-        let mut labels: Vec<u32> = Vec::new();
-        let mut names: Option<Vec<String>> = None;
-        let mut values = Vec::new();
-        let mut max_label = 0u32;
-        // What the rows hold so far is checked against the host memory limit as they grow.
-        let (limit, limit_source) = crate::limits::host_memory_limit()?;
-        loop {
-            if !std::mem::take(&mut pending) && !self.next_line()? {
-                break;
-            }
-            let got = self.line.len();
-            if got != width {
-                return Err(self.error_at(
-                    None,
-                    format!(
-                        "line {}: expected {width} {} fields (as on line {first_line}), found \
-                         {got}; fix or remove that row",
-                        self.line_no,
-                        self.options.separated(),
-                    ),
-                ));
-            }
-            // Growing the rows' storage (to twice its size, as a Vec grows) is checked first.
-            let grown = |len: usize, cap: usize, extra: usize| -> usize {
-                if len + extra > cap {
-                    (cap * 2).max(len + extra)
-                } else {
-                    cap
-                }
-            };
-            let next = grown(features.len(), features.capacity(), features_per_row)
-                + grown(values.len(), values.capacity(), width - features_per_row)
-                + grown(labels.len(), labels.capacity(), 1);
-            crate::limits::check_bytes(
-                &format!(
-                    "the data of {} (at line {})",
-                    self.source.display(),
-                    self.line_no
-                ),
-                next as u64 * 4,
-                limit,
-                &limit_source,
-                "use a smaller file",
-            )?;
-            features.reserve(features_per_row);
-            for (col, (field, role)) in self.line.iter().zip(&roles).enumerate() {
-                let field = field.as_str();
-                match role {
-                    Role::Label => {
-                        // A column whose first label is not a number holds class names.
-                        let first = labels.is_empty() && names.is_none();
-                        if first && !field.is_empty() && field.parse::<f64>().is_err() {
-                            names = Some(Vec::new());
-                        }
-                        match &mut names {
-                            Some(_) if field.is_empty() => {
-                                return Err(self.error_at(
-                                    Some(col),
-                                    format!("{}: the class label is empty", self.where_(col)),
-                                ));
-                            }
-                            Some(_) if field.parse::<f64>().is_ok() => {
-                                return Err(self.error_at(Some(col), format!(
-                                    "{}: class label \"{field}\" is a number, but the column's first label is a name: labels must be all numbers or all names",
-                                    self.where_(col)
-                                )));
-                            }
-                            Some(names) => names.push(field.to_string()),
-                            None => {
-                                let label = self.label(field, col)?;
-                                max_label = max_label.max(label);
-                                labels.push(label);
-                            }
-                        }
-                    }
-                    Role::Feature => features.push(self.number(field, col)?),
-                    Role::Value => values.push(self.number(field, col)?),
-                }
-            }
-        }
-        if features.is_empty() {
-            return Err(self.error("the file has a header row but no data rows"));
-        }
-        Ok(Rows {
-            features,
-            features_per_row,
-            labels,
-            names,
-            values,
-            max_label,
-        })
-    }
-
-    /// The role of each of the `width` columns.
-    fn roles(&self, width: usize, target: &CsvTarget) -> Result<Vec<Role>> {
-        let mut roles = vec![Role::Feature; width];
-        match target {
-            CsvTarget::Label { column } => {
-                if width < 2 {
-                    return Err(self.error(format!(
-                        "the file has {width} column(s), but a dataset needs at least one \
-                         feature column and one label column"
-                    )));
-                }
-                let col = match column {
-                    None => width - 1,
-                    Some(c) => self.find_column(c, width)?,
-                };
-                roles[col] = Role::Label;
-            }
-            CsvTarget::Values { count } => {
-                if *count == 0 {
-                    return Err(self.error("0 target columns requested: ask for at least 1"));
-                }
-                if *count >= width {
-                    return Err(self.error(format!(
-                        "{count} target column(s) requested, but the file has {width} \
-                         column(s), which leaves no feature column"
-                    )));
-                }
-                for r in &mut roles[width - count..] {
-                    *r = Role::Value;
-                }
-            }
-            CsvTarget::None => {}
-        }
-        Ok(roles)
-    }
-
-    /// The 0-based index of the column named `c` in the header, or with index `c`.
-    fn find_column(&self, c: &str, width: usize) -> Result<usize> {
-        if let Some(i) = self
-            .header
-            .as_ref()
-            .and_then(|h| h.iter().position(|name| name == c))
-        {
-            return Ok(i);
-        }
-        match c.trim().parse::<usize>() {
-            Ok(i) if i < width => Ok(i),
-            Ok(i) => Err(self.error(format!(
-                "label column index {i} is out of range: the file has {width} columns, \
-                 numbered 0..={}",
-                width - 1
-            ))),
-            Err(_) => Err(self.error(match &self.header {
-                Some(h) => format!(
-                    "no column named \"{c}\": the header has {}; give one of these names or a \
-                     0-based column index",
-                    h.iter()
-                        .map(|n| format!("\"{n}\""))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                None => format!(
-                    "the file has no header row, so the label column must be a 0-based index \
-                     (0..={}), not \"{c}\"",
-                    width - 1
-                ),
-            })),
-        }
     }
 }

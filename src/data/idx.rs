@@ -201,81 +201,117 @@ fn parse_idx<'a>(
 ) -> std::result::Result<(Vec<usize>, &'a [u8]), IdxHeader> {
     let partial = found.is_none();
     let found = found.unwrap_or_else(|| bytes.len().to_string());
+    if bytes.len() < 4 {
+        return Err(truncated(path, 4, " or more (the magic number)", &found).into());
+    }
+    check_magic(path, be_u32(&bytes[0..4]), magic)?;
+    let layout = IdxLayout::read(bytes, path, magic, &found)?;
+    if partial {
+        return Err(IdxHeader::Needs(layout.expected));
+    }
+    layout.check_size(path, bytes.len(), &found)?;
+    Ok((layout.dims, &bytes[layout.header..]))
+}
+
+/// The error for an IDX file of `found` bytes that needs `expected` (`detail` says why).
+fn truncated(path: &Path, expected: usize, detail: &str, found: &str) -> Error {
+    Error::file(
+        path,
+        format!(
+            "truncated IDX file: expected {expected} bytes{detail}, found {}; the file is \
+             incomplete: download it again",
+            found
+        ),
+    )
+}
+
+/// Refuses a magic number `found_magic` other than `magic`, naming a swapped images/labels pair.
+fn check_magic(path: &Path, found_magic: u32, magic: u32) -> Result<()> {
+    if found_magic == magic {
+        return Ok(());
+    }
     let what = if magic == IDX_IMAGES_MAGIC {
         "images [n, rows, cols]"
     } else {
         "labels [n]"
     };
-    let truncated = |expected: usize, detail: &str| {
-        Error::file(
-            path,
-            format!(
-                "truncated IDX file: expected {expected} bytes{detail}, found {}; the file is \
-                 incomplete: download it again",
-                found
-            ),
-        )
+    let hint = match found_magic {
+        IDX_LABELS_MAGIC => " (this is a labels file: are the images and labels swapped?)",
+        IDX_IMAGES_MAGIC => " (this is an images file: are the images and labels swapped?)",
+        _ => "",
     };
-    if bytes.len() < 4 {
-        return Err(truncated(4, " or more (the magic number)").into());
-    }
-    let found_magic = be_u32(&bytes[0..4]);
-    if found_magic != magic {
-        let hint = match found_magic {
-            IDX_LABELS_MAGIC => " (this is a labels file: are the images and labels swapped?)",
-            IDX_IMAGES_MAGIC => " (this is an images file: are the images and labels swapped?)",
-            _ => "",
+    Err(Error::file(
+        path,
+        format!(
+            "not an IDX file of u8 {what}: the magic number is 0x{found_magic:08x}, expected \
+             0x{magic:08x}{hint}; pass MNIST-format files such as train-images-idx3-ubyte \
+             and train-labels-idx1-ubyte"
+        ),
+    ))
+}
+
+/// What an IDX header describes: its dimensions, its own length and the file's total length.
+struct IdxLayout {
+    dims: Vec<usize>,
+    /// Header bytes: the magic number and one u32 per dimension.
+    header: usize,
+    /// Header plus data bytes.
+    expected: usize,
+}
+
+impl IdxLayout {
+    /// The layout in the header of `bytes` (whose magic number `magic` is checked); `found`:
+    /// the file's size for messages.
+    fn read(bytes: &[u8], path: &Path, magic: u32, found: &str) -> Result<Self> {
+        let ndim = (magic & 0xff) as usize;
+        let header = 4 + 4 * ndim;
+        if bytes.len() < header {
+            return Err(truncated(path, header, " or more (the header)", found));
+        }
+        let dims: Vec<usize> = (0..ndim)
+            .map(|d| be_u32(&bytes[4 + 4 * d..8 + 4 * d]) as usize)
+            .collect();
+        let data_len = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let Some(expected) = data_len.and_then(|d| d.checked_add(header)) else {
+            return Err(Error::file(
+                path,
+                format!(
+                    "the header's dimensions {dims:?} are impossibly large: the file is damaged"
+                ),
+            ));
         };
-        return Err(Error::file(
-            path,
-            format!(
-                "not an IDX file of u8 {what}: the magic number is 0x{found_magic:08x}, expected \
-                 0x{magic:08x}{hint}; pass MNIST-format files such as train-images-idx3-ubyte \
-                 and train-labels-idx1-ubyte"
-            ),
-        )
-        .into());
+        Ok(IdxLayout {
+            dims,
+            header,
+            expected,
+        })
     }
-    let ndim = (magic & 0xff) as usize;
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
-        return Err(truncated(header, " or more (the header)").into());
+
+    /// Refuses a file of `len` bytes (`found` for messages) shorter or longer than expected.
+    fn check_size(&self, path: &Path, len: usize, found: &str) -> Result<()> {
+        let (header, expected) = (self.header, self.expected);
+        let shape = self
+            .dims
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("×");
+        let detail = format!(" ({header}-byte header + {shape} data bytes)");
+        if len < expected {
+            return Err(truncated(path, expected, &detail, found));
+        }
+        if len > expected {
+            return Err(Error::file(
+                path,
+                format!(
+                    "expected {expected} bytes{detail}, found {found}: there is extra data after the \
+                     images or labels (reading stopped there), so the file is damaged or not what \
+                     its header says"
+                ),
+            ));
+        }
+        Ok(())
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|d| be_u32(&bytes[4 + 4 * d..8 + 4 * d]) as usize)
-        .collect();
-    let data_len = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let Some(expected) = data_len.and_then(|d| d.checked_add(header)) else {
-        return Err(Error::file(
-            path,
-            format!("the header's dimensions {dims:?} are impossibly large: the file is damaged"),
-        )
-        .into());
-    };
-    if partial {
-        return Err(IdxHeader::Needs(expected));
-    }
-    let shape = dims
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×");
-    let detail = format!(" ({header}-byte header + {shape} data bytes)");
-    if bytes.len() < expected {
-        return Err(truncated(expected, &detail).into());
-    }
-    if bytes.len() > expected {
-        return Err(Error::file(
-            path,
-            format!(
-                "expected {expected} bytes{detail}, found {found}: there is extra data after the \
-                 images or labels (reading stopped there), so the file is damaged or not what \
-                 its header says"
-            ),
-        )
-        .into());
-    }
-    Ok((dims, &bytes[header..]))
 }
 
 fn be_u32(b: &[u8]) -> u32 {

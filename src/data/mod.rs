@@ -193,77 +193,50 @@ impl Dataset {
                 format!("{} feature columns in the data", self.cols),
             ));
         }
-        let out = spec.outputs();
-        let n = rows.len();
-        let first = rows.start;
         match &self.targets {
             Targets::Classes { labels, classes } => {
-                let labels = &labels[rows];
-                if out == 1 {
-                    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > 1) {
-                        return Err(Error::LabelOutOfRange {
-                            label: l as i64,
-                            index: first + i,
-                            classes: 2,
-                        });
-                    }
-                    return Ok(labels.iter().map(|&l| l as f32).collect());
-                }
-                if *classes > out {
-                    if let Some((i, &l)) =
-                        labels.iter().enumerate().find(|(_, &l)| l as usize >= out)
-                    {
-                        return Err(Error::LabelOutOfRange {
-                            label: l as i64,
-                            index: first + i,
-                            classes: out,
-                        });
-                    }
-                }
-                let bytes = crate::limits::bytes_of(&[n, out], 4);
-                crate::limits::check_host_bytes(
-                    &format!("one-hot targets for {n} samples × {out} classes"),
-                    bytes,
-                    &format!(
-                        "a class label of L makes L + 1 outputs, and the largest label here is {}: if the label column holds ids or real values rather than classes, load it as targets (csv:PATH:targets=1) or pick the class column with label=COL",
-                        labels.iter().max().copied().unwrap_or(0)
-                    ),
-                )?;
-                let mut t = vec![0.0f32; n * out];
-                for (r, &l) in labels.iter().enumerate() {
-                    t[r * out + l as usize] = 1.0;
-                }
-                Ok(t)
+                one_hot(&labels[rows.clone()], *classes, spec.outputs(), rows.start)
             }
-            Targets::Values { values, width } => {
-                let values = values.get(first * width..rows.end * width).ok_or_else(|| {
-                    Error::shape(
-                        "targets",
-                        format!("{} rows × {width}", self.rows),
-                        values.len(),
-                    )
-                })?;
-                if *width != out {
-                    return Err(Error::shape(
-                        "target width",
-                        out,
-                        format!("{width} target columns in the data"),
-                    ));
-                }
-                if spec.loss == Loss::CrossEntropy || spec.loss == Loss::BinaryCrossEntropy {
-                    if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
-                        return Err(Error::InvalidData(format!(
-                            "{} targets must lie in [0, 1], but row {} column {} is {}",
-                            spec.loss,
-                            first + i / width,
-                            i % width,
-                            values[i]
-                        )));
-                    }
-                }
-                Ok(values.to_vec())
+            Targets::Values { values, width } => self.dense_values(values, *width, spec, rows),
+        }
+    }
+
+    /// The real-valued targets values: [rows, width] of the rows `rows`, checked against the
+    /// model's output width and, for a cross-entropy loss, to lie in [0, 1].
+    fn dense_values(
+        &self,
+        values: &[f32],
+        width: usize,
+        spec: &ModelSpec,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        let first = rows.start;
+        let values = values.get(first * width..rows.end * width).ok_or_else(|| {
+            Error::shape(
+                "targets",
+                format!("{} rows × {width}", self.rows),
+                values.len(),
+            )
+        })?;
+        if width != spec.outputs() {
+            return Err(Error::shape(
+                "target width",
+                spec.outputs(),
+                format!("{width} target columns in the data"),
+            ));
+        }
+        if spec.loss == Loss::CrossEntropy || spec.loss == Loss::BinaryCrossEntropy {
+            if let Some(i) = values.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                return Err(Error::InvalidData(format!(
+                    "{} targets must lie in [0, 1], but row {} column {} is {}",
+                    spec.loss,
+                    first + i / width,
+                    i % width,
+                    values[i]
+                )));
             }
         }
+        Ok(values.to_vec())
     }
 
     /// The rows `idx` as a new dataset (in that order).
@@ -393,4 +366,44 @@ pub struct Normalization {
     pub shift: Vec<f32>,
     /// `[cols]`, never 0
     pub scale: Vec<f32>,
+}
+
+/// Class labels: [n] (of `classes` classes, the first being row `first`) as one-hot targets:
+/// [n, out], or as the labels themselves ([n]) for a one-output model, which takes only 0 and 1.
+/// The bytes are checked against the host memory limit before they are allocated.
+fn one_hot(labels: &[u32], classes: usize, out: usize, first: usize) -> Result<Vec<f32>> {
+    let n = labels.len();
+    if out == 1 {
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > 1) {
+            return Err(Error::LabelOutOfRange {
+                label: l as i64,
+                index: first + i,
+                classes: 2,
+            });
+        }
+        return Ok(labels.iter().map(|&l| l as f32).collect());
+    }
+    if classes > out {
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= out) {
+            return Err(Error::LabelOutOfRange {
+                label: l as i64,
+                index: first + i,
+                classes: out,
+            });
+        }
+    }
+    let bytes = crate::limits::bytes_of(&[n, out], 4);
+    crate::limits::check_host_bytes(
+        &format!("one-hot targets for {n} samples × {out} classes"),
+        bytes,
+        &format!(
+            "a class label of L makes L + 1 outputs, and the largest label here is {}: if the label column holds ids or real values rather than classes, load it as targets (csv:PATH:targets=1) or pick the class column with label=COL",
+            labels.iter().max().copied().unwrap_or(0)
+        ),
+    )?;
+    let mut t = vec![0.0f32; n * out];
+    for (r, &l) in labels.iter().enumerate() {
+        t[r * out + l as usize] = 1.0;
+    }
+    Ok(t)
 }
