@@ -115,6 +115,26 @@ pub struct StepUniform {
     pub _pad2: [f32; 3],
 }
 
+impl StepUniform {
+    /// A step of `batch` rows with the optimizer's hyperparameters `h` and `inv_batch` (1/rows of
+    /// the whole step, also for each of its micro-batches); slot and first row left at 0.
+    pub fn new(batch: usize, h: &crate::optim::StepHyper, inv_batch: f32) -> Self {
+        StepUniform {
+            batch: batch as u32,
+            lr: h.lr,
+            l2: h.l2,
+            momentum: h.momentum,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            bias_correction1: h.bias_correction1,
+            bias_correction2: h.bias_correction2,
+            inv_batch,
+            ..Default::default()
+        }
+    }
+}
+
 /// Mirrors `struct Dims` in shaders/matmul.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]

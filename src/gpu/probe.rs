@@ -16,19 +16,7 @@ use launch::{run_with, Launch};
 
 /// The per-step uniform for a probe.
 pub fn step_uniform(batch: usize, h: &StepHyper) -> StepUniform {
-    StepUniform {
-        batch: batch as u32,
-        lr: h.lr,
-        l2: h.l2,
-        momentum: h.momentum,
-        beta1: h.beta1,
-        beta2: h.beta2,
-        eps: h.eps,
-        bias_correction1: h.bias_correction1,
-        bias_correction2: h.bias_correction2,
-        inv_batch: 1.0 / batch.max(1) as f32,
-        ..Default::default()
-    }
+    StepUniform::new(batch, h, 1.0 / batch.max(1) as f32)
 }
 
 /// Runs `entry` of `family` once with `dims` as binding 0, `step` as binding 1 and `storage` as

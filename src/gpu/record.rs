@@ -16,20 +16,9 @@ impl GpuBackend {
         inv_batch: f32,
     ) {
         let u = StepUniform {
-            batch: batch as u32,
             step_index: step_index as u32,
             row_start: row_start as u32,
-            _pad1: 0,
-            lr: h.lr,
-            l2: h.l2,
-            momentum: h.momentum,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            bias_correction1: h.bias_correction1,
-            bias_correction2: h.bias_correction2,
-            inv_batch,
-            _pad2: [0.0; 3],
+            ..StepUniform::new(batch, h, inv_batch)
         };
         self.ctx.queue.write_buffer(
             &self.step_uniform,

@@ -6,15 +6,20 @@ use super::dispatches::{Builder, LossIo};
 use kernels::{OptimizerBindings, Range};
 
 impl Builder<'_> {
+    /// The `struct Count` uniform of a 1-D optimizer kernel over `n` elements.
+    fn count_uniform(&self, n: usize) -> wgpu::Buffer {
+        self.uniform(bytemuck::bytes_of(&OneU32 {
+            value: n as u32,
+            _pad: [0; 3],
+        }))
+    }
+
     /// `grad_total += grads` over `[params]` (micro-batching only).
     pub(super) fn accumulate(&self) -> Option<Dispatch> {
         let b = self.bufs;
         let total = b.grad_total.as_ref()?;
         let p = self.spec.param_count();
-        let count = self.uniform(bytemuck::bytes_of(&OneU32 {
-            value: p as u32,
-            _pad: [0; 3],
-        }));
+        let count = self.count_uniform(p);
         let bindings = OptimizerBindings {
             count: &count,
             step: &b.step_uniform,
@@ -35,10 +40,7 @@ impl Builder<'_> {
         }
         let b = self.bufs;
         let p = self.spec.param_count();
-        let count = self.uniform(bytemuck::bytes_of(&OneU32 {
-            value: p as u32,
-            _pad: [0; 3],
-        }));
+        let count = self.count_uniform(p);
         let bindings = OptimizerBindings {
             count: &count,
             step: &b.step_uniform,

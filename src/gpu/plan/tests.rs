@@ -54,7 +54,10 @@ fn every_profile_plans_every_suite_shape_within_its_limits() {
                     smem as u32 <= c.max_workgroup_storage,
                     "{name} {sizes:?}: {smem}"
                 );
-                assert!(f.w_row * 4 >= stride && f.w_row.is_multiple_of(8), "{name}: {f:?}");
+                assert!(
+                    f.w_row * 4 >= stride && f.w_row.is_multiple_of(8),
+                    "{name}: {f:?}"
+                );
                 assert!(f.workgroup <= c.max_invocations && f.tile <= f.workgroup as usize);
             }
         }
