@@ -157,6 +157,41 @@ pub struct MatmulDims {
     pub aux_off: u32,
 }
 
+impl MatmulDims {
+    /// Layer `lay`'s forward `[B, in] · W[in, out]` (W at its offset in the parameters), with
+    /// the activation's leaky slope `alpha`.
+    pub fn forward(lay: &crate::model::LayerLayout, alpha: f32) -> Self {
+        MatmulDims {
+            n: lay.outputs as u32,
+            k: lay.inputs as u32,
+            alpha,
+            b_off: lay.weight as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Layer `lay`'s delta `[B, out] · W[in, out]ᵀ`, with the previous activation's slope.
+    pub fn delta(lay: &crate::model::LayerLayout, alpha: f32) -> Self {
+        MatmulDims {
+            n: lay.inputs as u32,
+            k: lay.outputs as u32,
+            alpha,
+            b_off: lay.weight as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Layer `lay`'s gradient `[in + 1, B] · [B, out]`, written at the layer's weights.
+    pub fn grad(lay: &crate::model::LayerLayout) -> Self {
+        MatmulDims {
+            n: lay.outputs as u32,
+            m: lay.inputs as u32,
+            c_off: lay.weight as u32,
+            ..Default::default()
+        }
+    }
+}
+
 /// Mirrors `struct LossDims` in shaders/loss.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]

@@ -27,12 +27,7 @@ pub(super) fn grad_launch(
     l: &LayerLayout,
     rows: usize,
 ) -> GradLaunch {
-    let dims = MatmulDims {
-        n: l.outputs as u32,
-        m: l.inputs as u32,
-        c_off: l.weight as u32,
-        ..Default::default()
-    };
+    let dims = MatmulDims::grad(l);
     let cfg = kernels.matmul_config_for(MatmulMode::Grad, &dims);
     let groups = cfg.groups(l.inputs as u32 + 1, l.outputs as u32);
     let slices = plan::split_k_slices(caps, groups.0 * groups.1, rows);
@@ -52,12 +47,8 @@ struct EpilogueMatmul<'a> {
     mode: MatmulMode,
     /// The activation whose φ (forward) or φ' (delta) the epilogue applies.
     act: Activation,
-    /// The inner dimension.
-    k: usize,
-    /// Output columns.
-    cols: usize,
-    /// Offset of W in the parameters.
-    weight: usize,
+    /// Its dims ([`MatmulDims::forward`] or [`MatmulDims::delta`]): output columns `n`.
+    dims: MatmulDims,
     /// `[B, k]`: x or z_{l-1} (forward), δ_l (delta).
     lhs: &'a wgpu::Buffer,
     /// `[B, cols]`: a (forward), δ_{l-1} (delta).
@@ -218,9 +209,7 @@ impl Builder<'_> {
             label: format!("forward {} [B,{i}]x[{i},{o}] + {act}", l + 1),
             mode: MatmulMode::Forward,
             act,
-            k: i,
-            cols: o,
-            weight: lay.weight,
+            dims: MatmulDims::forward(lay, act.alpha()),
             lhs: self.input_of(l),
             out: &self.bufs.layers[l].a,
             aux: &self.bufs.layers[l].z,
@@ -230,15 +219,8 @@ impl Builder<'_> {
     /// A forward or delta matmul (`lhs · W` or `lhs · Wᵀ`, W from the parameters) with the
     /// activation's φ or φ' in its epilogue, over a `[B, cols]` output.
     fn activation_matmul(&self, m: EpilogueMatmul) -> Dispatch {
-        let dims = MatmulDims {
-            n: m.cols as u32,
-            k: m.k as u32,
-            alpha: m.act.alpha(),
-            b_off: m.weight as u32,
-            ..Default::default()
-        };
-        let cfg = self.kernels.matmul_config_for(m.mode, &dims);
-        let dims = self.uniform(bytemuck::bytes_of(&dims));
+        let cfg = self.kernels.matmul_config_for(m.mode, &m.dims);
+        let dims = self.uniform(bytemuck::bytes_of(&m.dims));
         let b = self.bufs;
         let bindings = MatmulBindings {
             dims: &dims,
@@ -256,7 +238,7 @@ impl Builder<'_> {
             pipeline: (self.kernels).matmul(device, cfg, m.mode, m.act.code(), 0, false, false),
             bind_group: self.kernels.bind_group(device, cfg.family(), &bindings),
             grid: Grid::BatchRows {
-                cols: m.cols as u32,
+                cols: m.dims.n,
                 cfg,
             },
         }
@@ -284,9 +266,7 @@ impl Builder<'_> {
             label: format!("delta {l} [B,{o}]x[{i},{o}]ᵀ ⊙ {prev_act}'"),
             mode: MatmulMode::Delta,
             act: prev_act,
-            k: o,
-            cols: i,
-            weight: lay.weight,
+            dims: MatmulDims::delta(lay, prev_act.alpha()),
             lhs: &self.bufs.layers[l].delta,
             out: &self.bufs.layers[l - 1].delta,
             aux: &self.bufs.layers[l - 1].a,

@@ -121,35 +121,21 @@ pub fn step_matmuls(spec: &ModelSpec, micro: usize) -> Vec<StepMatmul> {
         let mut forms = vec![(
             "forward",
             MatmulMode::Forward,
-            MatmulDims {
-                n: lay.outputs as u32,
-                k: lay.inputs as u32,
-                b_off: lay.weight as u32,
-                ..Default::default()
-            },
+            MatmulDims::forward(lay, 0.0),
             (micro as u32, lay.outputs as u32),
         )];
         if l > 0 {
             forms.push((
                 "delta",
                 MatmulMode::Delta,
-                MatmulDims {
-                    n: lay.inputs as u32,
-                    k: lay.outputs as u32,
-                    b_off: lay.weight as u32,
-                    ..Default::default()
-                },
+                MatmulDims::delta(lay, 0.0),
                 (micro as u32, lay.inputs as u32),
             ));
         }
         forms.push((
             "grad",
             MatmulMode::Grad,
-            MatmulDims {
-                n: lay.outputs as u32,
-                m: lay.inputs as u32,
-                ..Default::default()
-            },
+            MatmulDims::grad(lay),
             (lay.inputs as u32 + 1, lay.outputs as u32),
         ));
         v.extend(forms.into_iter().map(|(f, m, d, rc)| (l, f, m, d, rc)));
