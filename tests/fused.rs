@@ -599,7 +599,52 @@ fn fused_step_throughput() {
     }
 }
 
+/// An epoch of more steps than the per-step stats buffer first holds (1,024): the buffer grows
+/// and the fused step's reduce pass is rebound to it, so every step's loss still lands.
+fn fused_step_epoch_past_the_first_stats_capacity_matches_reference(ctx: &Arc<GpuContext>) {
+    let spec = ModelSpec::new(
+        &[2, 16, 2],
+        Activation::Tanh,
+        Activation::Softmax,
+        Loss::CrossEntropy,
+    )
+    .unwrap();
+    let rows = 1100;
+    let x = uniform(rows * 2, -1.0, 1.0, 50);
+    let t = targets(&spec, rows, 51);
+    let params = spec.init_params(52);
+    let hyper = Optimizer::Sgd.hyper(0.05, 1, 1e-4);
+    let order: Vec<u32> = (0..rows as u32).rev().collect();
+    let mut o = gpumlp::GpuOptions::default();
+    o.fused_mlp = Some(true);
+    o.tune = gpumlp::gpu::Tune::Off;
+    let mut gpu = gpumlp::GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 1, o).unwrap();
+    assert!(gpu.uses_fused_mlp(), "{}", ctx.info);
+    let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
+    let mut epoch = |b: &mut dyn Backend| {
+        b.set_params(&params).unwrap();
+        b.set_train_data(&x, &t, rows).unwrap();
+        b.begin_epoch(&order).unwrap();
+        for s in 0..rows {
+            b.step(s, 1, &hyper).unwrap();
+        }
+        let stats = b.finish_epoch().unwrap();
+        let losses: Vec<f32> = stats.iter().map(|s| s.loss_sum as f32).collect();
+        (losses, b.params().unwrap())
+    };
+    let (g_loss, g_params) = epoch(&mut gpu);
+    let (c_loss, c_params) = epoch(&mut cpu);
+    assert_eq!(g_loss.len(), rows);
+    OUTPUT_TOL.assert_close(&format!("{}: per-step losses", ctx.info), &g_loss, &c_loss);
+    PARAM_TOL.assert_close(&format!("{}: parameters", ctx.info), &g_params, &c_params);
+    report(format!(
+        "{}: fused step, 1,100 steps in one epoch ok",
+        ctx.info
+    ));
+}
+
 common::on_each_adapter!(
+    fused_step_epoch_past_the_first_stats_capacity_matches_reference,
     fused_step_matches_reference_for_every_activation_and_loss,
     fused_step_matches_reference_on_awkward_widths_and_batches,
     fused_step_batch_spanning_many_workgroups_and_tiles_matches_reference,

@@ -107,11 +107,12 @@ pub struct FusedMlp {
     reduce_pipeline: wgpu::ComputePipeline,
     tile_group: wgpu::BindGroup,
     reduce_group: wgpu::BindGroup,
+    /// What `reduce_group` binds (it also holds the layer table and partials), and its layout.
+    reduce: passes::ReduceBindings,
+    reduce_layout: wgpu::BindGroupLayout,
     max_per_dim: u32,
     bytes: u64,
-    _layers: wgpu::Buffer,
     _scratch: wgpu::Buffer,
-    _partial: wgpu::Buffer,
 }
 
 impl FusedMlp {
@@ -152,23 +153,23 @@ impl FusedMlp {
             weights: bufs.params,
         };
         let reduce = passes::ReduceBindings {
-            step: bufs.step,
-            layers: &layers_buf,
-            params: bufs.params,
-            opt_m: bufs.opt_m,
-            opt_v: bufs.opt_v,
-            grads: bufs.grads,
-            stats: bufs.stats,
-            partial: &partial,
+            step: bufs.step.clone(),
+            layers: layers_buf.clone(),
+            params: bufs.params.clone(),
+            opt_m: bufs.opt_m.clone(),
+            opt_v: bufs.opt_v.clone(),
+            grads: bufs.grads.clone(),
+            stats: bufs.stats.clone(),
+            partial: partial.clone(),
         };
         let constants = Self::constants(spec, optimizer, &shape, options);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("shaders/fused.wgsl"),
             source: wgpu::ShaderSource::Wgsl(source().into()),
         });
-        let (tile_pipeline, tile_group) =
+        let (tile_pipeline, tile_group, _) =
             passes::build(device, &module, "fused_tile", &tile.entries(), &constants);
-        let (reduce_pipeline, reduce_group) = passes::build(
+        let (reduce_pipeline, reduce_group, reduce_layout) = passes::build(
             device,
             &module,
             "reduce_update",
@@ -187,10 +188,22 @@ impl FusedMlp {
             reduce_group,
             max_per_dim: ctx.limits.max_compute_workgroups_per_dimension,
             bytes: layers_buf.size() + scratch.size() + partial.size(),
-            _layers: layers_buf,
+            reduce,
+            reduce_layout,
             _scratch: scratch,
-            _partial: partial,
         })
+    }
+
+    /// Binds `stats` (a grown per-step stats buffer) in place of the old one: one new bind
+    /// group, no new pipeline or scratch.
+    pub fn rebind_stats(&mut self, device: &wgpu::Device, stats: &wgpu::Buffer) {
+        self.reduce.stats = stats.clone();
+        self.reduce_group = passes::bind_group(
+            device,
+            "reduce_update",
+            &self.reduce_layout,
+            &self.reduce.entries(),
+        );
     }
 
     /// The override constants both passes of `spec`'s fused step take with launch `shape`:

@@ -40,38 +40,39 @@ impl<'a> TileBindings<'a> {
     }
 }
 
-/// The bindings of `reduce_update`.
-pub(super) struct ReduceBindings<'a> {
+/// The bindings of `reduce_update`. Owned handles (wgpu buffers are reference-counted), so the
+/// bind group can be rebuilt when the stats buffer grows ([`super::FusedMlp::rebind_stats`]).
+pub(super) struct ReduceBindings {
     /// 0: the step uniform, one slot per dispatch.
-    pub step: &'a wgpu::Buffer,
+    pub step: wgpu::Buffer,
     /// 1: the layer table `[layers]`.
-    pub layers: &'a wgpu::Buffer,
+    pub layers: wgpu::Buffer,
     /// 4: the parameters `[P]`, updated in place.
-    pub params: &'a wgpu::Buffer,
+    pub params: wgpu::Buffer,
     /// 5: the optimizer's first state `[P]` (or a placeholder).
-    pub opt_m: &'a wgpu::Buffer,
+    pub opt_m: wgpu::Buffer,
     /// 6: the optimizer's second state `[P]` (or a placeholder).
-    pub opt_v: &'a wgpu::Buffer,
+    pub opt_v: wgpu::Buffer,
     /// 7: the gradient `[P]` when captured (or a placeholder).
-    pub grads: &'a wgpu::Buffer,
+    pub grads: wgpu::Buffer,
     /// 8: per-step loss and correct count `[steps, 2]`.
-    pub stats: &'a wgpu::Buffer,
+    pub stats: wgpu::Buffer,
     /// 10: the tile pass's partials.
-    pub partial: &'a wgpu::Buffer,
+    pub partial: wgpu::Buffer,
 }
 
-impl<'a> ReduceBindings<'a> {
+impl ReduceBindings {
     /// Each buffer with its binding and slot kind.
-    pub fn entries(&self) -> [(u32, &'a wgpu::Buffer, Slot); 8] {
+    pub fn entries(&self) -> [(u32, &wgpu::Buffer, Slot); 8] {
         [
-            (0, self.step, Slot::Step),
-            (1, self.layers, Slot::Read),
-            (4, self.params, Slot::ReadWrite),
-            (5, self.opt_m, Slot::ReadWrite),
-            (6, self.opt_v, Slot::ReadWrite),
-            (7, self.grads, Slot::ReadWrite),
-            (8, self.stats, Slot::ReadWrite),
-            (10, self.partial, Slot::ReadWrite),
+            (0, &self.step, Slot::Step),
+            (1, &self.layers, Slot::Read),
+            (4, &self.params, Slot::ReadWrite),
+            (5, &self.opt_m, Slot::ReadWrite),
+            (6, &self.opt_v, Slot::ReadWrite),
+            (7, &self.grads, Slot::ReadWrite),
+            (8, &self.stats, Slot::ReadWrite),
+            (10, &self.partial, Slot::ReadWrite),
         ]
     }
 }
@@ -112,15 +113,19 @@ pub(super) fn constants(
     ]
 }
 
-/// The pipeline of `entry` and its bind group over `entries` (binding, buffer, slot kind), with
-/// a layout of exactly those bindings.
+/// The pipeline of `entry`, its bind group over `entries` (binding, buffer, slot kind) and the
+/// layout of exactly those bindings.
 pub(super) fn build(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
     entry: &str,
     entries: &[(u32, &wgpu::Buffer, Slot)],
     constants: &[(&str, f64)],
-) -> (wgpu::ComputePipeline, wgpu::BindGroup) {
+) -> (
+    wgpu::ComputePipeline,
+    wgpu::BindGroup,
+    wgpu::BindGroupLayout,
+) {
     let layout_entries: Vec<_> = entries
         .iter()
         .map(|&(binding, _, slot)| slot.layout_entry(binding))
@@ -134,21 +139,7 @@ pub(super) fn build(
         bind_group_layouts: &[Some(&bgl)],
         immediate_size: 0,
     });
-    let group_entries: Vec<_> = entries
-        .iter()
-        .map(|&(binding, buffer, slot)| wgpu::BindGroupEntry {
-            binding,
-            resource: match slot {
-                Slot::Step => step_binding(buffer),
-                _ => buffer.as_entire_binding(),
-            },
-        })
-        .collect();
-    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(entry),
-        layout: &bgl,
-        entries: &group_entries,
-    });
+    let group = bind_group(device, entry, &bgl, entries);
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(entry),
         layout: Some(&layout),
@@ -160,5 +151,29 @@ pub(super) fn build(
         },
         cache: None,
     });
-    (pipeline, group)
+    (pipeline, group, bgl)
+}
+
+/// The bind group of `entries` (binding, buffer, slot kind) in layout `bgl`.
+pub(super) fn bind_group(
+    device: &wgpu::Device,
+    label: &str,
+    bgl: &wgpu::BindGroupLayout,
+    entries: &[(u32, &wgpu::Buffer, Slot)],
+) -> wgpu::BindGroup {
+    let group_entries: Vec<_> = entries
+        .iter()
+        .map(|&(binding, buffer, slot)| wgpu::BindGroupEntry {
+            binding,
+            resource: match slot {
+                Slot::Step => step_binding(buffer),
+                _ => buffer.as_entire_binding(),
+            },
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: bgl,
+        entries: &group_entries,
+    })
 }

@@ -270,30 +270,8 @@ impl GpuBackend {
         let bg = io.bind_group(device, &self.kernels, &self.spec, false);
         self.loss[0].bind_group = bg.clone();
         self.loss[1].bind_group = bg;
-        if let Some(old) = self.fused_mlp.take() {
-            self.bytes -= old.allocated_bytes();
-            self.fused_mlp = FusedMlp::new(
-                &self.ctx,
-                &self.spec,
-                self.optimizer,
-                self.micro,
-                &FusedBuffers {
-                    step: &self.step_uniform,
-                    x: &self.x_batch,
-                    t: &self.t_batch,
-                    params: &self.params,
-                    opt_m: &self.opt_m,
-                    opt_v: &self.opt_v,
-                    grads: &self.grads,
-                    stats: &self.stats,
-                },
-                FusedOptions {
-                    capture_gradients: self.options.capture_gradients,
-                    max_groups: None,
-                    max_invocations: None,
-                },
-            );
-            self.bytes += self.fused_mlp.as_ref().map_or(0, |f| f.allocated_bytes());
+        if let Some(fused) = &mut self.fused_mlp {
+            fused.rebind_stats(device, &self.stats);
         }
     }
 }
