@@ -621,7 +621,7 @@ fn fused_step_epoch_past_the_first_stats_capacity_matches_reference(ctx: &Arc<Gp
     let mut gpu = gpumlp::GpuBackend::new(ctx.clone(), &spec, Optimizer::Sgd, 1, o).unwrap();
     assert!(gpu.uses_fused_mlp(), "{}", ctx.info);
     let mut cpu = ReferenceBackend::new(&spec, Optimizer::Sgd).unwrap();
-    let mut epoch = |b: &mut dyn Backend| {
+    let epoch = |b: &mut dyn Backend| {
         b.set_params(&params).unwrap();
         b.set_train_data(&x, &t, rows).unwrap();
         b.begin_epoch(&order).unwrap();
